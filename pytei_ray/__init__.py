@@ -1,0 +1,46 @@
+"""pytei_ray: exact, reversible fault injection for PyTorch, and resumable campaigns on Ray.
+
+The fault core (this namespace's ``Injector``, error models, ``FaultMap``, mitigations) imports
+neither ray nor pyarrow; the campaign layer is loaded on first use of ``pytei_ray.Campaign``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .faults import (
+    BitFlip,
+    ErrorModel,
+    FaultMap,
+    RandomValue,
+    StuckAt,
+    bit_fields,
+    supported_dtypes,
+)
+from .injection import InjectionHandle, Injector, read_target_file, state_checksum
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BitFlip",
+    "Campaign",
+    "ErrorModel",
+    "FaultMap",
+    "InjectionHandle",
+    "Injector",
+    "RandomValue",
+    "StuckAt",
+    "__version__",
+    "bit_fields",
+    "read_target_file",
+    "state_checksum",
+    "supported_dtypes",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Campaign":
+        from .campaign import Campaign
+
+        return Campaign
+    raise AttributeError(f"module 'pytei_ray' has no attribute {name!r}")

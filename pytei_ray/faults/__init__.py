@@ -1,0 +1,26 @@
+"""Fault models and fault maps: pure functions of (seed, targets, error model, model layout)."""
+
+from .dtypes import LAYOUTS, BitLayout, bit_fields, layout_of, supported_dtypes
+from .faultmap import FaultMap, FaultSummary, SiteInfo, TensorFaults, sample_fault_map
+from .models import BitFlip, ErrorModel, RandomValue, StuckAt
+from .sampling import bernoulli_positions, distinct_positions, stable_seed
+
+__all__ = [
+    "LAYOUTS",
+    "BitFlip",
+    "BitLayout",
+    "ErrorModel",
+    "FaultMap",
+    "FaultSummary",
+    "RandomValue",
+    "SiteInfo",
+    "StuckAt",
+    "TensorFaults",
+    "bernoulli_positions",
+    "bit_fields",
+    "distinct_positions",
+    "layout_of",
+    "sample_fault_map",
+    "stable_seed",
+    "supported_dtypes",
+]

@@ -1,0 +1,279 @@
+"""The fault map: which words of which tensors get which masks. Sparse, device-free, replayable.
+
+A :class:`FaultMap` is a pure description, ``O(faults)`` in size: per tensor the flat indices of the
+hit words and an ``(and_mask, xor_mask)`` per word. Sampling it needs only tensor names, dtypes and
+sizes, so it is a pure function of (seed, targets, error model, model layout): the same on any
+machine, in any visiting order, on CPU or CUDA.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from .dtypes import BitLayout, dtype_from_name, dtype_name, layout_of
+from .models import ErrorModel
+from .sampling import bernoulli_positions, distinct_positions, rng_for
+
+if TYPE_CHECKING:  # pragma: no cover
+    from torch import nn
+
+    from ..injection.apply import InjectionHandle
+
+
+@dataclass(frozen=True)
+class SiteInfo:
+    """What sampling needs to know about one targeted tensor."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+
+    @property
+    def numel(self) -> int:
+        n = 1
+        for s in self.shape:
+            n *= s
+        return n
+
+
+@dataclass
+class TensorFaults:
+    """Faults of one tensor: flat word indices (sorted, distinct) and their masks."""
+
+    name: str
+    dtype: torch.dtype
+    shape: tuple[int, ...]
+    index: np.ndarray  # int64 flat indices of the hit words
+    and_mask: np.ndarray  # layout.np_int, one per index
+    xor_mask: np.ndarray  # layout.np_int, one per index
+    n_sites: int  # fault sites sampled (bits for bit models, words for element models)
+
+    @property
+    def layout(self) -> BitLayout:
+        return layout_of(self.dtype)
+
+    @property
+    def n_words(self) -> int:
+        return int(self.index.size)
+
+    def faulty_words(self, words: np.ndarray) -> np.ndarray:
+        """Apply the masks to original words (numpy, same dtype as the masks)."""
+        return (words & self.and_mask) ^ self.xor_mask
+
+
+@dataclass
+class FaultSummary:
+    """Per-tensor fault statistics and totals; ``str()`` renders a table."""
+
+    rows: list[dict[str, Any]]
+    totals: dict[str, Any]
+
+    def __str__(self) -> str:
+        cols = list(self.rows[0]) if self.rows else list(self.totals)
+        table = [cols] + [[str(r.get(c, "")) for c in cols] for r in self.rows]
+        table.append([str(self.totals.get(c, "")) for c in cols])
+        widths = [max(len(row[i]) for row in table) for i in range(len(cols))]
+        lines = ["  ".join(v.ljust(w) for v, w in zip(row, widths)) for row in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        lines.insert(-1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+
+@dataclass
+class FaultMap:
+    """Sparse faults for a set of tensors, plus how they were made.
+
+    Attributes:
+        tensors: one :class:`TensorFaults` per targeted tensor (also those with no fault).
+        error: the error model's key (e.g. ``"BitFlip(ber=1e-06)"``).
+        unit: ``"bit"`` or ``"element"``: what one fault site is.
+        seed: the seed the map was sampled with (None when loaded from elsewhere).
+    """
+
+    tensors: list[TensorFaults]
+    error: str
+    unit: str
+    seed: int | None = None
+    _applied: InjectionHandle | None = field(default=None, repr=False, compare=False)
+
+    # ---- statistics --------------------------------------------------------------------------
+    @property
+    def n_faults(self) -> int:
+        """Total fault sites (flipped/stuck bits for bit models, replaced words for others)."""
+        return sum(t.n_sites for t in self.tensors)
+
+    @property
+    def n_words(self) -> int:
+        """Total distinct words hit."""
+        return sum(t.n_words for t in self.tensors)
+
+    @property
+    def n_nonfinite(self) -> int | None:
+        """NaN/Inf values produced among the hit words by the last apply (None if never applied)."""
+        return None if self._applied is None else self._applied.n_nonfinite
+
+    def summary(self) -> FaultSummary:
+        """Per-tensor statistics: faults, words hit, bits changed, NaN/Inf produced."""
+        applied = self._applied.per_tensor_stats() if self._applied is not None else {}
+        rows = []
+        for t in self.tensors:
+            row: dict[str, Any] = {
+                "tensor": t.name,
+                "dtype": dtype_name(t.dtype),
+                "numel": int(np.prod(t.shape, dtype=np.int64)),
+                "n_faults": t.n_sites,
+                "n_words": t.n_words,
+            }
+            if self._applied is not None:
+                row.update(applied.get(t.name, {"n_bits_changed": 0, "n_nonfinite": 0}))
+            rows.append(row)
+        totals: dict[str, Any] = {
+            "tensor": "TOTAL",
+            "dtype": "",
+            "numel": sum(r["numel"] for r in rows),
+        }
+        for key in ("n_faults", "n_words", "n_bits_changed", "n_nonfinite"):
+            if rows and key in rows[0]:
+                totals[key] = sum(r[key] for r in rows)
+        return FaultSummary(rows, totals)
+
+    # ---- transformations ---------------------------------------------------------------------
+    def filtered(
+        self, keep_and: dict[torch.dtype, int], keep_xor: dict[torch.dtype, int]
+    ) -> FaultMap:
+        """A copy with masks restricted: ``and |= keep_and``, ``xor &= keep_xor`` (per dtype).
+
+        Words left with no effect are dropped. Used by selective bit protection (SBP).
+        """
+        out = []
+        for t in self.tensors:
+            lay = t.layout
+            a = t.and_mask | lay.np_int.type(keep_and.get(t.dtype, 0))
+            x = t.xor_mask & lay.np_int.type(keep_xor.get(t.dtype, -1))
+            live = (a != -1) | (x != 0)
+            a, x, idx = a[live], x[live], t.index[live]
+            if self.unit == "bit":
+                touched = (~a | x).view(lay.np_uint)
+                n_sites = int(np.bitwise_count(touched).sum())
+            else:
+                n_sites = int(idx.size)
+            out.append(replace(t, index=idx, and_mask=a, xor_mask=x, n_sites=n_sites))
+        return FaultMap(out, self.error, self.unit, self.seed)
+
+    # ---- applying ----------------------------------------------------------------------------
+    def apply(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> InjectionHandle:
+        """Write the faults into ``model`` in place; returns a handle that restores it exactly.
+
+        The handle is a context manager (``with faults.apply(model): ...``). Mitigations filter
+        the faults (SBP) and/or attach hooks (clipping) for the duration of the handle.
+        """
+        from ..injection.apply import apply_faults
+
+        return apply_faults(self, model, mitigations)
+
+    # ---- persistence -------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """Save to a ``torch.save`` file loadable with ``weights_only=True`` (sparse, O(faults))."""
+        payload = {
+            "format": "pytei_ray.FaultMap/1",
+            "error": self.error,
+            "unit": self.unit,
+            "seed": -1 if self.seed is None else self.seed,
+            "tensors": [
+                {
+                    "name": t.name,
+                    "dtype": dtype_name(t.dtype),
+                    "shape": list(t.shape),
+                    "index": torch.from_numpy(t.index),
+                    "and_mask": torch.from_numpy(t.and_mask),
+                    "xor_mask": torch.from_numpy(t.xor_mask),
+                    "n_sites": t.n_sites,
+                }
+                for t in self.tensors
+            ],
+        }
+        torch.save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> FaultMap:
+        """Load a map written by :meth:`save`."""
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        if not isinstance(payload, dict) or payload.get("format") != "pytei_ray.FaultMap/1":
+            raise ValueError(f"{os.fspath(path)!r} is not a pytei_ray fault map file.")
+        tensors = [
+            TensorFaults(
+                name=t["name"],
+                dtype=dtype_from_name(t["dtype"]),
+                shape=tuple(t["shape"]),
+                index=t["index"].numpy(),
+                and_mask=t["and_mask"].numpy(),
+                xor_mask=t["xor_mask"].numpy(),
+                n_sites=int(t["n_sites"]),
+            )
+            for t in payload["tensors"]
+        ]
+        seed = None if payload["seed"] < 0 else int(payload["seed"])
+        return cls(tensors, payload["error"], payload["unit"], seed)
+
+
+def _words_faults(
+    site: SiteInfo, error: ErrorModel, positions: np.ndarray, rng: np.random.Generator
+) -> TensorFaults:
+    """Turn sorted site positions of one tensor into per-word masks."""
+    lay = layout_of(site.dtype)
+    k = error.sites_per_word(lay)
+    words, slots = np.divmod(positions, k)
+    a, x = error.transform(lay, slots, rng)
+    a = np.asarray(a, dtype=lay.np_int)
+    x = np.asarray(x, dtype=lay.np_int)
+    if words.size and k > 1:  # several sites in one word: combine (sites touch disjoint bits)
+        starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]])
+        words = words[starts]
+        a = np.bitwise_and.reduceat(a, starts)
+        x = np.bitwise_or.reduceat(x, starts)
+    return TensorFaults(
+        site.name, site.dtype, site.shape, words.astype(np.int64), a, x, int(positions.size)
+    )
+
+
+def sample_fault_map(sites: Sequence[SiteInfo], error: ErrorModel, seed: int) -> FaultMap:
+    """Sample a :class:`FaultMap` for ``sites``: a pure function of its arguments.
+
+    Rate mode samples each tensor from its own stream seeded by (seed, tensor name, error), so
+    the result does not depend on the order of ``sites``. Exact-count mode draws ``n`` distinct
+    sites over all tensors, ordered by name.
+    """
+    for s in sites:
+        error.check_dtype(layout_of(s.dtype))
+    key = error.key()
+    ordered = sorted(sites, key=lambda s: s.name)
+    out: list[TensorFaults] = []
+    if error.rate is not None:
+        for s in ordered:
+            rng = rng_for(seed, s.name, key)
+            n = s.numel * error.sites_per_word(layout_of(s.dtype))
+            out.append(_words_faults(s, error, bernoulli_positions(n, error.rate, rng), rng))
+    else:
+        sizes = np.array(
+            [s.numel * error.sites_per_word(layout_of(s.dtype)) for s in ordered], dtype=np.int64
+        )
+        total = int(sizes.sum())
+        assert error.n is not None
+        if error.n > total:
+            raise ValueError(
+                f"Expected at most {total} faults (the targeted sites of {error!r}), "
+                f"but `n` = {error.n}."
+            )
+        pos = distinct_positions(total, error.n, rng_for(seed, "exact-count", key))
+        bounds = np.concatenate([[0], np.cumsum(sizes)])
+        cuts = np.searchsorted(pos, bounds)
+        for i, s in enumerate(ordered):
+            local = pos[cuts[i] : cuts[i + 1]] - bounds[i]
+            out.append(_words_faults(s, error, local, rng_for(seed, s.name, key, "values")))
+    return FaultMap(out, key, error.unit, seed)

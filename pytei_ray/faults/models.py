@@ -1,0 +1,271 @@
+"""Error models: what a fault does to a word, as pure numpy functions over sampled fault sites.
+
+An error model chooses its *sites* (bits of a word, or whole words) and turns each sampled site into
+an ``(and_mask, xor_mask)`` pair: the faulty word is ``(word & and_mask) ^ xor_mask``. That one form
+expresses bit flips (``xor``), stuck-at bits (``and`` clears, ``xor`` sets) and whole-word
+replacement (``and = 0``), composes across models, and lets SBP mask faults without the weights.
+
+Write your own by subclassing :class:`ErrorModel`::
+
+    class FlipTwoAdjacent(ErrorModel):
+        unit = "element"                     # one site per word
+
+        def transform(self, layout, slots, rng):
+            low = rng.integers(0, layout.width - 1, size=slots.size)
+            mask = ((1 << low) | (1 << (low + 1))).astype(layout.np_uint).view(layout.np_int)
+            return np.full_like(mask, -1), mask    # keep every bit, flip two
+
+Sites are sampled by the base class (rate per site, or exactly ``n`` sites over the whole target
+set), so a new model inherits exact Binomial counts, determinism and pairing for free.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import ClassVar, Literal
+
+import numpy as np
+import torch
+
+from .dtypes import BitLayout, dtype_name
+
+
+def _check_rate(name: str, value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
+        raise TypeError(f"Expected argument `{name}` to be a float in [0, 1], but got {value!r}.")
+    value = float(value)
+    if not (0.0 <= value <= 1.0) or math.isnan(value):
+        raise ValueError(f"Expected argument `{name}` to be a float in [0, 1], but got {value}.")
+    return value
+
+
+def _check_count(n: int | None) -> int | None:
+    if n is None:
+        return None
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"Expected argument `n` to be a non-negative integer, but got {n!r}.")
+    return int(n)
+
+
+class ErrorModel:
+    """Base class: a fault-site kind, a sampling mode (``rate`` or exact count ``n``), a transform.
+
+    Subclasses set ``unit`` (``"bit"`` = each selected bit of each word is a site, ``"element"`` =
+    each word is one site) and implement :meth:`transform`. Exactly one of ``rate``/``n`` is given.
+    """
+
+    unit: ClassVar[Literal["bit", "element"]] = "bit"
+    rate_name: ClassVar[str] = "rate"
+
+    def __init__(self, rate: float | None = None, n: int | None = None) -> None:
+        if (rate is None) == (n is None):
+            raise ValueError(
+                f"{type(self).__name__} needs exactly one of `{self.rate_name}` (probability per "
+                f"site) or `n` (exact number of faults), but got "
+                f"{self.rate_name}={rate!r}, n={n!r}."
+            )
+        self.rate = _check_rate(self.rate_name, rate)
+        self.n = _check_count(n)
+
+    # ---- sites -------------------------------------------------------------------------------
+    def site_bits(self, layout: BitLayout) -> tuple[int, ...]:
+        """Bits of a word that can be hit (bit models); all bits by default."""
+        return tuple(range(layout.width))
+
+    def sites_per_word(self, layout: BitLayout) -> int:
+        """Number of fault sites in one word of ``layout``."""
+        return len(self.site_bits(layout)) if self.unit == "bit" else 1
+
+    def check_dtype(self, layout: BitLayout) -> None:
+        """Raise ``ValueError``/``TypeError`` if this model cannot act on ``layout``."""
+        self.site_bits(layout)
+
+    # ---- the fault itself --------------------------------------------------------------------
+    def transform(
+        self, layout: BitLayout, slots: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Masks for sampled sites.
+
+        Args:
+            layout: the bit layout of the targeted tensor.
+            slots: for each sampled site, its index within the word (``0..sites_per_word-1``).
+            rng: generator for any randomness of the fault itself (e.g. a random value).
+
+        Returns:
+            ``(and_mask, xor_mask)``, arrays of ``layout.np_int`` with one entry per site.
+            Sites of a bit model must only touch their own bit, so several sites in one word
+            combine exactly.
+        """
+        raise NotImplementedError
+
+    def key(self) -> str:
+        """A stable, exact description (used to derive seeds and to name the model in results)."""
+        return repr(self)
+
+    def __repr__(self) -> str:
+        args = [f"{k}={v!r}" for k, v in self._params().items()]
+        return f"{type(self).__name__}({', '.join(args)})"
+
+    def _params(self) -> dict[str, object]:
+        mode = {self.rate_name: self.rate} if self.rate is not None else {"n": self.n}
+        return mode
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.key() == self.key()
+
+    def __hash__(self) -> int:
+        return hash(self.key())
+
+
+def _bits_arg(bits: Iterable[int | str] | int | str | None) -> tuple[int | str, ...] | None:
+    if bits is None:
+        return None
+    if isinstance(bits, (int, str)):
+        return (bits,)
+    bits = tuple(bits)
+    if not bits:
+        raise ValueError("Expected argument `bits` to name at least one bit or field, got ().")
+    for b in bits:
+        if not isinstance(b, (int, str, np.integer)) or isinstance(b, bool):
+            raise TypeError(f"Expected bit indices (int) or field names (str), but got {b!r}.")
+    return bits
+
+
+class _BitModel(ErrorModel):
+    unit = "bit"
+    rate_name = "ber"
+
+    def __init__(
+        self,
+        ber: float | None = None,
+        *,
+        n: int | None = None,
+        bits: Iterable[int | str] | int | str | None = None,
+    ) -> None:
+        super().__init__(ber, n)
+        self.bits = _bits_arg(bits)
+        for b in self.bits or ():
+            if isinstance(b, (int, np.integer)) and not 0 <= int(b) < 64:
+                raise ValueError(f"Expected bit indices in [0, 64), but got {b}.")
+
+    @property
+    def ber(self) -> float | None:
+        """Bit error rate (probability per targeted bit), or None in exact-count mode."""
+        return self.rate
+
+    def site_bits(self, layout: BitLayout) -> tuple[int, ...]:
+        return layout.resolve_bits(self.bits)
+
+    def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
+        bits = np.asarray(self.site_bits(layout), dtype=np.uint64)[slots]
+        return (np.uint64(1) << bits).astype(layout.np_uint).view(layout.np_int)
+
+    def _params(self) -> dict[str, object]:
+        params = super()._params()
+        if self.bits is not None:
+            params["bits"] = self.bits
+        return params
+
+
+class BitFlip(_BitModel):
+    """Every targeted bit flips independently with probability ``ber`` (or exactly ``n`` flips).
+
+    Args:
+        ber: bit error rate in [0, 1].
+        n: exact number of flipped bits over the whole target set (single-fault studies).
+        bits: restrict to bit indices and/or field names (``"sign"``, ``"exponent"``,
+            ``"mantissa"``; ``"value"`` for integers), resolved per dtype.
+
+    Example:
+        >>> BitFlip(1e-6, bits=["exponent"])
+        BitFlip(ber=1e-06, bits=('exponent',))
+    """
+
+    def transform(self, layout, slots, rng):
+        xor = self._bit_masks(layout, slots)
+        return np.full_like(xor, -1), xor
+
+
+class StuckAt(_BitModel):
+    """Each targeted bit is independently stuck at ``value`` with probability ``ber``.
+
+    A bit that already holds ``value`` does not change (it still counts as a fault site).
+
+    Example:
+        >>> StuckAt(1e-3, value=1)
+        StuckAt(ber=0.001, value=1)
+    """
+
+    def __init__(
+        self,
+        ber: float | None = None,
+        value: int = 1,
+        *,
+        n: int | None = None,
+        bits: Iterable[int | str] | int | str | None = None,
+    ) -> None:
+        if value not in (0, 1) or isinstance(value, float):
+            raise ValueError(f"Expected argument `value` to be 0 or 1, but got {value!r}.")
+        super().__init__(ber, n=n, bits=bits)
+        self.value = int(value)
+
+    def transform(self, layout, slots, rng):
+        m = self._bit_masks(layout, slots)
+        return ~m, (m if self.value else np.zeros_like(m))
+
+    def _params(self) -> dict[str, object]:
+        params = super()._params()
+        params["value"] = self.value
+        return params
+
+
+class RandomValue(ErrorModel):
+    """Each targeted element is replaced, with probability ``rate``, by a uniform value.
+
+    Values are uniform in ``[low, high)`` in float64, then cast to the tensor's dtype; for integer
+    and quantized tensors they are integers of the (integer) representation in ``[low, high)``.
+
+    Example:
+        >>> RandomValue(1e-4, low=-1.0, high=1.0)
+        RandomValue(rate=0.0001, low=-1.0, high=1.0)
+    """
+
+    unit = "element"
+
+    def __init__(
+        self,
+        rate: float | None = None,
+        low: float = -1.0,
+        high: float = 1.0,
+        *,
+        n: int | None = None,
+    ) -> None:
+        super().__init__(rate, n)
+        if not (math.isfinite(low) and math.isfinite(high) and low < high):
+            raise ValueError(f"Expected finite `low` < `high`, but got low={low!r}, high={high!r}.")
+        self.low, self.high = float(low), float(high)
+
+    def transform(self, layout, slots, rng):
+        if layout.dtype.is_floating_point:
+            values = torch.from_numpy(rng.uniform(self.low, self.high, size=slots.size))
+            words = values.to(layout.dtype).view(layout.int_dtype).numpy()
+        else:
+            info = np.iinfo(layout.value_np)
+            lo = max(math.ceil(self.low), info.min)
+            hi = min(math.ceil(self.high), info.max + 1)
+            if lo >= hi:
+                raise ValueError(
+                    f"RandomValue range [{self.low}, {self.high}) holds no value of "
+                    f"{dtype_name(layout.dtype)}."
+                )
+            values = rng.integers(lo, hi, size=slots.size).astype(layout.value_np)
+            words = values.view(layout.np_int)
+        return np.zeros_like(words), words
+
+    def _params(self) -> dict[str, object]:
+        params = super()._params()
+        params.update(low=self.low, high=self.high)
+        return params

@@ -1,0 +1,167 @@
+"""Which tensors of a model are targeted: exact names, globs, module types, PyTEI target files.
+
+A *site* is one injectable tensor: a parameter, a buffer (when asked), or the weight of a quantized
+module (``torch.ao.nn.quantized``), which is reached through ``module.weight()`` and written back
+with ``set_weight_bias``/``set_weight`` because quantized weights are packed, not parameters.
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..faults.dtypes import LAYOUTS, dtype_name, supported_dtypes
+from ..faults.faultmap import SiteInfo
+
+TargetItem = str | type | os.PathLike
+Targets = TargetItem | Iterable[TargetItem] | None
+
+
+@dataclass
+class Site:
+    """One injectable tensor of a model.
+
+    Attributes:
+        name: its name (as in ``named_parameters()``; ``<module>.weight`` for quantized modules).
+        kind: ``"parameter"``, ``"buffer"`` or ``"quantized"``.
+        tensor: the tensor (for quantized sites, the current quantized weight).
+        module: the owning module (quantized sites only, to write the weight back).
+    """
+
+    name: str
+    kind: str
+    tensor: torch.Tensor
+    module: nn.Module | None = None
+
+    @property
+    def info(self) -> SiteInfo:
+        return SiteInfo(self.name, self.tensor.dtype, tuple(self.tensor.shape))
+
+
+def read_target_file(path: str | os.PathLike) -> list[str]:
+    """Read a PyTEI target file: one name (or glob) per line; ``;`` starts a comment line."""
+    names = []
+    for raw in Path(path).read_text().splitlines():
+        line = raw.strip()
+        if line and not line.startswith(";"):
+            names.append(line)
+    if not names:
+        raise ValueError(f"Target file {os.fspath(path)!r} names no tensor (only comments/blanks).")
+    return names
+
+
+def candidate_sites(model: nn.Module, include_buffers: bool = False) -> dict[str, Site]:
+    """All sites of ``model``: parameters, quantized module weights, and buffers if asked."""
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected an nn.Module, but got {type(model).__name__}.")
+    sites: dict[str, Site] = {}
+    for name, p in model.named_parameters():
+        sites[name] = Site(name, "parameter", p)
+    for mod_name, mod in model.named_modules():
+        weight = getattr(mod, "weight", None)
+        if callable(weight) and not isinstance(weight, torch.Tensor):
+            if hasattr(mod, "set_weight_bias") or hasattr(mod, "set_weight"):
+                w = weight()
+                if isinstance(w, torch.Tensor) and w.is_quantized:
+                    name = f"{mod_name}.weight" if mod_name else "weight"
+                    sites[name] = Site(name, "quantized", w, mod)
+    if include_buffers:
+        for name, b in model.named_buffers():
+            sites.setdefault(name, Site(name, "buffer", b))
+    return sites
+
+
+def _is_glob(s: str) -> bool:
+    return any(c in s for c in "*?[")
+
+
+def _close(name: str, names: Iterable[str]) -> str:
+    close = difflib.get_close_matches(name, list(names), n=5, cutoff=0.5)
+    return f"  closest names: {close}" if close else "  (no similar name)"
+
+
+def resolve_targets(
+    model: nn.Module, targets: Targets = None, include_buffers: bool = False
+) -> list[Site]:
+    """Resolve a target specification to the model's sites, sorted by name.
+
+    Args:
+        model: the model.
+        targets: None (all parameters, plus buffers if ``include_buffers``), or one / a list of:
+            an exact tensor name, a glob (``"embedding.*"``), an ``nn.Module`` subclass (its
+            direct parameters), or a ``pathlib.Path`` to a PyTEI target file.
+        include_buffers: also consider buffers (e.g. BatchNorm running statistics).
+
+    Raises:
+        ValueError: a name that does not exist (with the closest real names), a pattern or type
+            that matches nothing, a model with nothing to target.
+        TypeError: a targeted tensor whose dtype has no bit layout.
+    """
+    sites = candidate_sites(model, include_buffers)
+    if not sites:
+        raise ValueError(
+            f"The model ({type(model).__name__}) has no parameters to inject faults into"
+            + ("." if include_buffers else " (pass include_buffers=True to target buffers).")
+        )
+    if targets is None:
+        chosen = set(sites)
+    else:
+        items = [targets] if isinstance(targets, (str, type, os.PathLike)) else list(targets)
+        expanded: list[TargetItem] = []
+        for item in items:
+            if isinstance(item, os.PathLike):
+                expanded.extend(read_target_file(item))
+            else:
+                expanded.append(item)
+        if not expanded:
+            raise ValueError("Expected at least one target, but got an empty target list.")
+        chosen = set()
+        for item in expanded:
+            chosen |= _match(model, sites, item)
+    bad = [n for n in chosen if sites[n].tensor.dtype not in LAYOUTS]
+    if bad:
+        raise TypeError(
+            "Unsupported dtype for fault injection.\n"
+            f"  expected one of: {supported_dtypes()}\n"
+            f"  got: {', '.join(f'{n} ({dtype_name(sites[n].tensor.dtype)})' for n in sorted(bad))}"
+        )
+    return [sites[n] for n in sorted(chosen)]
+
+
+def _match(model: nn.Module, sites: dict[str, Site], item: TargetItem) -> set[str]:
+    if isinstance(item, type):
+        if not issubclass(item, nn.Module):
+            raise TypeError(f"Expected a target module type (nn.Module subclass), got {item!r}.")
+        found = set()
+        for mod_name, mod in model.named_modules():
+            if isinstance(mod, item):
+                prefix = f"{mod_name}." if mod_name else ""
+                local = [n for n, _ in mod.named_parameters(recurse=False)]
+                if callable(getattr(mod, "weight", None)):
+                    local.append("weight")
+                found |= {prefix + n for n in local if prefix + n in sites}
+        if not found:
+            raise ValueError(f"Target type {item.__name__} matches no tensor of the model.")
+        return found
+    if not isinstance(item, str):
+        raise TypeError(
+            f"Expected targets to be names, globs, module types or Paths, but got {item!r}."
+        )
+    if _is_glob(item):
+        found = set(fnmatch.filter(sites, item))
+        if not found:
+            raise ValueError(
+                f"Target pattern {item!r} matches no tensor of the model.\n"
+                f"{_close(item.replace('*', ''), sites)}"
+            )
+        return found
+    if item not in sites:
+        raise ValueError(f"Unknown target tensor {item!r}.\n{_close(item, sites)}")
+    return {item}
