@@ -1,0 +1,173 @@
+"""Job files: Python modules that define a campaign, loaded from their source text.
+
+A job file defines ``campaign = Campaign(...)``, and optionally ``make_campaign(**params)`` so
+the launcher's ``--set key=value`` can choose a variant (e.g. ``--set small=1``). A
+:class:`JobRef` carries the path, the source text and the params, so an executor on another
+machine rebuilds the same campaign by executing the same source (functions defined in a job file
+cannot be pickled by reference there).
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import inspect
+import re
+import sys
+import traceback
+import types
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pytei_ray.errors import CampaignSpecError, JobFileError
+
+from .spec import Campaign
+
+__all__ = ["JobRef", "load_job", "parse_params"]
+
+
+def parse_params(items: Iterable[str]) -> dict[str, Any]:
+    """Parse ``["small=1", "name=x"]`` into ``{"small": 1, "name": "x"}``.
+
+    Values are Python literals when they parse as one (``1``, ``0.5``, ``[1, 2]``, ``True``),
+    otherwise strings.
+
+    Example:
+        >>> parse_params(["small=1", "tag=run a", "bers=[0.1, 0.2]"])
+        {'small': 1, 'tag': 'run a', 'bers': [0.1, 0.2]}
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key.isidentifier():
+            raise JobFileError(f"Expected --set KEY=VALUE with KEY a Python identifier, but got "
+                               f"{item!r}.")
+        try:
+            out[key] = ast.literal_eval(text.strip())
+        except (ValueError, SyntaxError):
+            out[key] = text
+    return out
+
+
+def _job_frame_line(exc: BaseException, path: str) -> str:
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
+    return f"{path}:{frames[-1].lineno}" if frames else path
+
+
+@dataclass(frozen=True)
+class JobRef:
+    """A job file by value: enough to rebuild its campaign anywhere.
+
+    Attributes:
+        path: the job file's path as given (used in messages and tracebacks).
+        source: the file's text.
+        params: keyword arguments for ``make_campaign`` (empty: use ``campaign``).
+    """
+
+    path: str
+    source: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def source_sha256(self) -> str:
+        """sha256 of the source text."""
+        return hashlib.sha256(self.source.encode()).hexdigest()
+
+    @property
+    def module_name(self) -> str:
+        """Name the job module gets in ``sys.modules`` (stable, so pickling by name works)."""
+        return "pytei_job_" + re.sub(r"\W", "_", Path(self.path).stem)
+
+    def campaign(self) -> Campaign:
+        """Execute the source (once per process) and return its campaign.
+
+        Raises:
+            JobFileError: the file fails to run, defines no campaign, or rejects the params.
+        """
+        if "campaign" not in self._cache:
+            self._cache["campaign"] = self._build()
+        return self._cache["campaign"]
+
+    def __getstate__(self) -> dict[str, Any]:  # never ship the built campaign (hooks, models)
+        return {"path": self.path, "source": self.source, "params": dict(self.params)}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for key, value in state.items():
+            object.__setattr__(self, key, value)
+        object.__setattr__(self, "_cache", {})
+
+    def _build(self) -> Campaign:
+        module = types.ModuleType(self.module_name)
+        module.__file__ = self.path
+        sys.modules[self.module_name] = module
+        try:
+            code = compile(self.source, self.path, "exec")
+            exec(code, module.__dict__)
+        except CampaignSpecError as exc:
+            raise JobFileError(f"{_job_frame_line(exc, self.path)}: {exc}") from exc
+        except Exception as exc:
+            tb = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)[-6:])
+            raise JobFileError(f"Running job file {self.path} raised "
+                               f"{type(exc).__name__}: {exc}\n{tb}") from exc
+        ns = module.__dict__
+        make = ns.get("make_campaign")
+        if self.params and not callable(make):
+            raise JobFileError(
+                f"{self.path} takes no parameters (--set {', '.join(self.params)}): define "
+                "`make_campaign(**params)` in it to accept them."
+            )
+        if callable(make) and (self.params or "campaign" not in ns):
+            self._check_params(make)
+            try:
+                campaign = make(**self.params)
+            except CampaignSpecError as exc:
+                raise JobFileError(f"{_job_frame_line(exc, self.path)}: {exc}") from exc
+        elif "campaign" in ns:
+            campaign = ns["campaign"]
+        else:
+            raise JobFileError(
+                f"Expected job file {self.path} to define `campaign = Campaign(...)` (or "
+                "`make_campaign(**params)`), but it defines neither."
+            )
+        if not isinstance(campaign, Campaign):
+            raise JobFileError(
+                f"Expected `campaign` in {self.path} to be a pytei_ray.Campaign, but got "
+                f"{type(campaign).__name__}."
+            )
+        return campaign
+
+    def _check_params(self, make: Any) -> None:
+        sig = inspect.signature(make)
+        if any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values()):
+            return
+        accepted = [n for n, p in sig.parameters.items()
+                    if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        unknown = [k for k in self.params if k not in accepted]
+        if unknown:
+            raise JobFileError(
+                f"Unknown job parameter(s) {unknown} for {self.path}; make_campaign accepts: "
+                f"{', '.join(accepted) or '(none)'}."
+            )
+
+
+def load_job(path: str | Path, params: Mapping[str, Any] | None = None) -> JobRef:
+    """Read a job file and build its campaign (validating it) in this process.
+
+    Args:
+        path: the job file.
+        params: ``make_campaign`` keyword arguments (see :func:`parse_params`).
+
+    Raises:
+        JobFileError: missing file, or see :meth:`JobRef.campaign`.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise JobFileError(f"Expected a job file (a .py module defining `campaign`), but "
+                           f"{str(path)!r} {'is a directory' if p.is_dir() else 'does not exist'}.")
+    job = JobRef(str(path), p.read_text(), dict(params or {}))
+    job.campaign()
+    return job

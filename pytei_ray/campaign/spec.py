@@ -1,0 +1,331 @@
+"""The :class:`Campaign` spec: factors and hooks of a fault-injection study, validated once.
+
+A campaign is data. Its factors (models, targets, error models, BERs, repetitions, mitigations)
+expand into trials (:mod:`pytei_ray.campaign.trials`); its hooks (model factories, data loader,
+evaluation, calibration) run where the trials run. :meth:`Campaign.spec` describes everything that
+determines the results as plain JSON, and :func:`compare_specs` says how two specs differ and
+whether the new one only *adds* trials (an extension) or changes existing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from pytei_ray.errors import CampaignSpecError
+
+__all__ = ["Campaign", "compare_specs", "describe", "spec_hash", "SpecDiff"]
+
+SPEC_FORMAT = 1
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_ADDRESS_RE = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _default_error_models() -> dict[str, Callable[[float], Any]]:
+    from pytei_ray.faults.models import BitFlip  # lazy: keeps `import pytei_ray.campaign` light
+
+    return {"bitflip": BitFlip}
+
+
+def _fail(arg: str, expected: str, got: object) -> CampaignSpecError:
+    return CampaignSpecError(f"Expected argument `{arg}` to be {expected}, but got {got!r}.")
+
+
+def _check_names(arg: str, value: object, check: Callable[[str, object], None]) -> dict:
+    if not isinstance(value, Mapping) or not value:
+        raise _fail(arg, "a non-empty dict mapping names to values", value)
+    out: dict[str, Any] = {}
+    for name, item in value.items():
+        if not isinstance(name, str) or not _NAME_RE.match(name):
+            raise CampaignSpecError(
+                f"Expected the names in argument `{arg}` to be non-empty strings of letters, "
+                f"digits and `_.+-`, but got {name!r}."
+            )
+        check(f"{arg}[{name!r}]", item)
+        out[name] = item
+    return out
+
+
+def _check_callable(arg: str, value: object) -> None:
+    if not callable(value):
+        raise _fail(arg, "callable", value)
+
+
+def _check_mitigation(arg: str, value: object) -> None:
+    items = value if isinstance(value, (list, tuple)) else [value]
+    for item in items:
+        if item is None and len(items) == 1:
+            continue
+        if not (hasattr(item, "attach") and hasattr(item, "filter_faults")):
+            raise _fail(arg, "None, a Mitigation (e.g. SBP()) or a list of Mitigations", value)
+
+
+def _check_target(arg: str, value: object) -> None:
+    if value is None or isinstance(value, (str, Path)):
+        return
+    if isinstance(value, (list, tuple)) and value and all(
+        isinstance(v, (str, type)) for v in value
+    ):
+        return
+    raise _fail(arg, "None (all parameters), a str/Path, or a list of names and module types",
+                value)
+
+
+def _check_bers(bers: object) -> tuple[float, ...]:
+    if isinstance(bers, (str, bytes)) or not isinstance(bers, Iterable):
+        raise _fail("bers", "a non-empty list of floats in [0, 1]", bers)
+    out: list[float] = []
+    for b in bers:
+        if isinstance(b, bool) or not isinstance(b, numbers.Real):
+            raise _fail("bers", "a non-empty list of floats in [0, 1]", bers)
+        b = float(b)
+        if math.isnan(b) or not 0.0 <= b <= 1.0:
+            raise CampaignSpecError(
+                f"Expected every value of argument `bers` to be a float in [0, 1], but got {b}."
+            )
+        if b in out:
+            raise CampaignSpecError(
+                f"Expected argument `bers` to hold distinct values, but {b!r} appears twice."
+            )
+        out.append(b)
+    if not out:
+        raise _fail("bers", "a non-empty list of floats in [0, 1]", bers)
+    return tuple(out)
+
+
+def _check_int(arg: str, value: object, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
+        raise _fail(arg, f"an integer >= {minimum}", value)
+    return int(value)
+
+
+def _check_number(arg: str, value: object, minimum: float, strict: bool) -> float:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if ok:
+        ok = value > minimum if strict else value >= minimum
+    if not ok:
+        raise _fail(arg, f"a number {'>' if strict else '>='} {minimum}", value)
+    return float(value)
+
+
+def describe(obj: object) -> Any:
+    """A stable, JSON-able description of a factor value (no memory addresses).
+
+    Classes and functions are named by module and qualified name; objects by their ``repr`` with
+    any ``at 0x...`` removed; lists element-wise. Used to detect changed factor definitions.
+
+    Example:
+        >>> describe(["fc1.weight", Path("t.txt")])
+        ['fc1.weight', 't.txt']
+    """
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, (list, tuple)):
+        return [describe(o) for o in obj]
+    if isinstance(obj, type) or (callable(obj) and hasattr(obj, "__qualname__")):
+        return f"{getattr(obj, '__module__', '?')}.{obj.__qualname__}"
+    return _ADDRESS_RE.sub("", repr(obj))
+
+
+@dataclass(frozen=True, eq=False)
+class Campaign:
+    """A fault-injection campaign: factors to cross and hooks to build, load and evaluate.
+
+    Every trial is one point of models x targets x error_models x bers x repetitions x
+    mitigations. The faults of a trial depend on (seed, model, target, error model, BER,
+    repetition) only, so all mitigations of that point see the same faults (paired comparison).
+
+    Args:
+        name: campaign name (letters, digits, ``_.+-``); names the default output directory.
+        models: name -> factory ``() -> nn.Module``, called on the worker that runs the trials.
+        data: ``(model_name) -> data``, called once per model on each worker.
+        evaluate: ``(model, data) -> {metric: float}``; runs under ``torch.no_grad()`` on a model
+            in eval mode; it must return the same metric names for every trial of a model.
+        bers: bit error rates in [0, 1], distinct (0 is a valid fault-free control).
+        repetitions: Monte-Carlo repetitions (seeds) per point, >= 1.
+        mitigations: name -> ``None`` | Mitigation | list of Mitigations.
+            Default ``{"none": None}``.
+        targets: name -> target spec for :class:`~pytei_ray.Injector` (``None`` = every
+            parameter; a target-file path; a list of parameter names / module types).
+            Default ``{"all": None}``.
+        error_models: name -> factory ``(ber) -> ErrorModel``. Default ``{"bitflip": BitFlip}``.
+        seed: campaign seed; the whole campaign is a pure function of it.
+        calibrate: ``(model, data) -> None`` running the model on clean data while profiled
+            mitigations (e.g. Ranger) record bounds; defaults to ``evaluate``.
+        chunk_size: trials sent to a worker at once (executors batch by model).
+        num_cpus_per_worker: CPUs each Ray worker reserves.
+        num_gpus_per_worker: GPUs (or a fraction) each Ray worker reserves; 0 runs on CPU.
+
+    Example:
+        >>> import torch
+        >>> c = Campaign(
+        ...     name="demo",
+        ...     models={"mlp": lambda: torch.nn.Linear(4, 2)},
+        ...     data=lambda name: torch.ones(8, 4),
+        ...     evaluate=lambda model, x: {"mean": float(model(x).mean())},
+        ...     bers=[1e-4, 1e-3], repetitions=3)
+        >>> c.n_trials
+        6
+    """
+
+    name: str
+    models: Mapping[str, Callable[[], Any]]
+    data: Callable[[str], Any]
+    evaluate: Callable[[Any, Any], Mapping[str, float]]
+    bers: Iterable[float]
+    repetitions: int
+    mitigations: Mapping[str, Any] = field(default_factory=lambda: {"none": None})
+    targets: Mapping[str, Any] = field(default_factory=lambda: {"all": None})
+    error_models: Mapping[str, Callable[[float], Any]] = field(
+        default_factory=_default_error_models
+    )
+    seed: int = 0
+    calibrate: Callable[[Any, Any], Any] | None = None
+    chunk_size: int = 16
+    num_cpus_per_worker: float = 1.0
+    num_gpus_per_worker: float = 0.0
+
+    def __post_init__(self) -> None:
+        def put(attr: str, value: object) -> None:
+            object.__setattr__(self, attr, value)
+
+        if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
+            raise _fail("name", "a non-empty name of letters, digits and `_.+-`", self.name)
+        put("models", MappingProxyType(_check_names("models", self.models, _check_callable)))
+        _check_callable("data", self.data)
+        _check_callable("evaluate", self.evaluate)
+        if self.calibrate is not None:
+            _check_callable("calibrate", self.calibrate)
+        put("bers", _check_bers(self.bers))
+        put("repetitions", _check_int("repetitions", self.repetitions, 1))
+        put("mitigations", MappingProxyType(
+            _check_names("mitigations", self.mitigations, _check_mitigation)))
+        put("targets", MappingProxyType(_check_names("targets", self.targets, _check_target)))
+        put("error_models", MappingProxyType(
+            _check_names("error_models", self.error_models, _check_callable)))
+        put("seed", _check_int("seed", self.seed, 0))
+        put("chunk_size", _check_int("chunk_size", self.chunk_size, 1))
+        put("num_cpus_per_worker",
+            _check_number("num_cpus_per_worker", self.num_cpus_per_worker, 0.0, strict=True))
+        put("num_gpus_per_worker",
+            _check_number("num_gpus_per_worker", self.num_gpus_per_worker, 0.0, strict=False))
+
+    @property
+    def n_trials(self) -> int:
+        """Number of trials in the full grid."""
+        return (len(self.models) * len(self.targets) * len(self.error_models) * len(self.bers)
+                * self.repetitions * len(self.mitigations))
+
+    def factor_levels(self) -> dict[str, dict[str, Any]]:
+        """Description of every level of the named factors (name -> :func:`describe`)."""
+        return {
+            "models": {k: None for k in self.models},
+            "targets": {k: describe(v) for k, v in self.targets.items()},
+            "error_models": {k: describe(v) for k, v in self.error_models.items()},
+            "mitigations": {k: describe(v) for k, v in self.mitigations.items()},
+        }
+
+    def spec(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """Everything that determines the results, as JSON-able data (stored in the manifest).
+
+        Args:
+            params: the job parameters the campaign was made with (``--set k=v``).
+        """
+        return {
+            "format": SPEC_FORMAT,
+            "name": self.name,
+            "seed": self.seed,
+            "params": _jsonable(dict(params or {})),
+            **self.factor_levels(),
+            "bers": list(self.bers),
+            "repetitions": self.repetitions,
+        }
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [_jsonable(v) for v in obj]
+    return describe(obj)
+
+
+def spec_hash(spec: Mapping[str, Any]) -> str:
+    """sha256 of the canonical JSON of ``spec`` (key order and level order do not matter)."""
+    canonical = dict(spec)
+    canonical["bers"] = sorted(float(b) for b in spec.get("bers", []))
+    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class SpecDiff:
+    """How a new spec differs from a stored one.
+
+    Attributes:
+        changes: one line per differing field, ``"<field>: <old> -> <new>"``.
+        extendable: the new spec keeps every stored trial unchanged and only adds trials.
+    """
+
+    changes: list[str]
+    extendable: bool
+
+    @property
+    def same(self) -> bool:
+        """True when nothing differs."""
+        return not self.changes
+
+
+def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
+    """Compare a stored spec with a new one, field by field.
+
+    Adding BERs, repetitions or levels of a named factor (a model, a mitigation, ...) is an
+    extension; changing the name, seed, params, or the definition of an existing level, or
+    removing anything, is a change that existing results cannot be mixed with.
+
+    Example:
+        >>> old = {"name": "a", "bers": [0.1], "repetitions": 2}
+        >>> compare_specs(old, {"name": "a", "bers": [0.1, 0.2], "repetitions": 2})
+        SpecDiff(changes=['bers: [0.1] -> [0.1, 0.2] (added [0.2])'], extendable=True)
+    """
+    changes: list[str] = []
+    extendable = True
+    for key in ("format", "name", "seed", "params"):
+        if old.get(key) != new.get(key):
+            changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
+            extendable = False
+    for key in ("models", "targets", "error_models", "mitigations"):
+        o, n = old.get(key, {}), new.get(key, {})
+        for level in o:
+            if level not in n:
+                changes.append(f"{key}: {level!r} removed (was {o[level]!r})")
+                extendable = False
+            elif o[level] != n[level]:
+                changes.append(f"{key}[{level!r}]: {o[level]!r} -> {n[level]!r}")
+                extendable = False
+        added = [level for level in n if level not in o]
+        if added:
+            changes.append(f"{key}: added {added}")
+    o_bers, n_bers = list(old.get("bers", [])), list(new.get("bers", []))
+    if sorted(o_bers) != sorted(n_bers):
+        removed = [b for b in o_bers if b not in n_bers]
+        added = [b for b in n_bers if b not in o_bers]
+        detail = ", ".join(x for x in (f"added {added}" if added else "",
+                                       f"removed {removed}" if removed else "") if x)
+        changes.append(f"bers: {o_bers} -> {n_bers} ({detail})")
+        extendable = extendable and not removed
+    o_rep, n_rep = old.get("repetitions"), new.get("repetitions")
+    if o_rep != n_rep:
+        changes.append(f"repetitions: {o_rep} -> {n_rep}")
+        extendable = extendable and isinstance(n_rep, int) and n_rep > (o_rep or 0)
+    return SpecDiff(changes, extendable and bool(changes))

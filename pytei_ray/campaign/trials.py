@@ -1,0 +1,132 @@
+"""Pure expansion of a :class:`Campaign` into trials with stable ids and fault seeds.
+
+* ``trial_id`` = sha256 of every factor of the trial (levels by name *and* definition) and the
+  campaign seed: the same spec gives the same ids in any order, on any machine; a changed
+  definition gives a new id, so a stored row can never be mistaken for a different trial.
+* ``seed`` = sha256 of (campaign seed, model, target, error model, BER, repetition): the
+  mitigation is deliberately left out, so every mitigation of a point sees the same faults.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .spec import Campaign
+
+__all__ = ["Trial", "expand", "make_chunks", "trial_id", "trial_seed", "count_by_factor"]
+
+FACTORS = ("model", "target", "error_model", "ber", "repetition", "mitigation")
+
+
+@dataclass(frozen=True)
+class Trial:
+    """One point of the campaign grid: the faults it gets are a pure function of it.
+
+    Attributes:
+        trial_id: 16 hex digits, stable across runs and machines.
+        model, target, error_model, mitigation: factor level names.
+        ber: bit error rate.
+        repetition: 0-based repetition index.
+        seed: 63-bit fault seed (shared by the mitigations of one point).
+    """
+
+    trial_id: str
+    model: str
+    target: str
+    error_model: str
+    ber: float
+    repetition: int
+    mitigation: str
+    seed: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """The trial's fields as a plain dict (the factor columns of its result row)."""
+        return asdict(self)
+
+
+def _digest(payload: Any) -> bytes:
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).digest()
+
+
+def trial_seed(campaign_seed: int, model: str, target: str, error_model: str, ber: float,
+               repetition: int) -> int:
+    """63-bit fault seed of a point (independent of the mitigation).
+
+    Example:
+        >>> trial_seed(0, "mlp", "all", "bitflip", 1e-3, 0) == trial_seed(0, "mlp", "all",
+        ...     "bitflip", 0.001, 0)
+        True
+    """
+    payload = ["seed/v1", campaign_seed, model, target, error_model, repr(float(ber)), repetition]
+    return int.from_bytes(_digest(payload)[:8], "big") >> 1
+
+
+def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, target: str,
+             error_model: str, ber: float, repetition: int, mitigation: str) -> str:
+    """Stable id of a trial: names and definitions of its levels, BER, repetition, seed."""
+    payload = [
+        "trial/v1", campaign_seed, model,
+        [target, levels["targets"][target]],
+        [error_model, levels["error_models"][error_model]],
+        repr(float(ber)), repetition,
+        [mitigation, levels["mitigations"][mitigation]],
+    ]
+    return _digest(payload).hex()[:16]
+
+
+def expand(campaign: Campaign) -> list[Trial]:
+    """Every trial of ``campaign``, ordered by model, target, error model, BER, repetition,
+    mitigation (so consecutive trials share a model replica and the faults of a point).
+
+    Example:
+        >>> import torch
+        >>> c = Campaign(name="demo", models={"m": lambda: torch.nn.Linear(2, 2)},
+        ...              data=lambda n: None, evaluate=lambda m, d: {}, bers=[0.1], repetitions=2,
+        ...              mitigations={"none": None, "none2": None})
+        >>> [(t.repetition, t.mitigation) for t in expand(c)]
+        [(0, 'none'), (0, 'none2'), (1, 'none'), (1, 'none2')]
+    """
+    levels = campaign.factor_levels()
+    out: list[Trial] = []
+    for model in campaign.models:
+        for target in campaign.targets:
+            for error in campaign.error_models:
+                for ber in campaign.bers:
+                    for rep in range(campaign.repetitions):
+                        seed = trial_seed(campaign.seed, model, target, error, ber, rep)
+                        for mit in campaign.mitigations:
+                            tid = trial_id(campaign.seed, levels, model, target, error, ber, rep,
+                                           mit)
+                            out.append(Trial(tid, model, target, error, ber, rep, mit, seed))
+    return out
+
+
+def make_chunks(trials: Iterable[Trial], chunk_size: int) -> list[list[Trial]]:
+    """Split trials into chunks of at most ``chunk_size``, each holding a single model.
+
+    Trials keep their relative order; models appear in order of first occurrence.
+    """
+    if chunk_size < 1:
+        raise ValueError(f"Expected argument `chunk_size` to be >= 1, but got {chunk_size}.")
+    by_model: dict[str, list[Trial]] = {}
+    for t in trials:
+        by_model.setdefault(t.model, []).append(t)
+    chunks: list[list[Trial]] = []
+    for group in by_model.values():
+        chunks.extend(group[i:i + chunk_size] for i in range(0, len(group), chunk_size))
+    return chunks
+
+
+def count_by_factor(trials: Sequence[Trial]) -> dict[str, dict[str, int]]:
+    """Number of trials per level of each factor (what ``--dry-run`` prints)."""
+    counts: dict[str, dict[str, int]] = {f: {} for f in FACTORS}
+    for t in trials:
+        for f in FACTORS:
+            key = str(getattr(t, f))
+            counts[f][key] = counts[f].get(key, 0) + 1
+    return counts

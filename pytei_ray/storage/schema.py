@@ -1,0 +1,108 @@
+"""Arrow schemas of the result rows and golden rows (see docs/CONTRACTS.md, "Result row").
+
+Metric columns are dynamic (whatever ``evaluate`` returns) but always ``float64``; every part of a
+results directory is written with the same schema, so any Parquet reader sees one table.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+
+__all__ = [
+    "HEAD_FIELDS",
+    "TAIL_FIELDS",
+    "RESERVED",
+    "result_schema",
+    "golden_schema",
+    "rows_to_table",
+    "metric_names",
+    "metrics_of_schema",
+]
+
+_TS = pa.timestamp("us", tz="UTC")
+
+HEAD_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("campaign", pa.string()),
+    pa.field("trial_id", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("target", pa.string()),
+    pa.field("error_model", pa.string()),
+    pa.field("ber", pa.float64()),
+    pa.field("repetition", pa.int64()),
+    pa.field("mitigation", pa.string()),
+    pa.field("seed", pa.int64()),
+    pa.field("n_faults", pa.int64()),
+    pa.field("n_words", pa.int64()),
+    pa.field("n_nonfinite", pa.int64()),
+)
+TAIL_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("status", pa.string()),
+    pa.field("error", pa.string()),
+    pa.field("worker", pa.string()),
+    pa.field("device", pa.string()),
+    pa.field("started_at", _TS),
+    pa.field("duration_s", pa.float64()),
+    pa.field("version", pa.string()),
+)
+_GOLDEN_HEAD = (
+    pa.field("campaign", pa.string()),
+    pa.field("model", pa.string()),
+    pa.field("mitigation", pa.string()),
+)
+_GOLDEN_TAIL = (
+    pa.field("worker", pa.string()),
+    pa.field("device", pa.string()),
+    pa.field("started_at", _TS),
+    pa.field("duration_s", pa.float64()),
+    pa.field("version", pa.string()),
+)
+
+#: Names a metric may not take (they are columns of every row).
+RESERVED = frozenset(f.name for f in HEAD_FIELDS + TAIL_FIELDS) | {"kind"}
+
+
+def result_schema(metrics: Sequence[str]) -> pa.Schema:
+    """Schema of a result part: factors, fault stats, ``<m>``, ``golden_<m>``, bookkeeping."""
+    fields = list(HEAD_FIELDS)
+    fields += [pa.field(m, pa.float64()) for m in metrics]
+    fields += [pa.field(f"golden_{m}", pa.float64()) for m in metrics]
+    fields += list(TAIL_FIELDS)
+    return pa.schema(fields)
+
+
+def golden_schema(metrics: Sequence[str]) -> pa.Schema:
+    """Schema of a golden part: one fault-free evaluation per (model, mitigation)."""
+    fields = list(_GOLDEN_HEAD) + [pa.field(m, pa.float64()) for m in metrics]
+    return pa.schema(fields + list(_GOLDEN_TAIL))
+
+
+def metric_names(rows: Iterable[Mapping[str, Any]], kind: str = "result") -> list[str]:
+    """Metric columns present in ``rows`` (keys that are not fixed columns), first-seen order."""
+    fixed = {f.name for f in (HEAD_FIELDS + TAIL_FIELDS if kind == "result"
+                               else _GOLDEN_HEAD + _GOLDEN_TAIL)}
+    seen: dict[str, None] = {}
+    for row in rows:
+        for key in row:
+            if key not in fixed and not key.startswith("golden_"):
+                seen[key] = None
+    return list(seen)
+
+
+def metrics_of_schema(schema: pa.Schema) -> list[str]:
+    """Metric names of a stored result schema (the columns that have a ``golden_`` twin)."""
+    names = set(schema.names)
+    return [n for n in schema.names if f"golden_{n}" in names]
+
+
+def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:
+    """Build a table with exactly ``schema`` from row dicts (missing keys become null)."""
+    columns = []
+    for f in schema:
+        values = [row.get(f.name) for row in rows]
+        if pa.types.is_floating(f.type):
+            values = [None if v is None else float(v) for v in values]
+        columns.append(pa.array(values, type=f.type))
+    return pa.Table.from_arrays(columns, schema=schema)

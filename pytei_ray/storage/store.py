@@ -1,0 +1,282 @@
+"""The one owner of a results directory's layout (local disk, ``s3://``, ``gs://`` alike).
+
+Layout::
+
+    DIR/
+      _manifest.json          campaign spec + hash, metric names, history   (readers skip "_")
+      _job.py                 the job file's source, for reproduction
+      part-<run>-<n>.parquet  result rows, one per trial; each file appears atomically
+      _golden/part-*.parquet  fault-free evaluations, one per (model, mitigation)
+      _quarantine/            torn or unreadable parts moved aside (their trials rerun)
+
+``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
+(``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
+name starts with ``_`` or ``.`` are skipped and every part has the same schema.
+
+Atomicity: on a local disk a file is written to ``.<name>.tmp-<uuid>``, fsynced and renamed over
+its final name; on object stores (S3, GCS) a single put is already atomic, so it is written in
+place. Either way a reader sees a whole file or none.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import uuid
+import warnings
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+from pytei_ray.errors import ResultsDirError
+
+from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
+
+__all__ = ["ResultsStore"]
+
+MANIFEST = "_manifest.json"
+JOB_COPY = "_job.py"
+GOLDEN_DIR = "_golden"
+QUARANTINE_DIR = "_quarantine"
+_MAGIC = b"PAR1"
+
+
+def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+    if "://" in uri:
+        try:
+            return pafs.FileSystem.from_uri(uri)
+        except Exception as exc:  # pyarrow raises several types for bad URIs
+            raise ResultsDirError(f"Cannot open results location {uri!r}: {exc}") from exc
+    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+
+
+class ResultsStore:
+    """Reads and writes one results directory.
+
+    Args:
+        uri: a local path or a pyarrow filesystem URI (``s3://bucket/dir``, ``gs://...``).
+        filesystem: use this pyarrow filesystem with ``uri`` as a path on it (tests, custom auth).
+
+    Example:
+        >>> import tempfile
+        >>> store = ResultsStore(tempfile.mkdtemp())
+        >>> store.read_manifest() is None
+        True
+    """
+
+    def __init__(self, uri: str | os.PathLike, filesystem: pafs.FileSystem | None = None) -> None:
+        self.uri = os.fspath(uri)
+        if filesystem is not None:
+            self.fs, self.path = filesystem, self.uri
+        else:
+            self.fs, self.path = _resolve(self.uri)
+        self._local = isinstance(self.fs, pafs.LocalFileSystem)
+
+    # ---- paths -----------------------------------------------------------------------------
+    def _join(self, *names: str) -> str:
+        return "/".join([self.path.rstrip("/"), *names])
+
+    def _info(self, path: str) -> pafs.FileInfo:
+        return self.fs.get_file_info(path)
+
+    # ---- atomic writes ---------------------------------------------------------------------
+    def _put(self, path: str, data: bytes) -> None:
+        """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+        if not self._local:
+            with self.fs.open_output_stream(path) as out:  # one put: atomic on object stores
+                out.write(data)
+            return
+        directory, name = os.path.split(path)
+        tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @staticmethod
+    def _parquet_bytes(table: pa.Table) -> bytes:
+        sink = pa.BufferOutputStream()
+        pq.write_table(table, sink, compression="zstd")
+        return sink.getvalue().to_pybytes()
+
+    # ---- location and manifest -------------------------------------------------------------
+    def check_location(self) -> None:
+        """Raise :class:`ResultsDirError` unless the location is a missing/empty dir or ours."""
+        info = self._info(self.path)
+        if info.type == pafs.FileType.File:
+            raise ResultsDirError(
+                f"Expected the output location to be a directory, but {self.uri!r} is a file.\n"
+                "Pass --out with a new or existing results directory."
+            )
+        if info.type == pafs.FileType.Directory and self.read_manifest() is None:
+            entries = self.fs.get_file_info(pafs.FileSelector(self.path))
+            if any(not os.path.basename(e.path).startswith(".") for e in entries):
+                raise ResultsDirError(
+                    f"Refusing to write results into {self.uri!r}: it is not empty and holds no "
+                    f"{MANIFEST}, so it is not a pytei_ray results directory.\n"
+                    "Pass --out with a new or empty directory."
+                )
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        """The stored manifest, or None if there is none yet."""
+        path = self._join(MANIFEST)
+        if self._info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            text = f.read().decode()
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ResultsDirError(f"{path} is not valid JSON ({exc}); was it edited?") from exc
+
+    def write_manifest(self, manifest: Mapping[str, Any]) -> None:
+        """Atomically (re)write the manifest, creating the directory if needed."""
+        self.fs.create_dir(self.path, recursive=True)
+        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        self._put(self._join(MANIFEST), data)
+
+    def write_job_source(self, source: str) -> None:
+        """Keep a copy of the job file that defines the stored campaign."""
+        self._put(self._join(JOB_COPY), source.encode())
+
+    # ---- parts -----------------------------------------------------------------------------
+    def _list(self, directory: str) -> list[pafs.FileInfo]:
+        if self._info(directory).type != pafs.FileType.Directory:
+            return []
+        infos = self.fs.get_file_info(pafs.FileSelector(directory))
+        return sorted((i for i in infos if i.type == pafs.FileType.File), key=lambda i: i.path)
+
+    def part_paths(self, golden: bool = False) -> list[str]:
+        """Paths of the stored part files (result parts, or golden parts)."""
+        directory = self._join(GOLDEN_DIR) if golden else self.path
+        return [i.path for i in self._list(directory)
+                if os.path.basename(i.path).startswith("part-") and i.path.endswith(".parquet")]
+
+    def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
+        """Why the part is unreadable, or None if it is whole."""
+        if info.size is None or info.size < 12:
+            return f"{info.size} bytes, too short for Parquet"
+        try:
+            with self.fs.open_input_file(info.path) as f:
+                head = f.read(4)
+                f.seek(info.size - 4)
+                tail = f.read(4)
+                if head != _MAGIC or tail != _MAGIC:
+                    return "missing Parquet magic bytes (torn write?)"
+                f.seek(0)
+                pq.read_table(f, columns=columns)
+        except Exception as exc:  # any decoding failure means the file is unusable
+            return f"unreadable ({type(exc).__name__}: {exc})"
+        return None
+
+    def quarantine_bad_parts(self) -> list[str]:
+        """Move torn/unreadable parts to ``_quarantine/`` (their trials will simply rerun).
+
+        Also removes leftover ``.tmp`` files of interrupted local writes. Returns the moved paths.
+        """
+        moved = []
+        for directory, columns in ((self.path, ["trial_id", "status"]),
+                                   (self._join(GOLDEN_DIR), ["model", "mitigation"])):
+            for info in self._list(directory):
+                name = os.path.basename(info.path)
+                if name.startswith(".") and ".tmp-" in name:
+                    self.fs.delete_file(info.path)
+                    continue
+                if not (name.startswith("part-") and name.endswith(".parquet")):
+                    continue
+                reason = self._check_part(info, columns)
+                if reason is None:
+                    continue
+                self.fs.create_dir(self._join(QUARANTINE_DIR), recursive=True)
+                dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
+                self.fs.move(info.path, dest)
+                warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
+                              "Its trials will be run again.", stacklevel=2)
+                moved.append(info.path)
+        return moved
+
+    def stored_metrics(self) -> list[str]:
+        """Metric names found in the schemas of the stored result parts (first-seen order)."""
+        seen: dict[str, None] = {}
+        for path in self.part_paths():
+            seen.update(dict.fromkeys(metrics_of_schema(pq.read_schema(path, filesystem=self.fs))))
+        return list(seen)
+
+    def conform_parts(self, metrics: Sequence[str]) -> int:
+        """Rewrite any part whose schema is not ``result_schema(metrics)`` (adds null columns).
+
+        Needed when a later trial brings a metric the earlier parts lack. Returns parts rewritten.
+        """
+        schema = result_schema(metrics)
+        n = 0
+        for path in self.part_paths():
+            if pq.read_schema(path, filesystem=self.fs).equals(schema):
+                continue
+            table = pq.read_table(path, filesystem=self.fs)
+            self._put(path, self._parquet_bytes(rows_to_table(table.to_pylist(), schema)))
+            n += 1
+        return n
+
+    def write_part(self, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], name: str,
+                   golden: bool = False) -> str:
+        """Atomically write ``rows`` as part ``name`` (``part-*.parquet``); returns its path."""
+        if not (name.startswith("part-") and name.endswith(".parquet")):
+            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
+        schema = golden_schema(metrics) if golden else result_schema(metrics)
+        directory = self._join(GOLDEN_DIR) if golden else self.path
+        self.fs.create_dir(directory, recursive=True)
+        path = f"{directory}/{name}"
+        self._put(path, self._parquet_bytes(rows_to_table(rows, schema)))
+        return path
+
+    # ---- reading ---------------------------------------------------------------------------
+    def read_trial_status(self) -> dict[str, str]:
+        """``trial_id -> status`` of every stored row (resume reads only these two columns)."""
+        out: dict[str, str] = {}
+        for path in self.part_paths():
+            t = pq.read_table(path, columns=["trial_id", "status"], filesystem=self.fs)
+            out.update(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()))
+        return out
+
+    def read_golden(self) -> list[dict[str, Any]]:
+        """Every stored golden row as a dict."""
+        rows: list[dict[str, Any]] = []
+        for path in self.part_paths(golden=True):
+            rows.extend(pq.read_table(path, filesystem=self.fs).to_pylist())
+        return rows
+
+    def read_table(self) -> pa.Table:
+        """All result rows as one Arrow table (empty table with no columns if none)."""
+        tables = [pq.read_table(p, filesystem=self.fs) for p in self.part_paths()]
+        if not tables:
+            return pa.table({})
+        return pa.concat_tables(tables, promote_options="default")
+
+    def drop_trials(self, trial_ids: Iterable[str]) -> int:
+        """Remove the rows of ``trial_ids`` (e.g. failed ones to retry); returns rows removed.
+
+        Each affected part is rewritten atomically, so a crash leaves every part whole.
+        """
+        drop = set(trial_ids)
+        removed = 0
+        for path in self.part_paths():
+            table = pq.read_table(path, filesystem=self.fs)
+            ids = table.column("trial_id").to_pylist()
+            keep = [i for i, t in enumerate(ids) if t not in drop]
+            if len(keep) == len(ids):
+                continue
+            removed += len(ids) - len(keep)
+            if keep:
+                self._put(path, self._parquet_bytes(table.take(keep)))
+            else:
+                self.fs.delete_file(path)
+        return removed
