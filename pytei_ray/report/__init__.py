@@ -1,0 +1,275 @@
+"""Campaign report: summary tables, plots, a self-contained HTML page, a terminal summary.
+
+Command line::
+
+    python -m pytei_ray.report results/drs            # writes results/drs/_report/
+    python -m pytei_ray.report s3://bucket/drs --to drs_report
+
+In a notebook::
+
+    from pytei_ray.report import load_results, summarize, recovery
+    df = load_results("results/drs")
+    summarize(df, metric="auc", threshold=0.01)
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+from collections import Counter
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import plots
+from .data import Dataset, SkippedPartWarning, load_dataset, load_results, metric_columns
+from .html import Page, display_table, render_html
+from .stats import higher_is_better, mean_ci, paired_recovery, wilson_interval
+from .summary import baseline_mitigation, cell_keys, recovery, suggest_repetitions, summarize
+
+__all__ = [
+    "Dataset",
+    "Report",
+    "SkippedPartWarning",
+    "baseline_mitigation",
+    "default_output_dir",
+    "higher_is_better",
+    "load_dataset",
+    "load_results",
+    "mean_ci",
+    "metric_columns",
+    "paired_recovery",
+    "recovery",
+    "summarize",
+    "wilson_interval",
+    "write_report",
+]
+
+REPORT_DIR = "_report"  # leading "_": pyarrow / pandas readers of the dataset skip it
+PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
+JOB_KEYS = ("job", "job_path", "job_file", "jobfile", "job_spec")
+
+
+@dataclass
+class Report:
+    """What :func:`write_report` produced.
+
+    Attributes:
+        out_dir: Folder holding the page, the PNGs and the CSV tables.
+        html: The page (``index.html``).
+        figures: PNG files, in page order.
+        summary: :func:`summarize` rows (all metrics).
+        recovery: :func:`recovery` rows (may be empty).
+        dataset: The loaded dataset (rows, parts read and skipped, manifest).
+        repetitions: Suggested repetitions per cell, or None when every cell is conclusive.
+        command: Launcher command adding those repetitions, or None.
+        text: The terminal summary.
+    """
+
+    out_dir: Path
+    html: Path
+    figures: list[Path]
+    summary: pd.DataFrame
+    recovery: pd.DataFrame
+    dataset: Dataset
+    repetitions: int | None = None
+    command: str | None = None
+    text: str = field(default="", repr=False)
+
+
+def default_output_dir(path: str | os.PathLike[str]) -> Path:
+    """``<DIR>/_report`` for a local dataset; ``./<name>_report`` for a cloud URI."""
+    text = os.fspath(path)
+    if "://" in text and not text.startswith("file://"):
+        return Path.cwd() / f"{plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
+    local = Path(text.removeprefix("file://")).expanduser()
+    return (local.parent if local.is_file() else local) / REPORT_DIR
+
+
+def _job_path(manifest: dict[str, Any]) -> str | None:
+    for holder in (manifest, manifest.get("spec") or {}, manifest.get("launch") or {}):
+        if isinstance(holder, dict):
+            for key in JOB_KEYS:
+                if isinstance(holder.get(key), str):
+                    return holder[key]
+    return None
+
+
+def _expected_trials(manifest: dict[str, Any]) -> int | None:
+    for key in ("n_trials", "total_trials", "num_trials", "trials"):
+        value = manifest.get(key)
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    return None
+
+
+def _launch_command(ds: Dataset, reps: int) -> str:
+    job = _job_path(ds.manifest)
+    job = shlex.quote(job) if job else "<job.py>"
+    return (f"python -m pytei_ray.launch {job} --out {shlex.quote(ds.path)} "
+            f"--extend --set repetitions={reps}")
+
+
+def _failures(df: pd.DataFrame) -> pd.DataFrame:
+    failed = df[df["status"].ne("ok")] if "status" in df else df.iloc[:0]
+    if failed.empty:
+        return pd.DataFrame()
+    first = failed.get("error", pd.Series("", index=failed.index)).fillna("(no error text)")
+    counts = Counter(str(t).strip().splitlines()[-1][:300] if str(t).strip() else "(empty)"
+                     for t in first)
+    return pd.DataFrame(counts.most_common(20), columns=["error (last line)", "trials"])
+
+
+def _meta(ds: Dataset, df: pd.DataFrame) -> list[tuple[str, str]]:
+    now = datetime.now(timezone.utc).isoformat(" ", "seconds")
+    meta = [("dataset", ds.path), ("generated", now)]
+    if "campaign" in df and not df.empty:
+        meta.insert(0, ("campaign", ", ".join(map(str, df["campaign"].dropna().unique()[:5]))))
+    status = df["status"].value_counts().to_dict() if "status" in df else {}
+    meta.append(("trials", f"{len(df):,} in {len(ds.parts)} part file(s); "
+                 + ", ".join(f"{k}: {v:,}" for k, v in sorted(status.items()))))
+    expected = _expected_trials(ds.manifest)
+    if expected:
+        state = "complete" if len(df) >= expected else "in progress"
+        meta.append(("progress", f"{len(df):,} / {expected:,} trials ({state})"))
+    return meta
+
+
+def write_report(
+    path: str | os.PathLike[str],
+    to: str | os.PathLike[str] | None = None,
+    *,
+    metric: str | list[str] | None = None,
+    threshold: float = 0.01,
+    confidence: float = 0.95,
+    higher_is_better: bool | dict[str, bool] | None = None,
+    baseline: str | None = None,
+    precision: float | None = None,
+    nonfinite_as_sdc: bool = True,
+) -> Report:
+    """Write the report of a results dataset: ``index.html``, PNG plots, CSV tables.
+
+    Works on a finished dataset and on one a campaign is still writing (unreadable parts are
+    skipped with a :class:`SkippedPartWarning`).
+
+    Args:
+        path: Results dataset: local folder or cloud URI.
+        to: Output folder; default :func:`default_output_dir` (``<DIR>/_report``).
+        metric: Metric(s) to report; all when None.
+        threshold: Relative drop below golden counted as silent data corruption.
+        confidence: Level of every interval.
+        higher_is_better: Metric direction (bool, ``{metric: bool}``, or None to guess).
+        baseline: ``mitigation`` value meaning "unmitigated"; guessed when None.
+        precision: Wanted CI half-width relative to |golden| (default ``threshold``).
+        nonfinite_as_sdc: Count non-finite metrics as SDC.
+
+    Returns:
+        A :class:`Report` (paths, tables, suggested repetitions, terminal text).
+
+    Example:
+        >>> rep = write_report("results/drs")       # doctest: +SKIP
+        >>> print(rep.text)                         # doctest: +SKIP
+    """
+    ds = load_dataset(path)
+    out = Path(to) if to is not None else default_output_dir(path)
+    out.mkdir(parents=True, exist_ok=True)
+    for old in out.glob("*.png"):
+        old.unlink()
+    df = ds.frame
+    opts = dict(threshold=threshold, confidence=confidence, higher_is_better=higher_is_better,
+                nonfinite_as_sdc=nonfinite_as_sdc, precision=precision)
+    has_rows = not df.empty and bool(metric_columns(df))
+    metrics = (([metric] if isinstance(metric, str) else list(metric)) if metric is not None
+               else metric_columns(df)) if has_rows else []
+    summary = summarize(ds, metrics, **opts) if has_rows else pd.DataFrame()
+    rec = recovery(ds, metrics, baseline=baseline, confidence=confidence,
+                   higher_is_better=higher_is_better) if has_rows else pd.DataFrame()
+    keys = cell_keys(df, ds.manifest) if has_rows else []
+    figures: list[Path] = []
+    for m in metrics:
+        by = [k for k in PLOT_KEYS if k in keys or k == "error_model" and k in df]
+        figures += plots.plot_metric_vs_ber(summarize(ds, m, by=by, **opts), m, out, confidence)
+        figures += plots.plot_recovery(rec, m, out)
+        if "bit" in df and df["bit"].nunique() > 1:
+            bit_by = [k for k in ("model", "mitigation") if k in df] + ["bit"]
+            figures += plots.plot_bits(summarize(ds, m, by=bit_by, **opts), m, out)
+    repetitions = command = None
+    if not summary.empty:
+        current = int(df["repetition"].nunique()) if "repetition" in df else None
+        repetitions = suggest_repetitions(summary, current)
+        command = _launch_command(ds, repetitions) if repetitions else None
+        summary.to_csv(out / "summary.csv", index=False)
+    if not rec.empty:
+        rec.to_csv(out / "recovery.csv", index=False)
+    page = _page(ds, summary, rec, keys, metrics, figures, command, threshold, confidence,
+                 precision)
+    html_path = out / "index.html"
+    html_path.write_text(render_html(page), encoding="utf-8")
+    report = Report(out, html_path, figures, summary, rec, ds, repetitions, command)
+    report.text = _text(page, summary, keys, html_path)
+    return report
+
+
+def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str],
+          metrics: list[str], figures: list[Path], command: str | None, threshold: float,
+          confidence: float, precision: float | None) -> Page:
+    df = ds.frame
+    name = ", ".join(map(str, df["campaign"].dropna().unique()[:3])) if "campaign" in df else ""
+    page = Page(title=f"pytei_ray report{' — ' + name if name else ''}", meta=_meta(ds, df),
+                figures=figures, command=command, failures=_failures(df))
+    page.warnings += [f"skipped unreadable part {p}: {why}" for p, why in ds.skipped]
+    if df.empty:
+        page.warnings.append("the dataset has no result rows yet")
+    for m in metrics:
+        rows = summary[summary["metric"] == m]
+        way = "higher" if rows["higher_is_better"].iloc[0] else "lower"
+        page.tables.append((f"Summary: {m} ({way} is better)", display_table(rows, keys)))
+    if not rec.empty:
+        shown = rec.copy()
+        for col in ("mean", "ci_low", "ci_high", "median"):
+            shown[col] = shown[col].map(lambda v: f"{v:.3g}")
+        page.tables.append(("Mitigation recovery (paired by trial)", shown))
+    if not summary.empty and summary["inconclusive"].any():
+        more = summary[summary["inconclusive"]]
+        page.more_reps = display_table(more, [*keys, "metric"])[
+            [*keys, "metric", "trials", "mean", "95% CI", "note"]]
+    level = f"{confidence:.0%}"
+    page.notes = [
+        f"SDC (silent data corruption): an ok trial whose metric is worse than its golden "
+        f"metric by more than {threshold:.2%} relative (non-finite metrics count as SDC); "
+        f"rate over ok trials, {level} Wilson score interval.",
+        f"Mean metric over ok trials with a finite metric, {level} Student-t interval; loss = "
+        "golden − metric (positive = worse; reversed for lower-is-better metrics).",
+        "A cell needs more repetitions when its CI contains the SDC threshold level (one "
+        f"cannot tell whether the mean dropped by more than {threshold:.2%})"
+        + (f", when its CI half-width exceeds {precision:.2%} of golden" if precision else "")
+        + ", or when it has fewer than 2 trials with a finite metric.",
+        "Recovery = (metric_mitigated − metric_unmitigated) / (golden − metric_unmitigated) per "
+        "pair of trials with the same faults (model, target, error model, BER, repetition), "
+        "over pairs where the unmitigated trial lost something; 1 = fully recovered.",
+        "Failed trials (status ≠ ok) carry no metric and are counted apart.",
+    ]
+    return page
+
+
+def _text(page: Page, summary: pd.DataFrame, keys: list[str], html_path: Path,
+          max_rows: int = 40) -> str:
+    lines = [page.title, *(f"  {k}: {v}" for k, v in page.meta)]
+    lines += [f"  WARNING: {w}" for w in page.warnings]
+    for heading, frame in page.tables:
+        if not heading.startswith("Summary"):
+            continue
+        lines += ["", heading, frame.head(max_rows).to_string(index=False)]
+        if len(frame) > max_rows:
+            lines.append(f"  ... {len(frame) - max_rows} more rows in summary.csv / the page")
+    if page.more_reps is not None and not page.more_reps.empty:
+        lines += ["", f"{len(page.more_reps)} cell(s) have a CI too wide to conclude."]
+        if page.command:
+            lines += ["To add repetitions:", f"  {page.command}"]
+    elif not summary.empty:
+        lines += ["", "Every cell is conclusive at the chosen precision."]
+    lines += ["", f"Report: {html_path}"]
+    return "\n".join(lines)

@@ -1,0 +1,224 @@
+"""Read a results dataset (local dir or cloud URI) into a DataFrame, tolerating a live campaign.
+
+A campaign writes ``part-*.parquet`` files that appear atomically; files or folders whose name
+starts with ``.`` or ``_`` are temporary or auxiliary (the report itself goes to ``_report/``) and
+are never read. A part that cannot be read (torn, truncated, not Parquet) is skipped with a
+:class:`SkippedPartWarning` instead of failing the whole report.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
+
+__all__ = [
+    "BASE_FACTORS",
+    "SCHEMA_COLUMNS",
+    "Dataset",
+    "SkippedPartWarning",
+    "extra_factors",
+    "load_dataset",
+    "load_results",
+    "metric_columns",
+]
+
+#: Factors every result row carries (CONTRACTS.md); ``repetition`` is not a cell key.
+BASE_FACTORS = ("model", "target", "error_model", "ber", "mitigation")
+#: Non-metric columns of the result-row schema.
+SCHEMA_COLUMNS = frozenset(
+    {"campaign", "trial_id", "model", "target", "error_model", "ber", "repetition", "mitigation",
+     "seed", "n_faults", "n_words", "n_nonfinite", "status", "error", "worker", "device",
+     "started_at", "duration_s", "version", "attempt", "chunk", "host", "node"}
+)
+MANIFEST_NAMES = ("manifest.json", "_manifest.json")
+
+
+class SkippedPartWarning(UserWarning):
+    """A part file of the dataset could not be read and was left out of the report."""
+
+
+@dataclass
+class Dataset:
+    """A loaded results dataset and what was learned while loading it.
+
+    Attributes:
+        path: The dataset location as given (local path or URI).
+        frame: All result rows, one per trial (duplicates of a retried trial collapsed).
+        parts: Part files read.
+        skipped: ``(part, reason)`` for every part left out.
+        manifest: Parsed manifest.json of the campaign, or ``{}``.
+        remote: Whether ``path`` is a cloud URI.
+    """
+
+    path: str
+    frame: pd.DataFrame
+    parts: list[str] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    manifest: dict[str, Any] = field(default_factory=dict)
+    remote: bool = False
+
+
+def _is_uri(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _filesystem(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
+    text = os.fspath(path)
+    if _is_uri(text):
+        return pafs.FileSystem.from_uri(text)
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
+
+
+def _hidden(relative: str) -> bool:
+    return any(part.startswith((".", "_")) for part in relative.split("/") if part)
+
+
+def _read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any]:
+    for name in MANIFEST_NAMES:
+        try:
+            with fs.open_input_stream(f"{root}/{name}") as f:
+                data = json.loads(f.read().decode("utf-8"))
+        except (FileNotFoundError, OSError, ValueError):
+            continue
+        if isinstance(data, dict):
+            return data
+    return {}
+
+
+def _hive_values(relative: str) -> dict[str, str]:
+    values = {}
+    for part in relative.split("/")[:-1]:
+        key, sep, value = part.partition("=")
+        if sep and key:
+            values[key] = value
+    return values
+
+
+def _dedupe(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep one row per trial id: an ok row over a failed one, then the latest."""
+    if "trial_id" not in df or not df["trial_id"].duplicated().any():
+        return df
+    order = pd.DataFrame({"ok": df["status"].eq("ok") if "status" in df else True})
+    if "started_at" in df:
+        order["t"] = df["started_at"]
+    order = order.sort_values(list(order.columns), kind="stable", na_position="first")
+    df = df.loc[order.index]
+    return df.drop_duplicates("trial_id", keep="last").sort_index()
+
+
+def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
+    """Load a results dataset with its bookkeeping (parts read, parts skipped, manifest).
+
+    Args:
+        path: Local directory, ``file://`` URI, or cloud URI (``s3://``, ``gs://``, ...).
+        dedupe: Collapse repeated rows of one ``trial_id`` (a retried trial): an ok row wins
+            over a failed one, then the most recent ``started_at``.
+
+    Returns:
+        A :class:`Dataset`; its frame is empty (no columns) when no part exists yet.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+    """
+    text = os.fspath(path)
+    fs, root = _filesystem(text)
+    info = fs.get_file_info(root)
+    if info.type == pafs.FileType.NotFound:
+        raise FileNotFoundError(f"No results dataset at {text!r}: the path does not exist.")
+    if info.type == pafs.FileType.File:
+        files, root = [root], root.rsplit("/", 1)[0]
+    else:
+        selector = pafs.FileSelector(root, recursive=True)
+        files = sorted(
+            i.path for i in fs.get_file_info(selector)
+            if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+            and not _hidden(i.path[len(root):])
+        )
+    tables, parts, skipped = [], [], []
+    for file in files:
+        try:
+            table = pq.read_table(file, filesystem=fs)
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            skipped.append((file, reason))
+            warnings.warn(f"Skipping unreadable part {file}: {reason}", SkippedPartWarning,
+                          stacklevel=2)
+            continue
+        for key, value in _hive_values(file[len(root):].lstrip("/")).items():
+            if key not in table.column_names:
+                table = table.append_column(key, pa.array([value] * table.num_rows))
+        tables.append(table)
+        parts.append(file)
+    frame = _concat(tables)
+    if dedupe:
+        frame = _dedupe(frame)
+    return Dataset(text, frame.reset_index(drop=True), parts, skipped,
+                   _read_manifest(fs, root), _is_uri(text))
+
+
+def _concat(tables: list[pa.Table]) -> pd.DataFrame:
+    if not tables:
+        return pd.DataFrame()
+    try:
+        return pa.concat_tables(tables, promote_options="permissive").to_pandas()
+    except (pa.ArrowException, TypeError):
+        frames = [t.to_pandas() for t in tables if t.num_rows]
+        return pd.concat(frames, ignore_index=True) if frames else tables[0].to_pandas()
+
+
+def load_results(path: str | os.PathLike[str], dedupe: bool = True) -> pd.DataFrame:
+    """Read every readable part of a results dataset into one DataFrame (one row per trial).
+
+    Args:
+        path: Local directory, ``file://`` URI, or cloud URI (``s3://bucket/campaign``).
+        dedupe: Collapse repeated rows of a retried trial (see :func:`load_dataset`).
+
+    Returns:
+        The result rows; empty when no part has been written yet.
+
+    Example:
+        >>> df = load_results("results/drs")                        # doctest: +SKIP
+        >>> df.groupby(["model", "ber"])["auc"].mean()               # doctest: +SKIP
+    """
+    return load_dataset(path, dedupe=dedupe).frame
+
+
+def metric_columns(df: pd.DataFrame) -> list[str]:
+    """Metric columns: every ``X`` for which a ``golden_X`` column exists, in column order."""
+    return [c for c in df.columns if f"golden_{c}" in df.columns]
+
+
+def extra_factors(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Extra factor columns (beyond the base factors), e.g. ``bit`` for a per-bit campaign.
+
+    Taken from the manifest's factor list when it has one, else every column that is neither in
+    the row schema nor a metric / golden metric.
+    """
+    metrics = set(metric_columns(df))
+    known = SCHEMA_COLUMNS | metrics | {f"golden_{m}" for m in metrics}
+    listed = _manifest_factors(manifest or {})
+    if listed is not None:
+        return [c for c in listed if c in df.columns and c not in known]
+    return [c for c in df.columns if c not in known and not c.startswith("golden_")]
+
+
+def _manifest_factors(manifest: dict[str, Any]) -> list[str] | None:
+    for holder in (manifest, manifest.get("spec") or {}, manifest.get("campaign") or {}):
+        if isinstance(holder, dict):
+            factors = holder.get("factors")
+            if isinstance(factors, dict):
+                return list(factors)
+            if isinstance(factors, list) and all(isinstance(f, str) for f in factors):
+                return factors
+    return None

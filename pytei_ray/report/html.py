@@ -1,0 +1,136 @@
+"""Self-contained HTML page and terminal text for a campaign report.
+
+The page embeds every PNG as a base64 data URI (it opens from disk with no server and no
+network) and links each image to its PNG file next to the page.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+__all__ = ["Page", "display_table", "render_html"]
+
+CSS = """
+body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
+max-width:1200px;padding:0 1em;color:#222}
+h1{font-size:1.6em;margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;
+margin-top:2em}.meta{color:#555}code,pre{background:#f4f4f4;border-radius:3px;padding:.1em .3em}
+pre{padding:.6em;overflow-x:auto}table{border-collapse:collapse;font-size:12px;margin:.5em 0}
+th,td{border:1px solid #ddd;padding:3px 6px;text-align:right}th{background:#f0f0f0}
+td:first-child,th:first-child{text-align:left}tr:nth-child(even){background:#fafafa}
+figure{display:inline-block;margin:.5em;vertical-align:top}figure img{max-width:100%;
+border:1px solid #eee}figcaption{font-size:12px;color:#555}.warn{color:#a15c00}
+.ok{color:#2a7a2a}.scroll{overflow-x:auto}
+"""
+
+
+@dataclass
+class Page:
+    """Everything the page shows; built by :func:`pytei_ray.report.write_report`.
+
+    Attributes:
+        title: Page title.
+        meta: ``(label, value)`` lines of the header (dataset, trials, parts, progress...).
+        warnings: Lines shown highlighted (skipped parts, failures).
+        notes: Definitions used (threshold, intervals, recovery formula).
+        tables: ``(heading, display frame)`` in order.
+        figures: PNG paths in order.
+        more_reps: Display frame of the inconclusive cells, or None.
+        command: Launcher command that would add the repetitions, or None.
+        failures: Display frame of the distinct error messages, or None.
+    """
+
+    title: str
+    meta: list[tuple[str, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    tables: list[tuple[str, pd.DataFrame]] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+    more_reps: pd.DataFrame | None = None
+    command: str | None = None
+    failures: pd.DataFrame | None = None
+
+
+def _num(x: object, digits: int = 4) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.{digits}g}"
+    return str(x)
+
+
+def _pct(x: float) -> str:
+    return "–" if not math.isfinite(x) else f"{100 * x:.1f}%"
+
+
+def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """Human-readable version of :func:`~pytei_ray.report.summarize` rows (strings, CIs as
+    ``[low, high]``), used by the page and the terminal."""
+    out = summary[list(keys)].copy()
+    if "ber" in out:
+        out["ber"] = out["ber"].map(lambda b: f"{b:.3g}")
+    out["trials"] = summary["trials"]
+    out["failed"] = summary["failed"]
+    out["golden"] = summary["golden"].map(_num)
+    out["mean"] = summary["mean"].map(_num)
+    out["95% CI"] = [f"[{_num(lo)}, {_num(hi)}]" for lo, hi in
+                     zip(summary["ci_low"], summary["ci_high"])]
+    out["loss"] = summary["mean_loss"].map(lambda v: _num(v, 3))
+    out["SDC"] = summary["sdc_rate"].map(_pct)
+    out["SDC CI"] = [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in
+                     zip(summary["sdc_low"], summary["sdc_high"])]
+    out["non-finite"] = summary["nonfinite_rate"].map(_pct)
+    out["note"] = [f"needs ~{r} reps" if inc else "" for inc, r in
+                   zip(summary["inconclusive"], summary["reps_needed"])]
+    return out
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    name = html.escape(path.name)
+    return (f'<figure><a href="{name}"><img src="data:image/png;base64,{data}" alt="{name}">'
+            f'</a><figcaption><a href="{name}">{name}</a></figcaption></figure>')
+
+
+def _table(frame: pd.DataFrame) -> str:
+    return '<div class="scroll">' + frame.to_html(index=False, escape=True, na_rep="–",
+                                                  border=0) + "</div>"
+
+
+def render_html(page: Page) -> str:
+    """The complete HTML document for ``page`` (inline CSS, embedded PNGs, no scripts)."""
+    e = html.escape
+    parts = [
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{e(page.title)}</title><style>{CSS}</style></head><body>",
+        f"<h1>{e(page.title)}</h1>",
+        '<p class="meta">' + "<br>".join(f"<b>{e(k)}:</b> {e(v)}" for k, v in page.meta) + "</p>",
+    ]
+    parts += [f'<p class="warn">⚠ {e(w)}</p>' for w in page.warnings]
+    parts.append("<h2>Cells that need more repetitions</h2>")
+    if page.more_reps is None or page.more_reps.empty:
+        parts.append('<p class="ok">Every cell is conclusive at the chosen precision.</p>')
+    else:
+        parts.append(f"<p>{len(page.more_reps)} cell(s) have a confidence interval too wide to "
+                     "conclude; the estimate of the trials each needs is in the table.</p>")
+        if page.command:
+            parts.append(f"<p>To add repetitions:</p><pre>{e(page.command)}</pre>")
+        parts.append(_table(page.more_reps))
+    parts.append("<h2>Plots</h2>")
+    parts += [_img(p) for p in page.figures] or ["<p>No plot (no data yet).</p>"]
+    for heading, frame in page.tables:
+        parts += [f"<h2>{e(heading)}</h2>", _table(frame)]
+    if page.failures is not None and not page.failures.empty:
+        parts += ["<h2>Failures</h2>", _table(page.failures)]
+    if page.notes:
+        parts += ["<h2>Definitions</h2><ul>"] + [f"<li>{e(n)}</li>" for n in page.notes] + [
+            "</ul>"]
+    parts.append("</body></html>")
+    return "\n".join(parts)

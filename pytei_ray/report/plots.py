@@ -1,0 +1,206 @@
+"""Report figures, drawn from summary tables into PNG files (matplotlib, Agg, no display).
+
+Every function takes an already aggregated table (see :mod:`pytei_ray.report.summary`), writes
+PNGs into ``out_dir`` and returns their paths. Figures are built with :class:`Figure` directly
+(no pyplot global state), so drawing works in threads and on machines without a display.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+__all__ = ["plot_bits", "plot_metric_vs_ber", "plot_recovery", "slug"]
+
+DPI = 100
+PANEL = (4.6, 3.4)
+
+
+def slug(*parts: object) -> str:
+    """File-name-safe join of ``parts``: ``slug("auc", "DCN v2") == "auc_DCN_v2"``."""
+    text = "_".join(str(p) for p in parts if p is not None and str(p) != "")
+    return re.sub(r"[^A-Za-z0-9.-]+", "_", text).strip("_") or "plot"
+
+
+def _grid(n: int, ncols: int = 3) -> tuple[Figure, list[Axes]]:
+    cols = max(1, min(ncols, n))
+    rows = math.ceil(n / cols)
+    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows + 0.4), dpi=DPI)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
+    for ax in axes[n:]:
+        ax.set_visible(False)
+    return fig, axes[:n]
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=DPI)
+    return path
+
+
+def _colors(values: object) -> dict[str, object]:
+    """A stable color per mitigation across panels; the unmitigated baseline in dark gray."""
+    palette = [c for i, c in enumerate(f"C{j}" for j in range(10)) if i != 7]
+    base = ("none", "", "off", "no", "baseline", "unmitigated")
+    names = sorted({str(v) for v in values})
+    others = [n for n in names if n.strip().lower() not in base]
+    colors: dict[str, object] = {n: "0.15" for n in names if n not in others}
+    colors.update({n: palette[i % len(palette)] for i, n in enumerate(others)})
+    return colors
+
+
+def _band(ax: Axes, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndarray,
+          label: str, color: object = None) -> None:
+    line = ax.plot(x, mean, marker="o", ms=4, label=label, color=color)[0]
+    lo = np.where(np.isfinite(lo), lo, mean)
+    hi = np.where(np.isfinite(hi), hi, mean)
+    ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
+
+
+def _direction_note(table: pd.DataFrame) -> str:
+    if "higher_is_better" not in table or table.empty:
+        return ""
+    return " (higher is better)" if bool(table["higher_is_better"].iloc[0]) else \
+        " (lower is better)"
+
+
+def plot_metric_vs_ber(
+    summary: pd.DataFrame, metric: str, out_dir: str | Path, confidence: float = 0.95
+) -> list[Path]:
+    """Metric vs BER (log axis): one figure per model (and error model), a panel per target,
+    one line per mitigation with its CI band, the golden level dashed.
+
+    Args:
+        summary: :func:`~pytei_ray.report.summarize` rows of ``metric`` by
+            (model, target, [error_model], mitigation, ber).
+        metric: Metric name (for titles and file names).
+        out_dir: Folder for the PNGs.
+        confidence: Level of the bands (for the legend).
+
+    Returns:
+        Paths of the PNGs written (BER 0 cells cannot sit on a log axis and are not drawn).
+    """
+    table = summary[(summary["metric"] == metric) & (summary["ber"] > 0)]
+    figs = ["model", "error_model"] if "error_model" in table else ["model"]
+    colors = _colors(table["mitigation"])
+    paths = []
+    for key, sub in table.groupby(figs, sort=True, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        targets = list(dict.fromkeys(sub["target"])) if "target" in sub else [None]
+        fig, axes = _grid(len(targets))
+        for ax, target in zip(axes, targets):
+            panel = sub if target is None else sub[sub["target"] == target]
+            goldens = panel.groupby("mitigation")["golden"].mean()
+            for mit, line in panel.groupby("mitigation", sort=True):
+                line = line.sort_values("ber")
+                _band(ax, line["ber"].to_numpy(float), line["mean"].to_numpy(float),
+                      line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), str(mit),
+                      colors[str(mit)])
+            if np.ptp(goldens.to_numpy(float)) <= 1e-12 * max(1.0, abs(goldens.iloc[0])):
+                ax.axhline(goldens.iloc[0], color="0.3", ls="--", lw=1, label="golden")
+            else:
+                for mit, gold in goldens.items():
+                    ax.axhline(gold, color="0.5", ls=":", lw=1, label=f"golden ({mit})")
+            ax.set_xscale("log")
+            ax.set_xlabel("bit error rate")
+            ax.set_ylabel(metric)
+            ax.set_title(f"target: {target}" if target is not None else "")
+            ax.grid(alpha=0.3, which="both")
+            ax.legend(fontsize=7, title=f"{confidence:.0%} CI bands", title_fontsize=7)
+        fig.suptitle(f"{metric}{_direction_note(sub)} vs BER — "
+                     + ", ".join(str(k) for k in key))
+        paths.append(_save(fig, Path(out_dir) / f"{slug(metric, 'vs_ber', *key)}.png"))
+    return paths
+
+
+def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[Path]:
+    """Mean paired recovery vs BER, a panel per (model, target[, error_model]), a line per
+    mitigation with its CI band; 0 = no help, 1 = fully recovered.
+
+    Args:
+        rec: :func:`~pytei_ray.report.recovery` rows.
+        metric: Metric to draw.
+        out_dir: Folder for the PNG.
+
+    Returns:
+        ``[path]``, or ``[]`` when there is nothing to draw.
+    """
+    table = rec[(rec["metric"] == metric) & (rec["ber"] > 0)] if not rec.empty else rec
+    if table.empty:
+        return []
+    panels = [c for c in ("model", "target", "error_model") if c in table]
+    groups = list(table.groupby(panels, sort=True, dropna=False))
+    colors = _colors(table["mitigation"])
+    fig, axes = _grid(len(groups))
+    for ax, (key, sub) in zip(axes, groups):
+        key = key if isinstance(key, tuple) else (key,)
+        for mit, line in sub.groupby("mitigation", sort=True):
+            line = line.sort_values("ber")
+            _band(ax, line["ber"].to_numpy(float), line["mean"].to_numpy(float),
+                  line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), str(mit),
+                  colors[str(mit)])
+        ax.axhline(0.0, color="0.3", lw=0.8)
+        ax.axhline(1.0, color="0.3", ls="--", lw=0.8)
+        ax.set_xscale("log")
+        ax.set_xlabel("bit error rate")
+        ax.set_ylabel(f"fraction of lost {metric} recovered")
+        ax.set_title(" / ".join(str(k) for k in key), fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"Mitigation recovery of {metric} (paired by trial, mean and CI)")
+    return [_save(fig, Path(out_dir) / f"{slug(metric, 'recovery')}.png")]
+
+
+def plot_bits(bits: pd.DataFrame, metric: str, out_dir: str | Path,
+              bit: str = "bit", panels: Sequence[str] = ("model",)) -> list[Path]:
+    """Vulnerability by flipped bit: SDC rate (Wilson band) per bit, a panel per model, a line per
+    mitigation.
+
+    Args:
+        bits: :func:`~pytei_ray.report.summarize` rows of ``metric`` grouped by
+            (model, mitigation, ``bit``).
+        metric: Metric to draw.
+        out_dir: Folder for the PNG.
+        bit: The bit column.
+        panels: Columns that split panels.
+
+    Returns:
+        ``[path]``, or ``[]`` when there is nothing to draw.
+    """
+    table = bits[bits["metric"] == metric]
+    if table.empty:
+        return []
+    numeric = pd.api.types.is_numeric_dtype(table[bit])
+    order = sorted(table[bit].unique()) if numeric else list(dict.fromkeys(table[bit]))
+    cols = [c for c in panels if c in table]
+    groups = list(table.groupby(cols, sort=True)) if cols else [("all", table)]
+    fig, axes = _grid(len(groups), ncols=2)
+    colors = _colors(table["mitigation"] if "mitigation" in table else [""])
+    for ax, (key, sub) in zip(axes, groups):
+        for mit, line in (sub.groupby("mitigation", sort=True) if "mitigation" in sub
+                          else [("", sub)]):
+            line = line.set_index(bit).reindex(order)
+            x = np.asarray(order, float) if numeric else np.arange(len(order), dtype=float)
+            _band(ax, x, line["sdc_rate"].to_numpy(float), line["sdc_low"].to_numpy(float),
+                  line["sdc_high"].to_numpy(float), str(mit), colors[str(mit)])
+        if not numeric:
+            ax.set_xticks(np.arange(len(order)), [str(b) for b in order], rotation=60,
+                          fontsize=7)
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel(f"{bit} (0 = least significant)" if numeric else bit)
+        ax.set_ylabel("SDC rate")
+        ax.set_title(" / ".join(map(str, key)) if isinstance(key, tuple) else str(key))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.set_size_inches(max(fig.get_size_inches()[0], 7.5), fig.get_size_inches()[1])
+    fig.suptitle(f"Vulnerability by {bit}: SDC rate of {metric} (Wilson band)")
+    return [_save(fig, Path(out_dir) / f"{slug(metric, 'by', bit)}.png")]

@@ -1,0 +1,258 @@
+"""Summary tables of a campaign: per-cell statistics, mitigation recovery, cells needing more reps.
+
+A *cell* is one combination of the factors (model, target, mitigation, BER; plus error_model and
+any extra factor that has more than one value). Trial outcomes in a cell:
+
+* ``failed``: ``status != 'ok'`` (no metric); every other count is over the ``ok`` trials.
+* ``nonfinite``: ok trials whose metric is NaN/inf (the evaluation produced non-finite outputs).
+  They are left out of the mean and its CI, and count as silent data corruption unless
+  ``nonfinite_as_sdc=False``.
+* ``sdc``: ok trials whose metric is worse than the trial's golden metric by more than
+  ``threshold`` relative to it (``(golden - m) / |golden| > threshold`` when higher is better,
+  ``(m - golden) / |golden| > threshold`` when lower is better).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .data import Dataset, extra_factors, load_dataset, metric_columns
+from .stats import higher_is_better as guess_direction
+from .stats import mean_ci, paired_recovery, reps_for_halfwidth, wilson_interval
+
+__all__ = ["baseline_mitigation", "cell_keys", "recovery", "suggest_repetitions", "summarize"]
+
+MAX_REPS = 10_000  # cap of a repetition estimate (a mean sitting on the threshold needs ~inf)
+BASELINE_NAMES = ("none", "", "no", "off", "null", "baseline", "unmitigated")
+
+DirectionArg = bool | Mapping[str, bool] | None
+Source = pd.DataFrame | Dataset | str | os.PathLike[str]
+
+
+def _frame(source: Source) -> tuple[pd.DataFrame, dict[str, Any]]:
+    if isinstance(source, pd.DataFrame):
+        return _prepare(source), {}
+    ds = source if isinstance(source, Dataset) else load_dataset(source)
+    return _prepare(ds.frame), ds.manifest
+
+
+def _prepare(df: pd.DataFrame) -> pd.DataFrame:
+    if "mitigation" in df and df["mitigation"].isna().any():
+        df = df.assign(mitigation=df["mitigation"].fillna("none"))
+    if "status" not in df:
+        df = df.assign(status="ok")
+    return df
+
+
+def _direction(metric: str, higher: DirectionArg) -> bool:
+    if isinstance(higher, Mapping):
+        return bool(higher[metric]) if metric in higher else guess_direction(metric)
+    return guess_direction(metric) if higher is None else bool(higher)
+
+
+def _metrics(df: pd.DataFrame, metric: str | Sequence[str] | None) -> list[str]:
+    found = metric_columns(df)
+    wanted = found if metric is None else [metric] if isinstance(metric, str) else list(metric)
+    for m in wanted:
+        if m not in found:
+            raise ValueError(
+                f"Metric {m!r} is not in the results (a metric column needs a golden_<m> twin).\n"
+                f"  expected one of: {found}"
+            )
+    return wanted
+
+
+def cell_keys(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> list[str]:
+    """Columns that define a table cell: base factors present (error_model and extra factors
+    only when they take more than one value)."""
+    always = ("model", "target", "mitigation", "ber")
+    order = ("model", "target", "error_model", "mitigation", "ber")
+    keys = [c for c in order if c in df and (c in always or df[c].nunique(dropna=False) > 1)]
+    extras = [c for c in extra_factors(df, manifest) if df[c].nunique(dropna=False) > 1]
+    return keys + extras
+
+
+def baseline_mitigation(values: Sequence[Any]) -> str | None:
+    """The mitigation value meaning "unmitigated" (``'none'``, ``''``, ``'off'``...), if any."""
+    for v in values:
+        if isinstance(v, str) and v.strip().lower() in BASELINE_NAMES:
+            return v
+    return None
+
+
+def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confidence: float,
+          nonfinite_as_sdc: bool, precision: float | None) -> dict[str, Any]:
+    ok = g[g["status"].eq("ok")]
+    m = ok[metric].astype(float).to_numpy()
+    golden = ok[f"golden_{metric}"].astype(float).to_numpy()
+    finite = np.isfinite(m)
+    sign = 1.0 if higher else -1.0
+    loss = sign * (golden - m)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = loss / np.maximum(np.abs(golden), np.finfo(float).tiny)
+    sdc = finite & (rel > threshold)
+    if nonfinite_as_sdc:
+        sdc |= ~finite
+    n_ok, n = len(ok), int(finite.sum())
+    mean, lo, hi = mean_ci(m[finite], confidence)
+    gold = float(np.nanmean(golden)) if np.isfinite(golden).any() else math.nan
+    s_lo, s_hi = wilson_interval(int(sdc.sum()), n_ok, confidence)
+    half = (hi - lo) / 2.0
+    scale = abs(gold) if math.isfinite(gold) and gold != 0 else 1.0
+    boundary = gold - sign * threshold * scale  # metric value at the SDC threshold
+    targets = []
+    if n >= 2 and lo <= boundary <= hi:  # CI straddles the threshold: drop > threshold or not?
+        targets.append(abs(mean - boundary))
+    if precision is not None and n >= 2 and not half <= precision * scale:
+        targets.append(precision * scale)
+    inconclusive = n < 2 or bool(targets)
+    need = len(g)
+    if inconclusive:
+        std = float(np.std(m[finite], ddof=1)) if n >= 2 else math.nan
+        need = max(3, *(reps_for_halfwidth(std, t, confidence, MAX_REPS) for t in targets)) \
+            if n >= 2 else 3
+        need = min(MAX_REPS, math.ceil(need * len(g) / max(n, 1)))
+    row = {
+        "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
+        "mean": mean, "ci_low": lo, "ci_high": hi,
+        "mean_loss": float(np.mean(loss[finite])) if n else math.nan,
+        "rel_loss": float(np.mean(rel[finite])) if n else math.nan,
+        "sdc": int(sdc.sum()), "sdc_rate": sdc.sum() / n_ok if n_ok else math.nan,
+        "sdc_low": s_lo, "sdc_high": s_hi,
+        "nonfinite": int((~finite).sum()), "nonfinite_rate": (~finite).sum() / n_ok if n_ok
+        else math.nan,
+    }
+    if "n_nonfinite" in ok:
+        nw = pd.to_numeric(ok["n_nonfinite"], errors="coerce").fillna(0).to_numpy()
+        row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
+    row.update(inconclusive=bool(inconclusive), reps_needed=int(need))
+    return row
+
+
+def summarize(
+    df_or_path: Source,
+    metric: str | Sequence[str] | None = None,
+    threshold: float = 0.01,
+    *,
+    by: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    higher_is_better: DirectionArg = None,
+    nonfinite_as_sdc: bool = True,
+    precision: float | None = None,
+) -> pd.DataFrame:
+    """Per-cell summary of a campaign, one row per (cell, metric).
+
+    Args:
+        df_or_path: Result rows, a loaded :class:`Dataset`, or a dataset path / URI.
+        metric: Metric name(s); all metrics (columns with a ``golden_`` twin) when None.
+        threshold: Relative drop below golden that counts as silent data corruption.
+        by: Cell columns; default :func:`cell_keys` (model, target, [error_model], mitigation,
+            ber, extra factors with more than one value).
+        confidence: Level of every interval.
+        higher_is_better: Metric direction: a bool for all metrics, a ``{metric: bool}`` dict,
+            or None to guess from the name (loss-like names are lower-is-better).
+        nonfinite_as_sdc: Count ok trials with a non-finite metric as SDC.
+        precision: Optional wanted CI half-width of the mean, relative to |golden|. A cell is
+            ``inconclusive`` when its CI contains the SDC threshold level (one cannot tell
+            whether the mean dropped by more than ``threshold``), when it has fewer than 2
+            finite trials, or (if ``precision`` is set) when its CI half-width exceeds
+            ``precision * |golden|``; ``reps_needed`` then estimates the trials it needs.
+
+    Returns:
+        Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
+        ci_high, mean_loss, rel_loss, sdc, sdc_rate, sdc_low, sdc_high, nonfinite,
+        nonfinite_rate, [nonfinite_weights_rate,] inconclusive, reps_needed``.
+        ``mean_loss`` is positive when the metric got worse.
+
+    Example:
+        >>> s = summarize("results/drs", metric="auc", threshold=0.01)     # doctest: +SKIP
+        >>> s[s.mitigation == "clip"][["model", "ber", "mean", "sdc_rate"]]  # doctest: +SKIP
+    """
+    if not 0.0 <= threshold < 1.0 or isinstance(threshold, bool):
+        raise ValueError(
+            "Expected argument `threshold` to be a float in the [0, 1) range, "
+            f"but got {threshold!r}."
+        )
+    df, manifest = _frame(df_or_path)
+    if df.empty:
+        return pd.DataFrame()
+    keys = list(by) if by is not None else cell_keys(df, manifest)
+    rows = []
+    for m in _metrics(df, metric):
+        higher = _direction(m, higher_is_better)
+        for key, g in df.groupby(keys, sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, precision)
+            rows.append({**dict(zip(keys, key)), "metric": m, "higher_is_better": higher, **stats})
+    return pd.DataFrame(rows)
+
+
+def recovery(
+    df_or_path: Source,
+    metric: str | Sequence[str] | None = None,
+    *,
+    baseline: str | None = None,
+    by: Sequence[str] | None = None,
+    confidence: float = 0.95,
+    higher_is_better: DirectionArg = None,
+) -> pd.DataFrame:
+    """Fraction of the lost metric each mitigation recovers, per BER, paired by trial.
+
+    Rows with the same (model, target, error_model, ber, repetition, extra factors) saw the same
+    faults; see :func:`pytei_ray.report.stats.paired_recovery` for the per-pair formula.
+
+    Args:
+        df_or_path: Result rows, a :class:`Dataset`, or a dataset path / URI.
+        metric: Metric name(s); all when None.
+        baseline: The unmitigated ``mitigation`` value; found by name (``'none'``...) when None.
+        by: Grouping of the pairs; default model, target, [error_model,] mitigation, ber.
+        confidence: Level of the Student-t interval of the mean recovery.
+        higher_is_better: Metric direction (see :func:`summarize`).
+
+    Returns:
+        ``by..., metric, pairs, mean, ci_low, ci_high, median``; empty when there is no
+        baseline or no mitigated trial.
+    """
+    df, manifest = _frame(df_or_path)
+    if df.empty or "mitigation" not in df:
+        return pd.DataFrame()
+    baseline = baseline if baseline is not None else baseline_mitigation(df["mitigation"].unique())
+    if baseline is None or df["mitigation"].nunique() < 2:
+        return pd.DataFrame()
+    base_keys = [k for k in ("model", "target", "error_model", "ber", "repetition") if k in df]
+    pair_on = base_keys + [f for f in extra_factors(df, manifest) if f in df]
+    if by is None:
+        cells = [k for k in cell_keys(df, manifest) if k in ("model", "target", "error_model",
+                                                            "mitigation", "ber")]
+    else:
+        cells = list(by)
+    out = []
+    for m in _metrics(df, metric):
+        pairs = paired_recovery(df, m, pair_on, baseline, _direction(m, higher_is_better))
+        for key, g in pairs.groupby(cells, sort=True, dropna=False):
+            key = key if isinstance(key, tuple) else (key,)
+            mean, lo, hi = mean_ci(g["recovery"].to_numpy(), confidence)
+            out.append({**dict(zip(cells, key)), "metric": m, "pairs": len(g), "mean": mean,
+                        "ci_low": lo, "ci_high": hi, "median": float(g["recovery"].median())})
+    return pd.DataFrame(out)
+
+
+def suggest_repetitions(summary: pd.DataFrame, current: int | None = None) -> int | None:
+    """Repetitions per cell that would make every inconclusive cell conclusive, or None.
+
+    Args:
+        summary: Output of :func:`summarize`.
+        current: Repetitions the campaign has now; the suggestion is always above it.
+    """
+    if summary.empty or not summary["inconclusive"].any():
+        return None
+    need = int(summary.loc[summary["inconclusive"], "reps_needed"].max())
+    if current is not None:
+        need = max(need, current + 1)
+    return need
