@@ -76,6 +76,11 @@ class ResultsStore:
             self.fs, self.path = _resolve(self.uri)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
 
+    @property
+    def location(self) -> str:
+        """Where the results are, for messages: the absolute path, or the URI as given."""
+        return self.path if self._local else self.uri
+
     # ---- paths -----------------------------------------------------------------------------
     def _join(self, *names: str) -> str:
         return "/".join([self.path.rstrip("/"), *names])

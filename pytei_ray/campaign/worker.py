@@ -1,0 +1,267 @@
+"""The per-trial runner shared by every executor: replicas, golden runs, trials -> rows.
+
+A :class:`TrialWorker` builds each model (and loads its data) once, keeps the replica, and runs
+chunks of trials on it: inject in place, evaluate, restore. Before each chunk it checks that the
+replica is bit-identical to the pristine model (``state_checksum``) and rebuilds it if not.
+The in-process executor calls it directly; the Ray executor wraps one in each actor.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import socket
+import time
+import traceback
+import warnings
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+import torch
+
+from pytei_ray.errors import TrialSetupError
+from pytei_ray.storage.schema import RESERVED
+
+from .spec import Campaign
+from .trials import Trial
+
+__all__ = ["TrialWorker", "ChunkResult"]
+
+_MAX_ERROR_CHARS = 4000
+
+
+@dataclass
+class ChunkResult:
+    """What a worker sends back for one chunk.
+
+    Attributes:
+        rows: one result row (a flat dict, see docs/CONTRACTS.md) per trial of the chunk.
+        golden: golden rows computed while running this chunk (first use of a model/mitigation).
+        worker: the worker's id (``host:pid``).
+        rebuilt: models whose replica was found modified and rebuilt before this chunk.
+    """
+
+    rows: list[dict[str, Any]]
+    golden: list[dict[str, Any]] = field(default_factory=list)
+    worker: str = ""
+    rebuilt: list[str] = field(default_factory=list)
+
+
+def _version() -> str:
+    from pytei_ray import __version__
+
+    return __version__
+
+
+def _check_metrics(out: object, expected: Sequence[str] | None) -> dict[str, float]:
+    if not isinstance(out, Mapping):
+        raise TypeError(f"Expected evaluate() to return a dict of metrics, but got "
+                        f"{type(out).__name__}.")
+    metrics: dict[str, float] = {}
+    for key, value in out.items():
+        if not isinstance(key, str) or not key or key in RESERVED or key.startswith("golden_"):
+            raise ValueError(f"Expected metric names to be strings that are not result columns "
+                             f"({sorted(RESERVED)}) and do not start with 'golden_', but got "
+                             f"{key!r}.")
+        try:
+            metrics[key] = float(value)
+        except (TypeError, ValueError):
+            raise TypeError(f"Expected metric {key!r} to be a number, but got {value!r}.") from None
+    if expected is not None and list(metrics) != list(expected):
+        if sorted(metrics) != sorted(expected):
+            raise ValueError(f"Expected evaluate() to return the metrics of the golden run "
+                             f"{list(expected)}, but got {list(metrics)}.")
+        metrics = {k: metrics[k] for k in expected}
+    return metrics
+
+
+def _error_text(exc: BaseException) -> str:
+    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return text if len(text) <= _MAX_ERROR_CHARS else "...\n" + text[-_MAX_ERROR_CHARS:]
+
+
+class TrialWorker:
+    """Runs chunks of trials of one campaign, keeping a replica per model.
+
+    Args:
+        campaign: the campaign (built in this process, e.g. via ``JobRef.campaign()``).
+        device: where replicas live (``"cpu"``, ``"cuda"``, ``"cuda:1"``); default: CUDA if
+            available, else CPU.
+        worker_id: name recorded in the ``worker`` column; default ``host:pid``.
+
+    Example:
+        >>> import torch
+        >>> from pytei_ray.campaign import Campaign, expand
+        >>> c = Campaign(name="doc", models={"lin": lambda: torch.nn.Linear(8, 1)},
+        ...              data=lambda name: torch.ones(4, 8),
+        ...              evaluate=lambda m, x: {"out": float(m(x).sum())},
+        ...              bers=[0.0], repetitions=1)
+        >>> result = TrialWorker(c, device="cpu").run_chunk(expand(c))
+        >>> row = result.rows[0]
+        >>> row["status"], row["n_faults"], row["out"] == row["golden_out"]
+        ('ok', 0, True)
+    """
+
+    def __init__(self, campaign: Campaign, *, device: str | torch.device | None = None,
+                 worker_id: str | None = None) -> None:
+        self.campaign = campaign
+        if device is None:
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self._version = _version()
+        self._models: dict[str, torch.nn.Module] = {}  # model name -> replica
+        self._pristine: dict[str, str] = {}  # model name -> state_checksum right after building
+        self._data: dict[str, Any] = {}  # model name -> evaluation data (loaded once)
+        self._mits: dict[tuple[str, str], list[Any]] = {}  # (model, mitigation) -> instances
+        self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
+        self._new_golden: list[dict[str, Any]] = []  # golden rows not yet returned
+
+    # ---- setup -----------------------------------------------------------------------------
+    def _setup_error(self, what: str, exc: BaseException) -> TrialSetupError:
+        return TrialSetupError(
+            f"{what} raised {type(exc).__name__}: {exc}\n"
+            f"(campaign {self.campaign.name!r}, worker {self.worker_id}). No trial of it can run;"
+            f" fix the job file and run the same command again: stored rows are kept.\n"
+            + _error_text(exc)
+        )
+
+    def _build(self, name: str) -> torch.nn.Module:
+        from pytei_ray import state_checksum
+
+        try:
+            model = self.campaign.models[name]()
+        except Exception as exc:
+            raise self._setup_error(f"The factory of model {name!r}", exc) from exc
+        if not isinstance(model, torch.nn.Module):
+            raise TrialSetupError(f"Expected the factory of model {name!r} to return an "
+                                  f"nn.Module, but got {type(model).__name__}.")
+        model = model.to(self.device).eval()
+        self._models[name] = model
+        self._pristine[name] = state_checksum(model)
+        return model
+
+    def _model(self, name: str) -> torch.nn.Module:
+        model = self._models.get(name)
+        if model is None:
+            model = self._build(name)
+        if name not in self._data:
+            try:
+                self._data[name] = self.campaign.data(name)
+            except Exception as exc:
+                raise self._setup_error(f"Loading the data of model {name!r}", exc) from exc
+        return model
+
+    def _run_eval(self, fn: Callable[[Any, Any], Any], model: torch.nn.Module, name: str) -> Any:
+        with torch.no_grad():
+            return fn(model, self._data[name])
+
+    def _mitigations(self, model_name: str, mit_name: str) -> list[Any]:
+        key = (model_name, mit_name)
+        if key in self._mits:
+            return self._mits[key]
+        model = self._model(model_name)
+        spec = self.campaign.mitigations[mit_name]
+        items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) else [spec]
+        instances = [copy.deepcopy(m) for m in items]  # profiled state is per model
+        calibrate = self.campaign.calibrate or self.campaign.evaluate
+        try:
+            for m in instances:
+                m.profile(model, lambda mod: self._run_eval(calibrate, mod, model_name))
+        except Exception as exc:
+            raise self._setup_error(f"Calibrating mitigation {mit_name!r} on {model_name!r}",
+                                    exc) from exc
+        self._mits[key] = instances
+        self._golden_run(model_name, mit_name, model, instances)
+        return instances
+
+    def _golden_run(self, model_name: str, mit_name: str, model: torch.nn.Module,
+                    instances: list[Any]) -> None:
+        started, t0 = datetime.now(timezone.utc), time.perf_counter()
+        handles = []
+        try:
+            handles = [m.attach(model) for m in instances]
+            metrics = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
+                                     None)
+        except Exception as exc:
+            raise self._setup_error(
+                f"The golden (fault-free) evaluation of {model_name!r} with mitigation "
+                f"{mit_name!r}", exc) from exc
+        finally:
+            for h in reversed(handles):
+                h.remove()
+        self._golden[(model_name, mit_name)] = metrics
+        self._new_golden.append({
+            "campaign": self.campaign.name, "model": model_name, "mitigation": mit_name,
+            **metrics, "worker": self.worker_id, "device": str(self.device),
+            "started_at": started, "duration_s": time.perf_counter() - t0,
+            "version": self._version,
+        })
+
+    def ensure_pristine(self, model_name: str) -> bool:
+        """Rebuild the replica if its state differs from the pristine checksum.
+
+        Returns:
+            True if the replica had to be rebuilt.
+        """
+        from pytei_ray import state_checksum
+
+        model = self._models.get(model_name)
+        if model is None or state_checksum(model) == self._pristine[model_name]:
+            return False
+        warnings.warn(f"Replica of model {model_name!r} on {self.worker_id} differs from the "
+                      "pristine model; rebuilding it. If this repeats, evaluate() or calibrate() "
+                      "modifies the model.", stacklevel=2)
+        self._build(model_name)
+        return True
+
+    # ---- trials ----------------------------------------------------------------------------
+    def run_chunk(self, trials: Sequence[Trial]) -> ChunkResult:
+        """Run ``trials`` (any models) and return one row per trial plus new golden rows.
+
+        Raises:
+            TrialSetupError: a model factory, data loader, calibration or golden run failed.
+        """
+        rebuilt = [m for m in dict.fromkeys(t.model for t in trials) if self.ensure_pristine(m)]
+        rows: list[dict[str, Any]] = []
+        sampled: tuple[tuple, Any] | None = None  # (point, FaultMap): shared across mitigations
+        for t in trials:
+            row, sampled = self._run_trial(t, sampled)
+            rows.append(row)
+        golden, self._new_golden = self._new_golden, []
+        return ChunkResult(rows, golden, self.worker_id, rebuilt)
+
+    def _run_trial(self, t: Trial, sampled: tuple[tuple, Any] | None
+                   ) -> tuple[dict[str, Any], tuple[tuple, Any] | None]:
+        from pytei_ray import Injector
+
+        mits = self._mitigations(t.model, t.mitigation)
+        model = self._models[t.model]
+        golden = self._golden[(t.model, t.mitigation)]
+        row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
+                               "n_faults": None, "n_words": None, "n_nonfinite": None}
+        started, t0 = datetime.now(timezone.utc), time.perf_counter()
+        metrics: dict[str, float] = {}
+        try:
+            point = (t.model, t.target, t.error_model, t.ber, t.seed)
+            if sampled is None or sampled[0] != point:
+                error = self.campaign.error_models[t.error_model](t.ber)
+                injector = Injector(targets=self.campaign.targets[t.target], error=error,
+                                    seed=t.seed)
+                sampled = (point, injector.sample(model))
+            with sampled[1].apply(model, mitigations=mits) as faults:
+                row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
+                row["n_nonfinite"] = faults.n_nonfinite
+                out = self._run_eval(self.campaign.evaluate, model, t.model)
+            metrics = _check_metrics(out, list(golden))
+            row.update(status="ok", error=None)
+        except Exception as exc:
+            row.update(status="failed", error=_error_text(exc))
+            self.ensure_pristine(t.model)
+        row.update({m: metrics.get(m) for m in golden})  # None (null) for failed trials
+        row.update({f"golden_{m}": v for m, v in golden.items()})
+        row.update(worker=self.worker_id, device=str(self.device), started_at=started,
+                   duration_s=time.perf_counter() - t0, version=self._version)
+        return row, sampled

@@ -1,0 +1,316 @@
+"""``python -m pytei_ray.launch JOB.py [--out DIR]``: run a campaign into a Parquet dataset.
+
+Running the same command again resumes: only trials without a stored row run. A changed campaign
+is refused (``--extend`` accepts one that only adds trials). See docs/campaign.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pytei_ray.campaign.jobfile import JobRef, load_job, parse_params
+from pytei_ray.campaign.spec import compare_specs, spec_hash
+from pytei_ray.campaign.trials import FACTORS, Trial, count_by_factor, expand, make_chunks
+from pytei_ray.errors import PyteiRayError, SpecChangedError, TrialSetupError
+from pytei_ray.execution import ExecutorConfig, available_executors, default_executor, get_executor
+from pytei_ray.execution.base import Executor
+from pytei_ray.storage import JOB_COPY, ResultsStore, ResultsWriter
+
+__all__ = ["RunSummary", "run", "main", "default_out"]
+
+MANIFEST_FORMAT = "pytei_ray.results/1"
+
+
+@dataclass
+class RunSummary:
+    """Outcome of :func:`run`.
+
+    Attributes:
+        campaign: campaign name.  out: results location.  total: trials in the grid.
+        ran: trials run now.  failed: of those, ``status="failed"``.  skipped: already stored.
+        complete: every trial of the grid has a row.  dry_run: nothing was run.
+    """
+
+    campaign: str
+    out: str
+    total: int
+    ran: int = 0
+    failed: int = 0
+    skipped: int = 0
+    complete: bool = False
+    dry_run: bool = False
+
+    def line(self) -> str:
+        """The one-line summary printed at the end of a run."""
+        if self.ran == 0 and self.complete:
+            return (f"{self.campaign}: complete, all {self.total} trials already stored in "
+                    f"{self.out} (nothing to run).")
+        state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
+        return (f"{self.campaign}: {self.ran} trials run ({self.failed} failed), {self.skipped} "
+                f"skipped (already stored); {state}; results in {self.out}")
+
+
+def default_out(campaign_name: str) -> str:
+    """Where results go without ``--out``: ``./results/<campaign name>``."""
+    return str(Path("results") / campaign_name)
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _grid_text(trials: list[Trial], n_levels: Mapping[str, int]) -> str:
+    counts = count_by_factor(trials)
+    lines = [f"{len(trials)} trials = " + " x ".join(f"{n_levels[f]} {f}" for f in FACTORS)]
+    for f in FACTORS:
+        levels = "  ".join(f"{k}={v}" for k, v in counts[f].items())
+        lines.append(f"  {f + ':':<13}{levels}")
+    return "\n".join(lines)
+
+
+def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
+             n_new: int) -> SpecChangedError:
+    head = f"The campaign differs from the one whose results are stored in {out}:\n  "
+    body = "\n  ".join(diff_changes)
+    if extendable:
+        tail = (f"\nThese changes only add trials. Run again with --extend to run the {n_new} "
+                f"new trials and keep the {n_stored} stored rows, or use a new --out DIR.")
+    else:
+        tail = ("\nStored results cannot be mixed with a changed campaign. Write to a new "
+                f"directory (--out NEW_DIR), or restore the job to the stored campaign (its "
+                f"source is kept in {out}/{JOB_COPY}).")
+    return SpecChangedError(head + body + tail, diff_changes, extendable)
+
+
+def run(
+    job: str | Path | JobRef,
+    out: str | None = None,
+    *,
+    params: Mapping[str, Any] | None = None,
+    executor: str | Executor = "local",
+    config: ExecutorConfig | None = None,
+    extend: bool = False,
+    retry_failed: bool = False,
+    dry_run: bool = False,
+    chunk_size: int | None = None,
+    flush_seconds: float = 10.0,
+    rows_per_part: int = 10_000,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
+    """Run (or resume, or extend) a campaign into a results directory.
+
+    Args:
+        job: a job file path, or a loaded :class:`JobRef`.
+        out: results location (local path, ``s3://...``); default :func:`default_out`.
+        params: ``make_campaign`` parameters (ignored if ``job`` is a JobRef).
+        executor: ``"local"``, ``"ray"``, or an :class:`Executor` instance.
+        config: executor options.
+        extend: accept a changed campaign that only adds trials.
+        retry_failed: drop stored ``status="failed"`` rows and run those trials again.
+        dry_run: print the grid and the output location, run nothing.
+        chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
+        flush_seconds, rows_per_part: when buffered rows are written as a part file.
+        progress: show a tqdm bar.
+        echo: where messages go.
+
+    Raises:
+        JobFileError, CampaignSpecError, ResultsDirError, SpecChangedError: before any trial.
+        TrialSetupError: a model/data/calibration/golden hook failed (stored rows are kept).
+    """
+    if not isinstance(job, JobRef):
+        job = load_job(job, params)
+    campaign = job.campaign()
+    trials = expand(campaign)
+    out = out if out is not None else default_out(campaign.name)
+    store = ResultsStore(out)
+    store.check_location()
+    spec = campaign.spec(job.params)
+    manifest = store.read_manifest()
+    summary = RunSummary(campaign.name, store.location, len(trials), dry_run=dry_run)
+    grid_ids = {t.trial_id for t in trials}
+
+    diff = compare_specs(manifest["spec"], spec) if manifest else None
+    if dry_run:
+        n_levels = {"model": len(campaign.models), "target": len(campaign.targets),
+                    "error_model": len(campaign.error_models), "ber": len(campaign.bers),
+                    "repetition": campaign.repetitions, "mitigation": len(campaign.mitigations)}
+        echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
+        if manifest is None:
+            echo(f"Output: {store.location} (new)")
+        elif diff is not None and not diff.same:
+            verb = "needs --extend" if diff.extendable else "would be REFUSED"
+            echo(f"Output: {store.location} (exists; changed campaign, {verb}):\n  "
+                 + "\n  ".join(diff.changes))
+        else:
+            stored = set(store.read_trial_status()) & grid_ids
+            summary.skipped = len(stored)
+            echo(f"Output: {store.location} (exists: {len(stored)} of {len(trials)} trials stored, "
+                 f"{len(trials) - len(stored)} to run)")
+        echo("Nothing was run (--dry-run).")
+        return summary
+
+    store.quarantine_bad_parts()
+    status = store.read_trial_status()
+    if diff is not None and not diff.same:
+        new = len(grid_ids - set(status))
+        if not (extend and diff.extendable):
+            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new)
+    foreign = set(status) - grid_ids
+    if foreign:
+        raise SpecChangedError(
+            f"{len(foreign)} rows stored in {store.location} belong to trials that are not in this "
+            "campaign's grid (a trial definition changed). Use a new --out DIR.", [], False)
+    if retry_failed:
+        failed = [t for t, s in status.items() if s != "ok"]
+        store.drop_trials(failed)
+        for t in failed:
+            del status[t]
+        if failed:
+            echo(f"Retrying {len(failed)} failed trials.")
+
+    metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
+    manifest = _updated_manifest(manifest, spec, job, len(trials), metrics, diff)
+    store.write_manifest(manifest)
+    if manifest["job"]["source_sha256"] == job.source_sha256:
+        store.write_job_source(job.source)
+    else:
+        warnings.warn(f"The job file changed since results were first stored in {store.location}, "
+                      "but the campaign's factors did not; resuming.", stacklevel=2)
+
+    pending = [t for t in trials if t.trial_id not in status]
+    summary.skipped = len(trials) - len(pending)
+    if not pending:
+        summary.complete = True
+        echo(summary.line())
+        return summary
+
+    def record_metrics(names: list[str]) -> None:
+        manifest["metrics"] = names
+        manifest["updated_at"] = _now()
+        store.write_manifest(manifest)
+
+    writer = ResultsWriter(
+        store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
+        known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
+        on_new_metrics=record_metrics)
+    ex = executor if isinstance(executor, Executor) else get_executor(executor, config)
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=len(pending), unit="trial", desc=campaign.name, disable=not progress,
+               dynamic_ncols=True, file=sys.stderr)
+
+    def on_result(result: Any) -> None:
+        writer.add(result.rows, result.golden)
+        summary.ran += len(result.rows)
+        summary.failed += sum(r["status"] != "ok" for r in result.rows)
+        for name in result.rebuilt:
+            echo(f"warning: replica of {name!r} on {result.worker} was modified; rebuilt it.")
+        bar.update(len(result.rows))
+        if summary.failed:
+            bar.set_postfix(failed=summary.failed)
+
+    echo(f"{campaign.name}: running {len(pending)} of {len(trials)} trials on {ex.describe()} "
+         f"-> {store.location}")
+    try:
+        with ex:
+            ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
+    finally:
+        bar.close()
+        writer.close()
+        summary.complete = summary.ran == len(pending)
+        echo(summary.line())
+    return summary
+
+
+def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: JobRef,
+                      n_trials: int, metrics: list[str], diff: Any) -> dict[str, Any]:
+    from pytei_ray import __version__
+
+    h = spec_hash(spec)
+    if old is None:
+        return {"format": MANIFEST_FORMAT, "campaign": spec["name"], "spec": spec,
+                "spec_hash": h, "n_trials": n_trials, "metrics": metrics,
+                "job": {"path": job.path, "source_sha256": job.source_sha256,
+                        "params": spec["params"]},
+                "version": __version__, "created_at": _now(), "updated_at": _now(),
+                "history": [{"at": _now(), "event": "created", "spec_hash": h}]}
+    new = dict(old, metrics=metrics, updated_at=_now())
+    if diff is not None and not diff.same:  # an accepted extension
+        new.update(spec=spec, spec_hash=h, n_trials=n_trials)
+        new["job"] = dict(old["job"], source_sha256=job.source_sha256)
+        new["history"] = old.get("history", []) + [
+            {"at": _now(), "event": "extended", "spec_hash": h, "changes": diff.changes}]
+    return new
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m pytei_ray.launch",
+        description="Run a fault-injection campaign (a job file defining `campaign`) into a "
+                    "Parquet results directory. Rerun the same command to resume.")
+    p.add_argument("job", help="job file: a Python module defining `campaign = Campaign(...)`")
+    p.add_argument("--out", help="results directory or URI (s3://..., gs://...); default "
+                                 "results/<campaign name>")
+    p.add_argument("--set", dest="params", action="append", default=[], metavar="KEY=VALUE",
+                   help="job parameter passed to the job's make_campaign(**params) (repeatable)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the trial count per factor and the output location; run nothing")
+    p.add_argument("--extend", action="store_true",
+                   help="accept a changed campaign that only adds trials (BERs, repetitions, "
+                        "levels); stored trials are kept, not rerun")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run trials whose stored status is 'failed' again")
+    p.add_argument("--executor", choices=available_executors(), default=default_executor(),
+                   help="where trials run (default: %(default)s); 'local' runs in this process")
+    p.add_argument("--device", help="device for model replicas (local executor); default cuda "
+                                    "if available, else cpu")
+    p.add_argument("--address", help="Ray cluster address (ray executor); default: start a "
+                                     "local Ray")
+    p.add_argument("--workers", type=int, help="number of Ray workers (ray executor)")
+    p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
+                   help="executor-specific option (repeatable)")
+    p.add_argument("--chunk-size", type=int, help="trials per chunk (default: the campaign's)")
+    p.add_argument("--flush-every", type=float, default=10.0, metavar="SECONDS",
+                   help="write buffered rows at least this often (default: %(default)s)")
+    p.add_argument("--part-rows", type=int, default=10_000,
+                   help="rows per part file at most (default: %(default)s)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 setup failure, 2 bad input, 130 ^C)."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.chunk_size is not None and args.chunk_size < 1:
+            raise PyteiRayError(f"Expected --chunk-size >= 1, but got {args.chunk_size}.")
+        config = ExecutorConfig(device=args.device, address=args.address,
+                                num_workers=args.workers,
+                                options=parse_params(args.executor_opt))
+        run(args.job, args.out, params=parse_params(args.params), executor=args.executor,
+            config=config, extend=args.extend, retry_failed=args.retry_failed,
+            dry_run=args.dry_run, chunk_size=args.chunk_size, flush_seconds=args.flush_every,
+            rows_per_part=args.part_rows, progress=not args.no_progress)
+    except TrialSetupError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except PyteiRayError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: stored rows are kept; run the same command to resume.",
+              file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
