@@ -89,8 +89,13 @@ def default_output_dir(path: str | os.PathLike[str]) -> Path:
     return (local.parent if local.is_file() else local) / REPORT_DIR
 
 
+def _spec(manifest: dict[str, Any]) -> dict[str, Any]:
+    spec = manifest.get("spec")
+    return spec if isinstance(spec, dict) else manifest
+
+
 def _job_path(manifest: dict[str, Any]) -> str | None:
-    for holder in (manifest, manifest.get("spec") or {}, manifest.get("launch") or {}):
+    for holder in (manifest, _spec(manifest), manifest.get("launch") or {}):
         if isinstance(holder, dict):
             for key in JOB_KEYS:
                 if isinstance(holder.get(key), str):
@@ -99,18 +104,34 @@ def _job_path(manifest: dict[str, Any]) -> str | None:
 
 
 def _expected_trials(manifest: dict[str, Any]) -> int | None:
-    for key in ("n_trials", "total_trials", "num_trials", "trials"):
-        value = manifest.get(key)
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    return None
+    """Trials of the full grid, from the manifest's counts or its spec's factor levels."""
+    for holder in (manifest, _spec(manifest)):
+        for key in ("n_trials", "total_trials", "num_trials"):
+            value = holder.get(key)
+            if isinstance(value, int) and not isinstance(value, bool):
+                return value
+    spec = _spec(manifest)
+    try:
+        n = int(spec["repetitions"]) * len(spec["bers"])
+        for factor in ("models", "targets", "error_models", "mitigations"):
+            n *= len(spec[factor])
+    except (KeyError, TypeError, ValueError):
+        return None
+    return n
 
 
 def _launch_command(ds: Dataset, reps: int) -> str:
-    job = _job_path(ds.manifest)
-    job = shlex.quote(job) if job else "<job.py>"
-    return (f"python -m pytei_ray.launch {job} --out {shlex.quote(ds.path)} "
-            f"--extend --set repetitions={reps}")
+    """The launcher call that extends the stored campaign to ``reps`` repetitions, keeping the
+    job parameters it was made with (a changed spec would be refused)."""
+    job = _job_path(ds.manifest) or ds.job_copy
+    params = _spec(ds.manifest).get("params")
+    params = {k: v for k, v in params.items() if k != "repetitions"} if isinstance(
+        params, dict) else {}
+    sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
+    sets.append(f"repetitions={reps}")
+    return " ".join(["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
+                     "--out", shlex.quote(ds.path), "--extend",
+                     *(f"--set {shlex.quote(s)}" for s in sets)])
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:

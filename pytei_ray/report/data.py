@@ -39,7 +39,8 @@ SCHEMA_COLUMNS = frozenset(
      "seed", "n_faults", "n_words", "n_nonfinite", "status", "error", "worker", "device",
      "started_at", "duration_s", "version", "attempt", "chunk", "host", "node"}
 )
-MANIFEST_NAMES = ("manifest.json", "_manifest.json")
+MANIFEST_NAMES = ("_manifest.json", "manifest.json")
+JOB_COPY = "_job.py"  # the campaign's job source, kept by the results store
 
 
 class SkippedPartWarning(UserWarning):
@@ -57,6 +58,7 @@ class Dataset:
         skipped: ``(part, reason)`` for every part left out.
         manifest: Parsed manifest.json of the campaign, or ``{}``.
         remote: Whether ``path`` is a cloud URI.
+        job_copy: Path (as given, under ``path``) of the stored job source ``_job.py``, if any.
     """
 
     path: str
@@ -65,18 +67,18 @@ class Dataset:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
     remote: bool = False
+    job_copy: str | None = None
 
 
 def _is_uri(path: str) -> bool:
+    """A cloud URI (not a local path, not ``file://``)."""
     return "://" in path and not path.startswith("file://")
 
 
 def _filesystem(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
     text = os.fspath(path)
-    if _is_uri(text):
+    if "://" in text:  # s3://, gs://, file://... all through pyarrow's one code path
         return pafs.FileSystem.from_uri(text)
-    if text.startswith("file://"):
-        text = text[len("file://"):]
     return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
 
 
@@ -163,8 +165,11 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
     frame = _concat(tables)
     if dedupe:
         frame = _dedupe(frame)
+    job = None
+    if fs.get_file_info(f"{root}/{JOB_COPY}").type == pafs.FileType.File:
+        job = f"{text.rstrip('/')}/{JOB_COPY}"
     return Dataset(text, frame.reset_index(drop=True), parts, skipped,
-                   _read_manifest(fs, root), _is_uri(text))
+                   _read_manifest(fs, root), _is_uri(text), job)
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:
