@@ -1,0 +1,292 @@
+"""Training, NaN-robust evaluation and checkpoints for the DRS models.
+
+Non-finite outputs are routine under fault injection, so the metrics define them:
+
+* ``auc`` (AUC-ROC, torchmetrics ``binary_auroc``): a NaN logit counts as an uninformative
+  prediction, logit 0 (probability 0.5) — the same value activation clipping's ``nan_to_num(0)``
+  gives; ``+inf``/``-inf`` rank above/below every finite logit. Scores are passed to torchmetrics
+  as their dense ranks scaled to [0, 1], which preserves order and ties exactly (a sigmoid in
+  float32 would merge every logit above ~17 into a tie at 1.0). AUC is NaN only when the labels
+  hold a single class.
+* ``logloss`` (mean binary cross-entropy from logits, float64): NaN logits are scored as logit 0
+  (``log 2``) as for AUC; a confidently wrong ``+-inf`` logit costs ``inf``, a right one 0.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torchmetrics.functional.classification import binary_auroc
+
+from .data import ClickLog
+
+__all__ = [
+    "SETTINGS",
+    "DRSSetting",
+    "TrainResult",
+    "binary_metrics",
+    "evaluate",
+    "load_checkpoint",
+    "predict",
+    "save_checkpoint",
+    "train",
+]
+
+
+@dataclass(frozen=True)
+class DRSSetting:
+    """A recommended synthetic-data size and training schedule (keyword arguments of train).
+
+    Attributes:
+        n_rows: Rows of :func:`~pytei_ray.drs.data.synthetic_criteo` (split 0.8/0.1/0.1).
+        epochs: Maximum training epochs.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        patience: Early-stopping patience in epochs.
+    """
+
+    n_rows: int
+    epochs: int
+    batch_size: int
+    lr: float
+    patience: int = 1
+
+    def train_kwargs(self) -> dict[str, Any]:
+        """``epochs, batch_size, lr, patience`` for :func:`train`."""
+        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
+                "patience": self.patience}
+
+
+#: Synthetic-campaign presets: "small" (~1 min campaign) and "full" (< 15 min incl. training).
+SETTINGS: dict[str, DRSSetting] = {
+    "small": DRSSetting(n_rows=20_000, epochs=3, batch_size=1024, lr=3e-3),
+    "full": DRSSetting(n_rows=150_000, epochs=3, batch_size=2048, lr=3e-3),
+}
+
+
+@dataclass
+class TrainResult:
+    """Outcome of :func:`train`.
+
+    Attributes:
+        state_dict: Parameters of the best epoch (by validation AUC), detached CPU copies.
+        history: One dict per epoch: ``epoch, train_loss, val_auc, val_logloss, seconds``.
+        best_val_auc: Validation AUC of ``state_dict``.
+        best_epoch: 1-based epoch of ``state_dict`` (0: the initial weights were never beaten).
+        seconds: Wall time of the whole call.
+    """
+
+    state_dict: dict[str, torch.Tensor]
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_val_auc: float = float("nan")
+    best_epoch: int = 0
+    seconds: float = 0.0
+
+
+def _dense_ranks(scores: torch.Tensor) -> torch.Tensor:
+    """Order- and tie-preserving map of finite/inf scores into [0, 1] (float64)."""
+    _, inverse = torch.unique(scores, sorted=True, return_inverse=True)
+    top = inverse.max().clamp_min(1)
+    return inverse.to(torch.float64) / top.to(torch.float64)
+
+
+def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """AUC-ROC and log loss of click logits, defined for NaN/Inf logits (see module docs).
+
+    Args:
+        logits: ``[N]`` logits (any float dtype, any device).
+        labels: ``[N]`` labels in {0, 1}.
+
+    Returns:
+        ``{"auc": float, "logloss": float}``.
+
+    Example:
+        >>> m = binary_metrics(torch.tensor([2.0, float("nan"), -1.0]), torch.tensor([1.0, 0, 0]))
+        >>> m["auc"]
+        1.0
+    """
+    if logits.shape != labels.shape or logits.dim() != 1:
+        raise ValueError(f"Expected logits and labels of one shape [N], got "
+                         f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+    if logits.numel() == 0:
+        return {"auc": float("nan"), "logloss": float("nan")}
+    x = torch.nan_to_num(logits.detach().to(torch.float64), nan=0.0, posinf=math.inf,
+                         neginf=-math.inf)
+    y = labels.detach().to(x.device)
+    positive = y > 0.5
+    n_pos = int(positive.sum())
+    if 0 < n_pos < y.numel():
+        auc = float(binary_auroc(_dense_ranks(x), positive.long(), validate_args=False))
+    else:
+        auc = float("nan")
+    loss = torch.where(positive, F.softplus(-x), F.softplus(x))
+    return {"auc": auc, "logloss": float(loss.mean())}
+
+
+@torch.no_grad()
+def predict(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> torch.Tensor:
+    """Logits ``[N]`` of ``model`` in eval mode, on the model's device (mode restored after)."""
+    if batch_size < 1:
+        raise ValueError(f"Expected `batch_size` to be >= 1, but got {batch_size}.")
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        out = [
+            model(data.dense[i:i + batch_size].to(device), data.sparse[i:i + batch_size].to(device))
+            for i in range(0, len(data), batch_size)
+        ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, device=device)
+
+
+def evaluate(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> dict[str, float]:
+    """``{"auc", "logloss"}`` of ``model`` on ``data`` (see :func:`binary_metrics`).
+
+    Example:
+        >>> from pytei_ray.drs import build_model, synthetic_criteo
+        >>> log = synthetic_criteo(500, seed=0)
+        >>> sorted(evaluate(build_model("fm", log.field_dims, log.n_dense), log))
+        ['auc', 'logloss']
+    """
+    logits = predict(model, data, batch_size)
+    return binary_metrics(logits, data.labels.to(logits.device))
+
+
+def train(
+    model: nn.Module,
+    train: ClickLog,
+    val: ClickLog,
+    *,
+    epochs: int = 3,
+    batch_size: int = 1024,
+    lr: float = 3e-3,
+    weight_decay: float = 0.0,
+    seed: int = 0,
+    patience: int = 1,
+    eval_batch_size: int = 2048,
+    log: Callable[[dict[str, float]], Any] | None = None,
+) -> TrainResult:
+    """Train with Adam on BCE-with-logits, early-stopping on validation AUC.
+
+    Deterministic for a given ``seed`` (and thread count): batches are shuffled with a local
+    ``torch.Generator`` and any RNG use inside the model runs under ``fork_rng`` seeded with
+    ``seed``, so the caller's global RNG state is untouched. After each epoch the model is
+    scored on ``val``; training stops after ``patience`` epochs without a better AUC, and the
+    best epoch's weights are loaded back into ``model`` and returned.
+
+    Args:
+        model: A DRS model (trained in place, on its current device).
+        train: Training rows.
+        val: Validation rows (never the test split).
+        epochs: Maximum number of epochs.
+        batch_size: Training batch size.
+        lr: Adam learning rate.
+        weight_decay: Adam L2 penalty.
+        seed: Shuffling/RNG seed.
+        patience: Epochs without validation improvement before stopping.
+        eval_batch_size: Batch size of validation passes.
+        log: Optional callback receiving each epoch's history dict.
+
+    Returns:
+        A :class:`TrainResult`.
+    """
+    for name, value in (("epochs", epochs), ("batch_size", batch_size), ("patience", patience)):
+        if value < 1:
+            raise ValueError(f"Expected `{name}` to be >= 1, but got {value}.")
+    if len(train) == 0 or len(val) == 0:
+        raise ValueError(f"Expected non-empty train and val logs, got {len(train)} and {len(val)}.")
+    start = time.perf_counter()
+    device = next(model.parameters()).device
+    gen = torch.Generator().manual_seed(seed)
+    opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=weight_decay)
+    best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    best_auc, best_epoch, stale, history = -math.inf, 0, 0, []
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for epoch in range(1, epochs + 1):
+            t0, total = time.perf_counter(), 0.0
+            model.train()
+            order = torch.randperm(len(train), generator=gen)
+            for i in range(0, len(train), batch_size):
+                idx = order[i:i + batch_size]
+                logits = model(train.dense[idx].to(device), train.sparse[idx].to(device))
+                loss = F.binary_cross_entropy_with_logits(logits, train.labels[idx].to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(idx)
+            metrics = evaluate(model, val, eval_batch_size)
+            row = {"epoch": float(epoch), "train_loss": total / len(train),
+                   "val_auc": metrics["auc"], "val_logloss": metrics["logloss"],
+                   "seconds": time.perf_counter() - t0}
+            history.append(row)
+            if log is not None:
+                log(row)
+            if metrics["auc"] > best_auc:
+                best_auc, best_epoch, stale = metrics["auc"], epoch, 0
+                best_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    model.load_state_dict(best_state)
+    model.eval()
+    return TrainResult(copy.deepcopy(best_state), history, float(best_auc), best_epoch,
+                       time.perf_counter() - start)
+
+
+def save_checkpoint(
+    path: str | os.PathLike[str],
+    state_dict: dict[str, torch.Tensor],
+    meta: dict[str, Any] | None = None,
+) -> Path:
+    """Atomically write ``{"state_dict", "meta"}`` with ``torch.save``.
+
+    The file is written under a temporary name and renamed, so readers never see a partial
+    checkpoint. ``meta`` must hold only ``weights_only``-loadable values (numbers, strings,
+    lists, dicts, tensors), e.g. the training history and the model's constructor arguments.
+
+    Args:
+        path: Destination file.
+        state_dict: Model parameters.
+        meta: Optional metadata.
+
+    Returns:
+        The destination path.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+               "meta": dict(meta or {})}
+    try:
+        torch.save(payload, tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def load_checkpoint(
+    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Read a :func:`save_checkpoint` file with ``torch.load(weights_only=True)``.
+
+    Returns:
+        ``(state_dict, meta)``.
+    """
+    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    return payload["state_dict"], payload["meta"]
