@@ -14,6 +14,7 @@ import json
 import math
 import numbers
 import re
+import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,17 @@ def _check_names(arg: str, value: object, check: Callable[[str, object], None]) 
 def _check_callable(arg: str, value: object) -> None:
     if not callable(value):
         raise _fail(arg, "callable", value)
+
+
+def _check_factory(arg: str, value: object) -> None:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.nn.Module):
+        raise CampaignSpecError(
+            f"Expected argument `{arg}` to be a model factory (a function returning a new "
+            f"nn.Module, run where the trials run), but got a {type(value).__name__} instance. "
+            "Pass the class or a function that builds it, e.g. `lambda: MyNet()`."
+        )
+    _check_callable(arg, value)
 
 
 def _check_mitigation(arg: str, value: object) -> None:
@@ -201,7 +213,7 @@ class Campaign:
 
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise _fail("name", "a non-empty name of letters, digits and `_.+-`", self.name)
-        put("models", MappingProxyType(_check_names("models", self.models, _check_callable)))
+        put("models", MappingProxyType(_check_names("models", self.models, _check_factory)))
         _check_callable("data", self.data)
         _check_callable("evaluate", self.evaluate)
         if self.calibrate is not None:
