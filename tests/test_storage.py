@@ -1,0 +1,164 @@
+"""ResultsStore / ResultsWriter: one readable table, atomic parts, quarantine, schema evolution."""
+
+from __future__ import annotations
+
+import math
+import os
+from datetime import datetime, timezone
+
+import duckdb
+import pandas as pd
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+import pytest
+
+from pytei_ray.errors import ResultsDirError
+from pytei_ray.storage import MANIFEST, ResultsStore, ResultsWriter, result_schema
+
+
+def _row(i: int, status: str = "ok", **metrics) -> dict:
+    return {"campaign": "c", "trial_id": f"t{i:04d}", "model": "m", "target": "all",
+            "error_model": "bitflip", "ber": 1e-3, "repetition": i, "mitigation": "none",
+            "seed": 7, "n_faults": i, "n_words": i, "n_nonfinite": 0, "status": status,
+            "error": None if status == "ok" else "boom", "worker": "h:1", "device": "cpu",
+            "started_at": datetime.now(timezone.utc), "duration_s": 0.1, "version": "0",
+            **metrics, **{f"golden_{k}": 1.0 for k in metrics}}
+
+
+def _filled(tmp_path, n_parts=3, per_part=4) -> ResultsStore:
+    store = ResultsStore(tmp_path / "res")
+    store.write_manifest({"spec": {}})
+    for p in range(n_parts):
+        rows = [_row(p * per_part + i, acc=0.5) for i in range(per_part)]
+        store.write_part(rows, ["acc"], f"part-x-{p:03d}.parquet")
+    return store
+
+
+def test_one_table_for_pandas_pyarrow_and_duckdb(tmp_path):
+    store = _filled(tmp_path)
+    store.write_part([{"campaign": "c", "model": "m", "mitigation": "none", "acc": 1.0}],
+                     ["acc"], "part-g.parquet", golden=True)
+    store.write_job_source("campaign = None\n")
+    path = store.path
+    assert len(pd.read_parquet(path)) == 12
+    assert ds.dataset(path).to_table().num_rows == 12
+    query = f"select count(*) from read_parquet('{path}/*.parquet')"
+    assert duckdb.sql(query).fetchall() == [(12,)]
+    df = pd.read_parquet(path)
+    assert list(df.columns) == result_schema(["acc"]).names
+    assert str(df["started_at"].dtype) == "datetime64[us, UTC]"
+    assert store.read_golden()[0]["acc"] == 1.0
+    assert set(store.read_trial_status().values()) == {"ok"}
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty", "garbage", "magic_only"])
+def test_torn_part_is_quarantined_not_fatal(tmp_path, damage):
+    store = _filled(tmp_path)
+    bad = os.path.join(store.path, "part-x-001.parquet")
+    data = open(bad, "rb").read()
+    payload = {"truncate": data[: len(data) // 2], "empty": b"",
+               "garbage": b"not parquet at all", "magic_only": b"PAR1" + b"\0" * 20 + b"PAR1"}
+    with open(bad, "wb") as f:
+        f.write(payload[damage])
+    with pytest.raises(Exception):  # noqa: B017 - a torn part breaks plain readers...
+        pd.read_parquet(store.path)
+    with pytest.warns(UserWarning, match="Moved torn part"):
+        moved = store.quarantine_bad_parts()
+    assert moved == [bad]
+    assert len(pd.read_parquet(store.path)) == 8  # ...until it is moved aside
+    assert len(store.read_trial_status()) == 8
+    assert os.listdir(os.path.join(store.path, "_quarantine"))
+
+
+def test_tmp_files_are_invisible_and_cleaned(tmp_path):
+    store = _filled(tmp_path)
+    tmp = os.path.join(store.path, ".part-x-009.parquet.tmp-abcd1234")
+    with open(tmp, "wb") as f:
+        f.write(b"PAR1 half written")
+    assert len(pd.read_parquet(store.path)) == 12
+    store.quarantine_bad_parts()
+    assert not os.path.exists(tmp)
+
+
+def test_put_is_atomic_rename(tmp_path, monkeypatch):
+    store = _filled(tmp_path, n_parts=1)
+    target = os.path.join(store.path, "part-x-000.parquet")
+    before = open(target, "rb").read()
+
+    def crash(src, dst):
+        raise OSError("disk gone")
+
+    monkeypatch.setattr(os, "replace", crash)
+    with pytest.raises(OSError, match="disk gone"):
+        store.write_part([_row(99, acc=0.1)], ["acc"], "part-x-000.parquet")
+    assert open(target, "rb").read() == before  # old file intact, no temp left behind
+    assert sorted(os.listdir(store.path)) == [MANIFEST, "part-x-000.parquet"]
+
+
+def test_writer_buffers_flushes_and_evolves_schema(tmp_path):
+    store = ResultsStore(tmp_path / "res")
+    store.write_manifest({})
+    recorded = []
+    w = ResultsWriter(store, [], rows_per_part=3, flush_seconds=3600,
+                      on_new_metrics=recorded.append)
+    w.add([_row(0, acc=0.5), _row(1, acc=0.6)])
+    assert store.part_paths() == []
+    w.add([_row(2, acc=0.7)], golden=[{"campaign": "c", "model": "m", "mitigation": "none",
+                                        "acc": 1.0}])
+    assert len(store.part_paths()) == 1 and len(store.part_paths(golden=True)) == 1
+    w.add([_row(3, "failed")])  # a failed row has no metric values
+    w.add([_row(4, acc=0.1, loss=float("nan"))])  # a new metric appears later
+    w.close()
+    assert recorded == [["acc"], ["acc", "loss"]]
+    df = pd.read_parquet(store.path).sort_values("trial_id")
+    assert list(df["trial_id"]) == [f"t{i:04d}" for i in range(5)]
+    assert df["loss"].isna().sum() == 5 and math.isnan(df["loss"].iloc[4])
+    assert df["status"].tolist() == ["ok", "ok", "ok", "failed", "ok"]
+    assert store.stored_metrics() == ["acc", "loss"]
+
+
+def test_writer_dedupes_golden_and_flushes_by_time(tmp_path):
+    store = ResultsStore(tmp_path / "res")
+    g = {"campaign": "c", "model": "m", "mitigation": "none", "acc": 1.0}
+    w = ResultsWriter(store, ["acc"], flush_seconds=0, known_golden={("m", "sbp")})
+    w.add([_row(0, acc=0.5)], golden=[g, dict(g, mitigation="sbp")])
+    w.add([_row(1, acc=0.5)], golden=[g])
+    assert w.parts_written == 2 and len(store.read_golden()) == 1
+
+
+def test_drop_trials_rewrites_parts(tmp_path):
+    store = _filled(tmp_path)
+    assert store.drop_trials({"t0000", "t0005", "t0006", "t0007", "t0004"}) == 5
+    assert sorted(store.read_trial_status()) == [f"t{i:04d}" for i in (1, 2, 3, 8, 9, 10, 11)]
+    assert len(store.part_paths()) == 2
+
+
+def test_location_checks(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    with pytest.raises(ResultsDirError, match="is a file"):
+        ResultsStore(f).check_location()
+    (tmp_path / "proj").mkdir()
+    (tmp_path / "proj" / "setup.py").write_text("")
+    with pytest.raises(ResultsDirError, match="not a pytei_ray results directory"):
+        ResultsStore(tmp_path / "proj").check_location()
+    ResultsStore(tmp_path / "new").check_location()  # missing: fine
+    (tmp_path / "empty").mkdir()
+    ResultsStore(tmp_path / "empty").check_location()  # empty: fine
+    _filled(tmp_path).check_location()  # ours: fine
+
+
+def test_object_store_code_path(tmp_path):
+    """On a non-local filesystem parts are written with one put, read back the same way."""
+    fs = pafs._MockFileSystem()
+    store = ResultsStore("bucket/res", filesystem=fs)
+    assert not store._local
+    store.write_manifest({"spec": {"name": "c"}})
+    store.write_part([_row(i, acc=0.5) for i in range(3)], ["acc"], "part-a.parquet")
+    with fs.open_output_stream("bucket/res/part-torn.parquet") as out:
+        out.write(b"PAR1xx")
+    with pytest.warns(UserWarning, match="Moved torn part"):
+        store.quarantine_bad_parts()
+    assert store.read_manifest() == {"spec": {"name": "c"}}
+    assert len(store.read_trial_status()) == 3
+    assert store.read_table().num_rows == 3
