@@ -1,0 +1,198 @@
+"""Starting or joining Ray, quietly, and checking that requested workers can be placed.
+
+* :func:`quiet_env` sets the environment that keeps a Ray started here on 127.0.0.1, without an
+  auth token (which breaks ``ray job submit``), usage stats or ANSI colours.
+* :class:`RayRuntime` joins a cluster (``--address auto`` / ``ray://...`` / ``RAY_ADDRESS`` set by
+  ``ray job submit``) or starts a private local Ray for the run and shuts it down afterwards.
+* :func:`worker_capacity` / :func:`check_feasible` say how many workers of a given shape fit on
+  the live nodes, so an impossible request fails with a clear message instead of an actor that
+  waits forever.
+
+Only modules named ``pytei_ray/execution/ray_*.py`` import ray.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import ray
+
+from pytei_ray.errors import PyteiRayError
+
+__all__ = ["QUIET_ENV", "quiet_env", "RayRuntime", "worker_capacity", "check_feasible",
+           "ResourcesUnavailableError"]
+
+#: Environment for a Ray started by this process (see shared/RAY.md for why each is needed).
+QUIET_ENV: Mapping[str, str] = {
+    "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0",  # bind to 127.0.0.1, not the public interface
+    "RAY_AUTH_MODE": "disabled",  # no ~/.ray/auth_token (it makes `ray job submit` get 401)
+    "RAY_USAGE_STATS_ENABLED": "0",
+    "RAY_COLOR_PREFIX": "0",  # no ANSI codes in logs
+    "RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO": "1",  # num_gpus=0 workers see no GPU (CPU = CPU)
+}
+
+_EPS = 1e-9
+
+
+class ResourcesUnavailableError(PyteiRayError, RuntimeError):
+    """The cluster cannot place even one worker of the requested shape."""
+
+
+def quiet_env() -> None:
+    """Set :data:`QUIET_ENV` defaults in ``os.environ`` (values already set are kept)."""
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+
+
+class RayRuntime:
+    """Owns the connection to Ray for one run.
+
+    Args:
+        address: ``None`` joins the cluster named by ``RAY_ADDRESS`` (set inside ``ray job
+            submit``) or else starts a private local Ray; ``"auto"``, ``"host:port"`` or
+            ``"ray://host:10001"`` join that cluster; ``"local"`` always starts a new one.
+        num_cpus: CPUs of a local Ray started here (default: all of this machine's).
+        num_gpus: GPUs of a local Ray started here (default: detected; logical GPUs allowed).
+        init_kwargs: extra ``ray.init`` keyword arguments.
+
+    If Ray is already initialized in this process (tests, notebooks), it is used as it is and
+    left running. Use as a context manager; :meth:`close` shuts down only a Ray started here.
+
+    Example:
+        >>> with RayRuntime(num_cpus=1) as rt:  # doctest: +SKIP
+        ...     rt.started
+        True
+    """
+
+    def __init__(self, address: str | None = None, *, num_cpus: int | None = None,
+                 num_gpus: float | None = None, init_kwargs: Mapping[str, Any] | None = None,
+                 ) -> None:
+        self.address = address
+        self.num_cpus = num_cpus
+        self.num_gpus = num_gpus
+        self.init_kwargs = dict(init_kwargs or {})
+        self.started = False  # True when this object started (and must stop) a local Ray
+        self.joined = False  # True when connected to a cluster that existed before
+        self._entered = False
+
+    def __enter__(self) -> RayRuntime:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Connect to (or start) Ray; idempotent."""
+        if self._entered:
+            return
+        self._entered = True
+        if ray.is_initialized():
+            self.joined = True
+            return
+        quiet_env()
+        quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
+        address = self.address if self.address is not None else os.environ.get("RAY_ADDRESS")
+        if address and address != "local":
+            ray.init(address=address, **quiet, **self.init_kwargs)
+            self.joined = True
+            return
+        kwargs: dict[str, Any] = dict(address="local", include_dashboard=False, **quiet)
+        if self.num_cpus is not None:
+            kwargs["num_cpus"] = self.num_cpus
+        if self.num_gpus is not None:
+            kwargs["num_gpus"] = self.num_gpus
+        kwargs.update(self.init_kwargs)
+        ray.init(**kwargs)
+        self.started = True
+
+    def describe(self) -> str:
+        """``"local Ray"`` or ``"Ray cluster at <address>"`` with its resources."""
+        res = ray.cluster_resources()
+        where = "local Ray" if self.started else "Ray cluster"
+        nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+        return (f"{where} ({nodes} node{'s' if nodes != 1 else ''}, "
+                f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU)")
+
+    def close(self) -> None:
+        """Shut down the local Ray if this object started it."""
+        if self.started and ray.is_initialized():
+            ray.shutdown()
+        self.started = False
+
+
+def _alive_node_resources() -> list[dict[str, float]]:
+    return [dict(n.get("Resources", {})) for n in ray.nodes() if n.get("Alive")]
+
+
+def worker_capacity(num_cpus: float, num_gpus: float,
+                    nodes: list[dict[str, float]] | None = None) -> int:
+    """How many workers of ``num_cpus`` CPUs and ``num_gpus`` GPUs fit on the live nodes.
+
+    Counts whole workers per node (a worker cannot span nodes), from the nodes' total resources.
+
+    Example:
+        >>> worker_capacity(1, 0.5, nodes=[{"CPU": 4, "GPU": 2}, {"CPU": 1, "GPU": 1}])
+        5
+    """
+    nodes = _alive_node_resources() if nodes is None else nodes
+    total = 0
+    for res in nodes:
+        fits = math.inf
+        if num_cpus > 0:
+            fits = min(fits, math.floor(res.get("CPU", 0.0) / num_cpus + _EPS))
+        if num_gpus > 0:
+            fits = min(fits, math.floor(res.get("GPU", 0.0) / num_gpus + _EPS))
+        total += 0 if fits is math.inf else int(fits)
+    return total
+
+
+def check_feasible(num_cpus: float, num_gpus: float, num_workers: int | None,
+                   *, autoscaling: bool) -> int:
+    """Return the number of workers to start, or raise if none can ever be placed.
+
+    Args:
+        num_cpus, num_gpus: resources of one worker.
+        num_workers: requested count; None = as many as fit now (at least one).
+        autoscaling: the cluster may add nodes (a joined cluster): a request that does not fit
+            now only warns, because pending workers are what makes the autoscaler add nodes.
+
+    Raises:
+        ResourcesUnavailableError: not even one worker fits, and the cluster cannot grow.
+    """
+    fits = worker_capacity(num_cpus, num_gpus)
+    if num_gpus > 1 and abs(num_gpus - round(num_gpus)) > _EPS:
+        raise ResourcesUnavailableError(
+            f"Expected num_gpus per worker to be a fraction <= 1 or a whole number, but got "
+            f"{num_gpus:g}.")
+    if fits == 0 and not autoscaling:
+        res = ray.cluster_resources()
+        raise ResourcesUnavailableError(
+            f"No worker can be placed: each needs {num_cpus:g} CPU and {num_gpus:g} GPU, but the "
+            f"largest node has {_largest(_alive_node_resources())} (cluster total: "
+            f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU).\n"
+            "Lower the request (--executor-opt num_gpus=0 runs CPU workers; num_gpus=0.5 shares "
+            "a GPU between two workers) or run on a cluster with such nodes (--address).")
+    if num_workers is None:
+        return max(1, fits)
+    if num_workers > fits:
+        log = logging.getLogger("pytei_ray")
+        if not autoscaling:
+            log.warning("%d workers requested but only %d fit (%g CPU, %g GPU each); starting %d.",
+                        num_workers, fits, num_cpus, num_gpus, fits)
+            return fits
+        log.warning("%d workers requested but only %d fit on the current nodes (%g CPU, %g GPU "
+                    "each); the others start when the cluster adds nodes.",
+                    num_workers, fits, num_cpus, num_gpus)
+    return num_workers
+
+
+def _largest(nodes: list[dict[str, float]]) -> str:
+    if not nodes:
+        return "no live node"
+    best = max(nodes, key=lambda r: (r.get("GPU", 0.0), r.get("CPU", 0.0)))
+    return f"{best.get('CPU', 0):g} CPU, {best.get('GPU', 0):g} GPU"

@@ -1,0 +1,176 @@
+"""RayExecutor on one local Ray (2 CPUs, 2 logical GPUs) shared by the tests of this module."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from pathlib import Path
+
+import pytest
+
+ray = pytest.importorskip("ray")
+
+from ray_fixtures import chunks_of, job_ref, stable_rows  # noqa: E402
+
+from pytei_ray.campaign import make_chunks  # noqa: E402
+from pytei_ray.errors import TrialSetupError  # noqa: E402
+from pytei_ray.execution import ExecutorConfig, get_executor  # noqa: E402
+from pytei_ray.execution.local import LocalExecutor  # noqa: E402
+from pytei_ray.execution.ray_executor import RayExecutor, TrialsLostError  # noqa: E402
+from pytei_ray.execution.ray_runtime import (  # noqa: E402
+    ResourcesUnavailableError,
+    check_feasible,
+    worker_capacity,
+)
+
+pytestmark = pytest.mark.timeout(180)
+
+
+@pytest.fixture(scope="module")
+def local_ray(tmp_path_factory):
+    """One local Ray for the module: 2 CPUs, 2 logical GPUs, quiet, no dashboard."""
+    ray.init(address="local", num_cpus=2, num_gpus=2, include_dashboard=False,
+             log_to_driver=False, logging_level=logging.WARNING,
+             object_store_memory=100 * 2**20)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def job_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("rayjob")
+
+
+@pytest.fixture(scope="module")
+def local_rows(job_dir):
+    """Rows of the test job run by the in-process executor (the reference)."""
+    job = job_ref(job_dir)
+    rows: list = []
+    LocalExecutor(ExecutorConfig(device="cpu")).run(job, chunks_of(job), lambda r:
+                                                    rows.extend(r.rows))
+    return rows
+
+
+def _run_ray(job, chunks, **config):
+    rows, golden = [], []
+
+    def on_result(result):
+        rows.extend(result.rows)
+        golden.extend(result.golden)
+
+    with RayExecutor(ExecutorConfig(**config)) as ex:
+        ex.run(job, chunks, on_result)
+        return rows, golden, ex
+
+
+@pytest.mark.parametrize("workers,chunk_size,in_flight", [(1, 48, 1), (2, 3, 2)])
+def test_same_rows_as_local_executor(local_ray, job_dir, local_rows, workers, chunk_size,
+                                     in_flight):
+    job = job_ref(job_dir)
+    chunks = make_chunks((t for c in chunks_of(job) for t in c), chunk_size)
+    rows, golden, ex = _run_ray(job, iter(chunks), num_workers=workers,
+                                max_in_flight=in_flight)
+    assert stable_rows(rows) == stable_rows(local_rows)
+    assert len({r["trial_id"] for r in rows}) == len(rows) == 48
+    assert {(g["model"], g["mitigation"]) for g in golden} >= {("a", "none"), ("b", "sbp")}
+    assert 1 <= len({r["worker"] for r in rows}) <= workers  # a slow starter may get none
+    assert ex.stats.worker_failures == 0 and ex.stats.workers == workers
+
+
+def test_workers_pinned_to_logical_gpus(local_ray, job_dir):
+    job = job_ref(job_dir, num_gpus=0.5)
+    ex = RayExecutor(ExecutorConfig(num_workers=4, options={"num_cpus": 0.5}))
+    try:
+        rows: list = []
+        ex.run(job, chunks_of(job), lambda r: rows.extend(r.rows))
+        infos = ex.worker_info()
+    finally:
+        ex.close()
+    assert len(rows) == 48
+    visible = sorted(i["cuda_visible_devices"] for i in infos)
+    assert visible == ["0", "0", "1", "1"]  # 0.5 GPU each: two replicas share each GPU
+    assert all(i["device"] == "cpu" for i in infos)  # logical GPUs: torch sees no CUDA
+    assert all(i["threads"] == 1 for i in infos)
+
+
+def test_cpu_workers_see_no_gpu(local_ray, job_dir):
+    job = job_ref(job_dir)
+    ex = RayExecutor(ExecutorConfig(num_workers=2))
+    try:
+        ex.run(job, chunks_of(job)[:2], lambda r: None)
+        infos = ex.worker_info()
+    finally:
+        ex.close()
+    assert [i["gpu_ids"] for i in infos] == [[], []]
+
+
+def test_killed_worker_mid_chunk_reruns_its_trials_once(local_ray, job_dir, local_rows):
+    job = job_ref(job_dir, sleep_ms=60)
+    rows: list = []
+    killed: list[int] = []
+
+    def on_result(result):
+        rows.extend(result.rows)
+        if not killed:  # this worker has its next chunk in flight: kill it inside that chunk
+            pid = int(result.worker.rsplit(":", 1)[1])
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+
+    with RayExecutor(ExecutorConfig(num_workers=2, max_in_flight=2)) as ex:
+        ex.run(job, chunks_of(job, 4), on_result)
+        assert ex.stats.worker_failures >= 1
+        assert ex.stats.chunks_retried >= 1
+        assert ex.stats.trials_lost == 0
+    assert len(rows) == 48 and len({r["trial_id"] for r in rows}) == 48
+    assert stable_rows(rows) == stable_rows(local_rows)
+    assert killed[0] not in {int(r["worker"].rsplit(":", 1)[1]) for r in rows[4:]}
+
+
+def test_trial_that_always_kills_its_worker_is_given_up(local_ray, job_dir, local_rows):
+    target = next(r for r in local_rows if r["ber"] == 1e-2 and r["mitigation"] == "none")
+    assert sum(r["mean"] == target["mean"] for r in local_rows) == 1
+    job = job_ref(job_dir, poison=target["mean"])
+    rows: list = []
+    ex = RayExecutor(ExecutorConfig(num_workers=2, options={"max_attempts": 2}))
+    with pytest.raises(TrialsLostError, match="1 trial.*could not be completed") as info:
+        with ex:
+            ex.run(job, chunks_of(job, 4), lambda r: rows.extend(r.rows))
+    assert info.value.trial_ids == [target["trial_id"]]
+    assert len(rows) == 47 and target["trial_id"] not in {r["trial_id"] for r in rows}
+    assert ex.stats.trials_lost == 1
+
+
+def test_setup_error_in_a_worker_propagates(local_ray, job_dir):
+    job = job_ref(job_dir, broken=True)
+    with pytest.raises(TrialSetupError, match="factory of model 'a'"):
+        with RayExecutor(ExecutorConfig(num_workers=1)) as ex:
+            ex.run(job, chunks_of(job), lambda r: None)
+
+
+def test_unplaceable_workers_fail_with_a_clear_message(local_ray, job_dir):
+    job = job_ref(job_dir, num_gpus=4)  # no node has 4 GPUs
+    ex = RayExecutor(ExecutorConfig(options={"resource_timeout": 1}))
+    with pytest.raises(ResourcesUnavailableError, match="No worker became ready for 1 s"):
+        with ex:
+            ex.run(job, chunks_of(job), lambda r: None)
+    with pytest.raises(ResourcesUnavailableError, match="each needs 1 CPU and 4 GPU"):
+        check_feasible(1, 4, None, autoscaling=False)
+    assert check_feasible(1, 0.5, None, autoscaling=False) == 2  # 2 CPUs limit it
+    assert check_feasible(0.5, 0.5, 8, autoscaling=False) == 4
+
+
+def test_worker_capacity_counts_whole_workers_per_node():
+    nodes = [{"CPU": 4, "GPU": 2}, {"CPU": 8}]
+    assert worker_capacity(1, 0.5, nodes) == 4
+    assert worker_capacity(1, 0, nodes) == 12
+    assert worker_capacity(3, 0, nodes) == 3
+    assert worker_capacity(1, 1 / 3, [{"CPU": 8, "GPU": 1}]) == 3
+
+
+def test_bad_executor_options_are_rejected():
+    with pytest.raises(ValueError, match="keys for the ray executor"):
+        RayExecutor(ExecutorConfig(options={"gpus": 1}))
+    with pytest.raises(ValueError, match="num_gpus to be a float, but got 'x'"):
+        RayExecutor(ExecutorConfig(options={"num_gpus": "x"}))
+    assert get_executor("ray").describe() == "ray"
