@@ -280,6 +280,10 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _show(desc: Any) -> str:
+    return desc if isinstance(desc, str) else repr(desc)
+
+
 @dataclass(frozen=True)
 class SpecDiff:
     """How a new spec differs from a stored one.
@@ -320,10 +324,10 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         o, n = old.get(key, {}), new.get(key, {})
         for level in o:
             if level not in n:
-                changes.append(f"{key}: {level!r} removed (was {o[level]!r})")
+                changes.append(f"{key}: {level!r} removed (was {_show(o[level])})")
                 extendable = False
             elif o[level] != n[level]:
-                changes.append(f"{key}[{level!r}]: {o[level]!r} -> {n[level]!r}")
+                changes.append(f"{key}[{level!r}]: {_show(o[level])} -> {_show(n[level])}")
                 extendable = False
         added = [level for level in n if level not in o]
         if added:

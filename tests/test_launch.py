@@ -1,0 +1,246 @@
+"""The launcher: runs, reruns, dry runs, refusals, extensions, bad input, failures, repair."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from pytei_ray.launch import main, run
+
+ROOT = Path(__file__).resolve().parents[1]
+VOLATILE = ["worker", "started_at", "duration_s"]
+
+JOB = '''
+import os, time, torch
+from torch import nn
+from pytei_ray import Campaign, BitFlip, StuckAt
+from pytei_ray.mitigations import SBP, Clip
+
+def build():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+
+def data(name):
+    return torch.randn(64, 8, generator=torch.Generator().manual_seed(0))
+
+def evaluate(model, x):
+    time.sleep({sleep})
+    if os.path.exists(os.path.join(os.path.dirname(__file__), "FAIL")) and {fail_if}:
+        raise RuntimeError("injected evaluation failure")
+    out = model(x)
+    return {{"mean": float(out.mean()), "finite": float(torch.isfinite(out).float().mean())}}
+
+campaign = Campaign(name="{name}", models={models}, data=data, evaluate=evaluate,
+                    bers={bers}, repetitions={reps}, mitigations={mits}, seed={seed}{extra})
+'''
+
+
+def write_job(path: Path, *, name="t", models='{"a": build, "b": build}', bers="[1e-3, 1e-2]",
+              reps=2, mits='{"none": None, "sbp": SBP()}', seed=3, sleep=0.0,
+              fail_if="False", extra="", body=None) -> str:
+    path.write_text(body if body is not None else JOB.format(
+        name=name, models=models, bers=bers, reps=reps, mits=mits, seed=seed, sleep=sleep,
+        fail_if=fail_if, extra=extra))
+    return str(path)
+
+
+def table(out) -> pd.DataFrame:
+    df = pd.read_parquet(out).drop(columns=VOLATILE)
+    return df.sort_values("trial_id").reset_index(drop=True)
+
+
+def launch(*args) -> int:
+    return main([*map(str, args), "--executor", "local", "--no-progress"])
+
+
+def test_run_then_rerun_is_complete(tmp_path, capsys):
+    job = write_job(tmp_path / "job.py")
+    out = tmp_path / "out"
+    assert launch(job, "--out", out) == 0
+    df = pd.read_parquet(out)
+    assert len(df) == 16 and df["trial_id"].is_unique and (df["status"] == "ok").all()
+    for col in ["campaign", "trial_id", "model", "ber", "repetition", "mitigation",
+                "error_model", "target", "seed", "n_faults", "n_words", "n_nonfinite", "mean",
+                "finite", "golden_mean", "golden_finite", "status", "error", "worker",
+                "device", "started_at", "duration_s", "version"]:
+        assert col in df.columns, col
+    assert "16 trials run (0 failed), 0 skipped" in capsys.readouterr().out
+    parts = sorted(os.listdir(out))
+    assert launch(job, "--out", out) == 0
+    assert "complete, all 16 trials already stored" in capsys.readouterr().out
+    assert sorted(os.listdir(out)) == parts
+    assert len(pd.read_parquet(out / "_golden")) == 4  # (2 models) x (2 mitigations)
+
+
+def test_dry_run_runs_nothing(tmp_path, capsys):
+    job = write_job(tmp_path / "job.py", extra=', error_models={"flip": BitFlip, '
+                    '"stuck": lambda ber: StuckAt(ber, value=1)}')
+    assert launch(job, "--out", tmp_path / "out", "--dry-run") == 0
+    text = capsys.readouterr().out
+    assert "32 trials = 2 model x 1 target x 2 error_model x 2 ber x 2 repetition" in text
+    assert "model:       a=16  b=16" in text and "error_model: flip=16  stuck=16" in text
+    assert f"Output: {tmp_path / 'out'} (new)" in text
+    assert not (tmp_path / "out").exists()
+
+
+def test_default_out_is_named_after_the_campaign(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    job = write_job(tmp_path / "job.py", name="my-study", reps=1, models='{"a": build}')
+    assert launch(job) == 0
+    assert len(pd.read_parquet(tmp_path / "results" / "my-study")) == 4
+
+
+def test_params_via_make_campaign(tmp_path, capsys):
+    assert launch(ROOT / "jobs" / "tiny.py", "--set", "small=1", "--out", tmp_path / "o") == 0
+    df = pd.read_parquet(tmp_path / "o")
+    assert len(df) == 12 and set(df["campaign"]) == {"tiny-small"}
+    assert (df["golden_accuracy"] == 1.0).all()
+    capsys.readouterr()
+    # the params are part of the spec: the full campaign is refused in that directory
+    assert launch(ROOT / "jobs" / "tiny.py", "--out", tmp_path / "o") == 2
+    assert "params: {'small': 1} -> {}" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("change, expected", [
+    (dict(seed=4), "seed: 3 -> 4"),
+    (dict(mits='{"none": None}'), "mitigations: 'sbp' removed (was SBP(bits=('sign', "),
+    (dict(mits='{"none": None, "sbp": SBP(bits=["exponent"])}'),
+     "mitigations['sbp']: SBP(bits=('sign', 'exponent')) -> SBP(bits=('exponent',))"),
+    (dict(bers="[1e-3]"), "bers: [0.001, 0.01] -> [0.001] (removed [0.01])"),
+    (dict(name="other"), "name: 't' -> 'other'"),
+])
+def test_changed_campaign_is_refused(tmp_path, capsys, change, expected):
+    job = tmp_path / "job.py"
+    out = tmp_path / "out"
+    assert launch(write_job(job), "--out", out) == 0
+    before = table(out)
+    capsys.readouterr()
+    for flags in ([], ["--extend"]):
+        assert launch(write_job(job, **change), "--out", out, *flags) == 2
+        err = capsys.readouterr().err
+        assert expected in err and "--out NEW_DIR" in err and "_job.py" in err
+    pd.testing.assert_frame_equal(table(out), before)
+
+
+def test_extend_grid_runs_only_new_trials(tmp_path, capsys):
+    job = tmp_path / "job.py"
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    assert launch(write_job(job), "--out", out) == 0
+    first = table(out)
+    capsys.readouterr()
+    bigger = dict(bers="[1e-3, 1e-2, 3e-2]", reps=3, mits='{"none": None, "sbp": SBP(), '
+                  '"clip": Clip()}')
+    write_job(job, **bigger)
+    assert launch(job, "--out", out) == 2
+    err = capsys.readouterr().err
+    assert "bers: [0.001, 0.01] -> [0.001, 0.01, 0.03] (added [0.03])" in err
+    assert "repetitions: 2 -> 3" in err and "--extend" in err
+    assert launch(job, "--out", out, "--extend") == 0
+    assert "38 trials run (0 failed), 16 skipped" in capsys.readouterr().out
+    extended = table(out)
+    old = extended[extended["trial_id"].isin(first["trial_id"])].reset_index(drop=True)
+    pd.testing.assert_frame_equal(old, first)
+    assert launch(job, "--out", ref) == 0  # the same grid, run from scratch
+    pd.testing.assert_frame_equal(extended, table(ref))
+    assert launch(job, "--out", out) == 0  # the extended spec is now the stored one
+    assert "complete, all 54 trials" in capsys.readouterr().out
+
+
+NO_CAMPAIGN = "x = 1\n"
+
+
+@pytest.mark.parametrize("kind, expected", [
+    ("no_campaign", "to define `campaign = Campaign(...)`"),
+    ("not_callable", "Expected argument `models['a']` to be callable, but got 3"),
+    ("ber_range", "Expected every value of argument `bers` to be a float in [0, 1], but got 2.0"),
+    ("empty_grid", "Expected argument `bers` to be a non-empty list"),
+    ("duplicates", "distinct values, but 0.001 appears twice"),
+    ("out_is_file", "is a file"),
+    ("missing_job", "does not exist"),
+    ("params_unsupported", "takes no parameters (--set small)"),
+    ("syntax", "SyntaxError"),
+    ("wrong_type", "to be a pytei_ray.Campaign, but got dict"),
+])
+def test_bad_input_fails_before_any_trial(tmp_path, capsys, kind, expected):
+    job = tmp_path / "job.py"
+    out = tmp_path / "out"
+    args = ["--out", out]
+    if kind == "no_campaign":
+        write_job(job, body=NO_CAMPAIGN)
+    elif kind == "not_callable":
+        write_job(job, models='{"a": 3}')
+    elif kind == "ber_range":
+        write_job(job, bers="[1e-3, 2.0]")
+    elif kind == "empty_grid":
+        write_job(job, bers="[]")
+    elif kind == "duplicates":
+        write_job(job, bers="[1e-3, 0.001]")
+    elif kind == "out_is_file":
+        write_job(job)
+        out.write_text("not a dir")
+        args = ["--out", out]
+    elif kind == "missing_job":
+        job = tmp_path / "nope.py"
+    elif kind == "params_unsupported":
+        write_job(job)
+        args += ["--set", "small=1"]
+    elif kind == "syntax":
+        write_job(job, body="campaign = (\n")
+    elif kind == "wrong_type":
+        write_job(job, body="campaign = {}\n")
+    assert launch(job, *args) == 2
+    err = capsys.readouterr().err
+    assert expected in err, err
+    if kind in ("not_callable", "ber_range"):
+        assert f"{job}:" in err  # points at the line of the job file
+    assert not out.is_dir()
+
+
+def test_failed_trials_recorded_then_retried(tmp_path, capsys):
+    job = write_job(tmp_path / "job.py", fail_if="model[0].weight.abs().max() > 2")
+    (tmp_path / "FAIL").write_text("")
+    out = tmp_path / "out"
+    assert launch(job, "--out", out) == 0
+    df = pd.read_parquet(out)
+    failed = df[df["status"] == "failed"]
+    assert 0 < len(failed) < len(df) == 16
+    assert failed["error"].str.contains("injected evaluation failure").all()
+    assert failed["mean"].isna().all() and failed["golden_mean"].notna().all()
+    capsys.readouterr()
+    (tmp_path / "FAIL").unlink()
+    assert launch(job, "--out", out) == 0
+    assert "complete" in capsys.readouterr().out  # failures are results: not rerun by default
+    assert launch(job, "--out", out, "--retry-failed") == 0
+    assert f"{len(failed)} trials run (0 failed)" in capsys.readouterr().out
+    assert (pd.read_parquet(out)["status"] == "ok").all()
+    assert pd.read_parquet(out)["trial_id"].is_unique
+
+
+def test_torn_part_is_repaired_on_rerun(tmp_path):
+    job = write_job(tmp_path / "job.py")
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    assert launch(job, "--out", ref) == 0
+    assert launch(job, "--out", out, "--flush-every", "0", "--chunk-size", "3") == 0
+    parts = sorted(p for p in os.listdir(out) if p.startswith("part-"))
+    assert len(parts) >= 5
+    victim = out / parts[2]
+    lost = pq.read_metadata(victim).num_rows
+    victim.write_bytes(victim.read_bytes()[:100])  # a torn write from a dying filesystem
+    with pytest.warns(UserWarning, match="Moved torn part"):
+        summary = run(job, str(out), executor="local", progress=False, echo=lambda s: None)
+    assert summary.ran == lost and summary.complete
+    pd.testing.assert_frame_equal(table(out), table(ref))
+
+
+def test_setup_error_exits_1_and_keeps_rows(tmp_path, capsys):
+    job = write_job(tmp_path / "job.py", models='{"a": build, "b": lambda: 1 / 0}')
+    out = tmp_path / "out"
+    assert launch(job, "--out", out, "--flush-every", "0") == 1
+    err = capsys.readouterr().err
+    assert "The factory of model 'b' raised ZeroDivisionError" in err
+    assert len(pd.read_parquet(out)) == 8  # model a's trials are kept
