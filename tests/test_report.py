@@ -256,7 +256,7 @@ def test_write_report_page_embeds_and_references_every_png(dataset: Path) -> Non
 
 def test_report_dir_is_ignored_by_pyarrow_and_pandas(tmp_path: Path, rows: pd.DataFrame) -> None:
     root = write_parts(rows, tmp_path / "clean")
-    rep = write_report(root)
+    rep = write_report(root, metric="auc")
     assert rep.out_dir.name == "_report" and any(rep.out_dir.glob("*.png"))
     assert len(pd.read_parquet(root)) == len(rows)
     import pyarrow.dataset as pads
@@ -266,7 +266,8 @@ def test_report_dir_is_ignored_by_pyarrow_and_pandas(tmp_path: Path, rows: pd.Da
 
 def test_inconclusive_cells_and_launch_command(dataset: Path) -> None:
     with pytest.warns(SkippedPartWarning):
-        rep = write_report(dataset, metric="auc")
+        rep = write_report(dataset, metric="auc", plots=False)
+    assert rep.figures == [] and "No plots" in rep.html.read_text()
     s = rep.summary
     assert s["inconclusive"].any() and rep.repetitions is not None and rep.repetitions > REPS
     flagged = s[s["inconclusive"]]
@@ -296,11 +297,11 @@ def test_bit_vulnerability_plot(tmp_path: Path) -> None:
 def test_in_progress_dataset_grows(tmp_path: Path, rows: pd.DataFrame) -> None:
     root = tmp_path / "live"
     root.mkdir()
-    first = write_report(root)  # nothing written yet
+    first = write_report(root, plots=False)  # nothing written yet
     assert first.summary.empty and "no result rows yet" in first.html.read_text()
     rows.iloc[:20].to_parquet(root / "part-00000.parquet", index=False)
     (root / ".part-00001.parquet.tmp-ab").write_bytes(b"being written")
-    second = write_report(root, metric="auc")
+    second = write_report(root, metric="auc", plots=False)
     assert second.summary["trials"].sum() == 20
 
 
@@ -320,3 +321,18 @@ def test_cli_prints_summary_and_writes_report(dataset: Path, tmp_path: Path, cap
 def test_remote_default_output_dir(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
     assert default_output_dir("s3://bucket/campaigns/drs/") == tmp_path / "drs_report"
+
+
+def test_command_says_to_edit_a_job_without_repetitions_param(tmp_path: Path,
+                                                              rows: pd.DataFrame) -> None:
+    root = write_parts(rows, tmp_path / "r")
+    (root / "_job.py").write_text("def make_campaign(small=False):\n    ...\n")
+    manifest = {"job": {"path": "missing/job.py", "params": {"small": 1}}}
+    (root / "_manifest.json").write_text(json.dumps(manifest))
+    rep = write_report(root, metric="auc", plots=False)
+    assert rep.command == (
+        f"# set repetitions={rep.repetitions} in the job's Campaign(...), then:\n"
+        f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend --set small=1")
+    (root / "_job.py").write_text("def make_campaign(small=False, **params):\n    ...\n")
+    assert write_report(root, metric="auc", plots=False).command.endswith(
+        f"--set small=1 --set repetitions={rep.repetitions}")

@@ -14,6 +14,7 @@ In a notebook::
 
 from __future__ import annotations
 
+import ast
 import os
 import shlex
 from collections import Counter
@@ -24,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from . import plots
+from . import plots as _plots
 from .data import Dataset, SkippedPartWarning, load_dataset, load_results, metric_columns
 from .html import Page, display_table, render_html
 from .stats import higher_is_better, mean_ci, paired_recovery, wilson_interval
@@ -50,7 +51,6 @@ __all__ = [
 
 REPORT_DIR = "_report"  # leading "_": pyarrow / pandas readers of the dataset skip it
 PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
-JOB_KEYS = ("job", "job_path", "job_file", "jobfile", "job_spec")
 
 
 @dataclass
@@ -84,7 +84,7 @@ def default_output_dir(path: str | os.PathLike[str]) -> Path:
     """``<DIR>/_report`` for a local dataset; ``./<name>_report`` for a cloud URI."""
     text = os.fspath(path)
     if "://" in text and not text.startswith("file://"):
-        return Path.cwd() / f"{plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
+        return Path.cwd() / f"{_plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
     local = Path(text.removeprefix("file://")).expanduser()
     return (local.parent if local.is_file() else local) / REPORT_DIR
 
@@ -94,13 +94,30 @@ def _spec(manifest: dict[str, Any]) -> dict[str, Any]:
     return spec if isinstance(spec, dict) else manifest
 
 
-def _job_path(manifest: dict[str, Any]) -> str | None:
-    for holder in (manifest, _spec(manifest), manifest.get("launch") or {}):
-        if isinstance(holder, dict):
-            for key in JOB_KEYS:
-                if isinstance(holder.get(key), str):
-                    return holder[key]
-    return None
+def _job_path(ds: Dataset) -> str | None:
+    """The job file to relaunch: the manifest's path when it exists here, else the stored copy."""
+    job = ds.manifest.get("job")
+    path = job.get("path") if isinstance(job, dict) else job
+    if isinstance(path, str) and (Path(path).is_file() or ds.job_copy is None):
+        return path
+    return ds.job_copy
+
+
+def _takes_repetitions(source: str | None) -> bool:
+    """Whether the job's ``make_campaign`` accepts ``repetitions`` (read, never executed);
+    True when the source is unknown."""
+    if source is None:
+        return True
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return True
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == "make_campaign":
+            a = node.args
+            names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]}
+            return "repetitions" in names or a.kwarg is not None
+    return False
 
 
 def _expected_trials(manifest: dict[str, Any]) -> int | None:
@@ -122,16 +139,25 @@ def _expected_trials(manifest: dict[str, Any]) -> int | None:
 
 def _launch_command(ds: Dataset, reps: int) -> str:
     """The launcher call that extends the stored campaign to ``reps`` repetitions, keeping the
-    job parameters it was made with (a changed spec would be refused)."""
-    job = _job_path(ds.manifest) or ds.job_copy
-    params = _spec(ds.manifest).get("params")
+    job parameters it was made with (a changed spec would be refused). When the job's
+    ``make_campaign`` takes no ``repetitions`` parameter, say to edit the job file instead."""
+    job = _job_path(ds)
+    spec_params = _spec(ds.manifest).get("params")
+    job_entry = ds.manifest.get("job")
+    params = job_entry.get("params") if isinstance(job_entry, dict) else None
+    params = params if isinstance(params, dict) else spec_params
     params = {k: v for k, v in params.items() if k != "repetitions"} if isinstance(
         params, dict) else {}
     sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
-    sets.append(f"repetitions={reps}")
-    return " ".join(["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
-                     "--out", shlex.quote(ds.path), "--extend",
-                     *(f"--set {shlex.quote(s)}" for s in sets)])
+    settable = _takes_repetitions(ds.job_source)
+    if settable:
+        sets.append(f"repetitions={reps}")
+    command = " ".join(["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
+                        "--out", shlex.quote(ds.path), "--extend",
+                        *(f"--set {shlex.quote(s)}" for s in sets)])
+    if settable:
+        return command
+    return f"# set repetitions={reps} in the job's Campaign(...), then:\n{command}"
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
@@ -170,6 +196,7 @@ def write_report(
     baseline: str | None = None,
     precision: float | None = None,
     nonfinite_as_sdc: bool = True,
+    plots: bool = True,
 ) -> Report:
     """Write the report of a results dataset: ``index.html``, PNG plots, CSV tables.
 
@@ -186,6 +213,7 @@ def write_report(
         baseline: ``mitigation`` value meaning "unmitigated"; guessed when None.
         precision: Wanted CI half-width relative to |golden| (default ``threshold``).
         nonfinite_as_sdc: Count non-finite metrics as SDC.
+        plots: Draw the figures (False: tables and page only, much faster).
 
     Returns:
         A :class:`Report` (paths, tables, suggested repetitions, terminal text).
@@ -210,13 +238,13 @@ def write_report(
                    higher_is_better=higher_is_better) if has_rows else pd.DataFrame()
     keys = cell_keys(df, ds.manifest) if has_rows else []
     figures: list[Path] = []
-    for m in metrics:
+    for m in metrics if plots else []:
         by = [k for k in PLOT_KEYS if k in keys or k == "error_model" and k in df]
-        figures += plots.plot_metric_vs_ber(summarize(ds, m, by=by, **opts), m, out, confidence)
-        figures += plots.plot_recovery(rec, m, out)
+        figures += _plots.plot_metric_vs_ber(summarize(ds, m, by=by, **opts), m, out, confidence)
+        figures += _plots.plot_recovery(rec, m, out)
         if "bit" in df and df["bit"].nunique() > 1:
             bit_by = [k for k in ("model", "mitigation") if k in df] + ["bit"]
-            figures += plots.plot_bits(summarize(ds, m, by=bit_by, **opts), m, out)
+            figures += _plots.plot_bits(summarize(ds, m, by=bit_by, **opts), m, out)
     repetitions = command = None
     if not summary.empty:
         current = int(df["repetition"].nunique()) if "repetition" in df else None
@@ -289,7 +317,7 @@ def _text(page: Page, summary: pd.DataFrame, keys: list[str], html_path: Path,
     if page.more_reps is not None and not page.more_reps.empty:
         lines += ["", f"{len(page.more_reps)} cell(s) have a CI too wide to conclude."]
         if page.command:
-            lines += ["To add repetitions:", f"  {page.command}"]
+            lines += ["To add repetitions:", *(f"  {c}" for c in page.command.splitlines())]
     elif not summary.empty:
         lines += ["", "Every cell is conclusive at the chosen precision."]
     lines += ["", f"Report: {html_path}"]

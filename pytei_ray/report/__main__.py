@@ -33,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--baseline", help="mitigation value meaning 'unmitigated' (default: guess)")
     p.add_argument("--nonfinite-not-sdc", action="store_true",
                    help="do not count non-finite metrics as SDC")
+    p.add_argument("--no-plots", action="store_true", help="tables only (faster)")
     p.add_argument("-q", "--quiet", action="store_true", help="print only the report path")
     return p
 
@@ -47,7 +48,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.dataset, args.to, metric=args.metric, threshold=args.threshold,
                 confidence=args.confidence, higher_is_better=args.higher,
                 baseline=args.baseline, precision=args.precision,
-                nonfinite_as_sdc=not args.nonfinite_not_sdc,
+                nonfinite_as_sdc=not args.nonfinite_not_sdc, plots=not args.no_plots,
             )
         except (FileNotFoundError, ValueError) as exc:
             print(f"error: {exc}", file=sys.stderr)

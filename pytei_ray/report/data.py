@@ -59,6 +59,7 @@ class Dataset:
         manifest: Parsed manifest.json of the campaign, or ``{}``.
         remote: Whether ``path`` is a cloud URI.
         job_copy: Path (as given, under ``path``) of the stored job source ``_job.py``, if any.
+        job_source: Text of that job source, if any.
     """
 
     path: str
@@ -68,6 +69,7 @@ class Dataset:
     manifest: dict[str, Any] = field(default_factory=dict)
     remote: bool = False
     job_copy: str | None = None
+    job_source: str | None = None
 
 
 def _is_uri(path: str) -> bool:
@@ -165,11 +167,15 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
     frame = _concat(tables)
     if dedupe:
         frame = _dedupe(frame)
-    job = None
-    if fs.get_file_info(f"{root}/{JOB_COPY}").type == pafs.FileType.File:
+    job = source = None
+    try:
+        with fs.open_input_stream(f"{root}/{JOB_COPY}") as f:
+            source = f.read().decode("utf-8", errors="replace")
         job = f"{text.rstrip('/')}/{JOB_COPY}"
+    except (FileNotFoundError, OSError):
+        pass
     return Dataset(text, frame.reset_index(drop=True), parts, skipped,
-                   _read_manifest(fs, root), _is_uri(text), job)
+                   _read_manifest(fs, root), _is_uri(text), job, source)
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:

@@ -124,7 +124,7 @@ def render_html(page: Page) -> str:
             parts.append(f"<p>To add repetitions:</p><pre>{e(page.command)}</pre>")
         parts.append(_table(page.more_reps))
     parts.append("<h2>Plots</h2>")
-    parts += [_img(p) for p in page.figures] or ["<p>No plot (no data yet).</p>"]
+    parts += [_img(p) for p in page.figures] or ["<p>No plots (no data yet, or plots turned off).</p>"]
     for heading, frame in page.tables:
         parts += [f"<h2>{e(heading)}</h2>", _table(frame)]
     if page.failures is not None and not page.failures.empty:

@@ -101,7 +101,8 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
         sdc |= ~finite
     n_ok, n = len(ok), int(finite.sum())
     mean, lo, hi = mean_ci(m[finite], confidence)
-    gold = float(np.nanmean(golden)) if np.isfinite(golden).any() else math.nan
+    all_golden = g[f"golden_{metric}"].astype(float).to_numpy()  # failed rows carry it too
+    gold = float(np.nanmean(all_golden)) if np.isfinite(all_golden).any() else math.nan
     s_lo, s_hi = wilson_interval(int(sdc.sum()), n_ok, confidence)
     half = (hi - lo) / 2.0
     scale = abs(gold) if math.isfinite(gold) and gold != 0 else 1.0
