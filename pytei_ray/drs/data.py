@@ -90,22 +90,32 @@ class ClickLog:
         self.field_dims = [int(d) for d in self.field_dims]
         n = self.labels.shape[0]
         if self.labels.dtype != torch.float32 or self.labels.dim() != 1:
-            raise ValueError(f"Expected float32 labels [N], got {self.labels.dtype} "
-                             f"{tuple(self.labels.shape)}.")
-        if self.dense.dtype != torch.float32 or self.dense.shape[:1] != (n,) \
-                or self.dense.dim() != 2:
-            raise ValueError(f"Expected float32 dense [{n}, n_dense], got {self.dense.dtype} "
-                             f"{tuple(self.dense.shape)}.")
+            raise ValueError(
+                f"Expected float32 labels [N], got {self.labels.dtype} {tuple(self.labels.shape)}."
+            )
+        if (
+            self.dense.dtype != torch.float32
+            or self.dense.shape[:1] != (n,)
+            or self.dense.dim() != 2
+        ):
+            raise ValueError(
+                f"Expected float32 dense [{n}, n_dense], got {self.dense.dtype} "
+                f"{tuple(self.dense.shape)}."
+            )
         if self.sparse.dtype != torch.int64 or self.sparse.shape != (n, len(self.field_dims)):
-            raise ValueError(f"Expected int64 sparse [{n}, {len(self.field_dims)}], got "
-                             f"{self.sparse.dtype} {tuple(self.sparse.shape)}.")
+            raise ValueError(
+                f"Expected int64 sparse [{n}, {len(self.field_dims)}], got "
+                f"{self.sparse.dtype} {tuple(self.sparse.shape)}."
+            )
         if n and self.sparse.numel():
             lo, hi = self.sparse.min(0).values, self.sparse.max(0).values
             dims = torch.tensor(self.field_dims)
             if (lo < 0).any() or (hi >= dims).any():
                 bad = int(torch.nonzero((lo < 0) | (hi >= dims))[0])
-                raise ValueError(f"Field {bad}: indices must lie in [0, {self.field_dims[bad]})"
-                                 f"\n  observed: [{int(lo[bad])}, {int(hi[bad])}]")
+                raise ValueError(
+                    f"Field {bad}: indices must lie in [0, {self.field_dims[bad]})"
+                    f"\n  observed: [{int(lo[bad])}, {int(hi[bad])}]"
+                )
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -128,13 +138,25 @@ class ClickLog:
     def subset(self, index: torch.Tensor | np.ndarray, name: str | None = None) -> ClickLog:
         """Rows ``index`` (same encoding and field_dims)."""
         idx = torch.as_tensor(index, dtype=torch.long)
-        return ClickLog(self.dense[idx], self.sparse[idx], self.labels[idx], self.field_dims,
-                        name or self.name, self.min_count)
+        return ClickLog(
+            self.dense[idx],
+            self.sparse[idx],
+            self.labels[idx],
+            self.field_dims,
+            name or self.name,
+            self.min_count,
+        )
 
     def to(self, device: torch.device | str) -> ClickLog:
         """A copy with all tensors on ``device`` (no copy when already there)."""
-        return ClickLog(self.dense.to(device), self.sparse.to(device), self.labels.to(device),
-                        self.field_dims, self.name, self.min_count)
+        return ClickLog(
+            self.dense.to(device),
+            self.sparse.to(device),
+            self.labels.to(device),
+            self.field_dims,
+            self.name,
+            self.min_count,
+        )
 
 
 def preprocess_dense(raw: np.ndarray) -> torch.Tensor:
@@ -178,8 +200,10 @@ def split(
     """
     fr = [float(f) for f in fractions]
     if len(fr) != 3 or min(fr) < 0 or abs(sum(fr) - 1.0) > 1e-6 or fr[0] == 0:
-        raise ValueError(f"Expected `fractions` to be 3 non-negative floats summing to 1 with a "
-                         f"positive train part, but got {tuple(fractions)}.")
+        raise ValueError(
+            f"Expected `fractions` to be 3 non-negative floats summing to 1 with a "
+            f"positive train part, but got {tuple(fractions)}."
+        )
     min_count = log.min_count if min_count is None else int(min_count)
     if min_count < 1:
         raise ValueError(f"Expected `min_count` to be >= 1, but got {min_count}.")
@@ -187,7 +211,7 @@ def split(
     perm = torch.from_numpy(np.random.default_rng(seed).permutation(n))
     n_train, n_val = int(round(fr[0] * n)), int(round(fr[1] * n))
     n_val = min(n_val, n - n_train)
-    parts = (perm[:n_train], perm[n_train:n_train + n_val], perm[n_train + n_val:])
+    parts = (perm[:n_train], perm[n_train : n_train + n_val], perm[n_train + n_val :])
 
     train_sparse = log.sparse[parts[0]].numpy()
     maps, dims = [], []
@@ -204,10 +228,21 @@ def split(
     out = []
     for part, tag in zip(parts, ("train", "val", "test")):
         sp = log.sparse[part]
-        sp = torch.stack([maps[f][sp[:, f]] for f in range(log.n_fields)], dim=1) \
-            if log.n_fields else sp
-        out.append(ClickLog(log.dense[part], sp.contiguous(), log.labels[part], dims,
-                            f"{log.name}/{tag}", min_count))
+        sp = (
+            torch.stack([maps[f][sp[:, f]] for f in range(log.n_fields)], dim=1)
+            if log.n_fields
+            else sp
+        )
+        out.append(
+            ClickLog(
+                log.dense[part],
+                sp.contiguous(),
+                log.labels[part],
+                dims,
+                f"{log.name}/{tag}",
+                min_count,
+            )
+        )
     return out[0], out[1], out[2]
 
 
@@ -285,8 +320,11 @@ def _generate(
     # Categorical fields: Zipf ranks through a logistic copula on z; some fields often missing.
     alpha = world.uniform(1.05, 1.5, n_fields)
     rho_c = world.uniform(-0.6, 0.6, n_fields)
-    miss_c = np.where(world.random(n_fields) < 0.3, world.uniform(0.2, 0.5, n_fields),
-                      world.uniform(0.0, 0.03, n_fields))
+    miss_c = np.where(
+        world.random(n_fields) < 0.3,
+        world.uniform(0.2, 0.5, n_fields),
+        world.uniform(0.0, 0.03, n_fields),
+    )
     sparse = np.empty((n_rows, n_fields), dtype=np.int64)
     for f in range(n_fields):
         gf = rho_c[f] * z + np.sqrt(1 - rho_c[f] ** 2) * rows.standard_normal(n_rows)

@@ -45,6 +45,7 @@ class FieldEmbedding(nn.Module):
         embed_dim: Embedding size D.
         linear: Also hold first-order (per-category scalar) weights.
         numeric: Embed numeric features as extra fields.
+        init_std: Standard deviation of the initial embedding vectors.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class FieldEmbedding(nn.Module):
         *,
         linear: bool = False,
         numeric: bool = True,
+        init_std: float = 0.01,
     ) -> None:
         super().__init__()
         dims = [int(d) for d in field_dims]
@@ -64,14 +66,14 @@ class FieldEmbedding(nn.Module):
         # Non-persistent: derived from field_dims, so checkpoints hold parameters only.
         self.register_buffer("offsets", offsets, persistent=False)
         self.factors = nn.Embedding(sum(dims), embed_dim)
-        nn.init.normal_(self.factors.weight, std=0.01)
+        nn.init.normal_(self.factors.weight, std=init_std)
         self.linear = nn.Embedding(sum(dims), 1) if linear else None
         if self.linear is not None:
             nn.init.zeros_(self.linear.weight)
         self.n_dense = int(n_dense) if numeric else 0
         if self.n_dense:
-            self.numeric_factors = nn.Parameter(torch.randn(self.n_dense, embed_dim) * 0.01)
-            self.numeric_offsets = nn.Parameter(torch.randn(self.n_dense, embed_dim) * 0.01)
+            self.numeric_factors = nn.Parameter(torch.randn(self.n_dense, embed_dim) * init_std)
+            self.numeric_offsets = nn.Parameter(torch.randn(self.n_dense, embed_dim) * init_std)
             if linear:
                 self.numeric_linear = nn.Parameter(torch.zeros(self.n_dense))
         self.n_fields = len(dims) + self.n_dense

@@ -67,17 +67,21 @@ def load_criteo(
                 continue
             cols = line.split("\t")
             if len(cols) != n_cols:
-                raise ValueError(f"{path}:{lineno}: a Criteo line has {n_cols} tab-separated "
-                                 f"fields (label, 13 integers, 26 categoricals)\n"
-                                 f"  observed: {len(cols)} fields")
+                raise ValueError(
+                    f"{path}:{lineno}: a Criteo line has {n_cols} tab-separated "
+                    f"fields (label, 13 integers, 26 categoricals)\n"
+                    f"  observed: {len(cols)} fields"
+                )
             try:
                 labels.append(float(int(cols[0])))
-                dense.append([float(v) if v else np.nan for v in cols[1:1 + _CRITEO_DENSE]])
+                dense.append([float(v) if v else np.nan for v in cols[1 : 1 + _CRITEO_DENSE]])
             except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: label and integer features must be "
-                                 f"integers or empty\n  observed: {err}") from None
+                raise ValueError(
+                    f"{path}:{lineno}: label and integer features must be "
+                    f"integers or empty\n  observed: {err}"
+                ) from None
             row = []
-            for vocab, token in zip(vocabs, cols[1 + _CRITEO_DENSE:]):
+            for vocab, token in zip(vocabs, cols[1 + _CRITEO_DENSE :]):
                 row.append(vocab.setdefault(token, len(vocab) + 1) if token else 0)
             sparse.append(row)
     n = len(labels)
@@ -134,10 +138,16 @@ def load_movielens(
                     raise ValueError(f"{len(cols)} fields")
                 rating = float(cols[2])
             except ValueError as err:
-                raise ValueError(f"{path}:{lineno}: expected UserID::MovieID::Rating::Timestamp"
-                                 f"\n  observed: {line!r} ({err})") from None
-            sparse.append((users.setdefault(cols[0], len(users) + 1),
-                           movies.setdefault(cols[1], len(movies) + 1)))
+                raise ValueError(
+                    f"{path}:{lineno}: expected UserID::MovieID::Rating::Timestamp"
+                    f"\n  observed: {line!r} ({err})"
+                ) from None
+            sparse.append(
+                (
+                    users.setdefault(cols[0], len(users) + 1),
+                    movies.setdefault(cols[1], len(movies) + 1),
+                )
+            )
             labels.append(1.0 if rating > threshold else 0.0)
     n = len(labels)
     return ClickLog(

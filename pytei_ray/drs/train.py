@@ -63,14 +63,18 @@ class DRSSetting:
 
     def train_kwargs(self) -> dict[str, Any]:
         """``epochs, batch_size, lr, patience`` for :func:`train`."""
-        return {"epochs": self.epochs, "batch_size": self.batch_size, "lr": self.lr,
-                "patience": self.patience}
+        return {
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "lr": self.lr,
+            "patience": self.patience,
+        }
 
 
 #: Synthetic-campaign presets: "small" (~1 min campaign) and "full" (< 15 min incl. training).
 SETTINGS: dict[str, DRSSetting] = {
-    "small": DRSSetting(n_rows=20_000, epochs=3, batch_size=1024, lr=3e-3),
-    "full": DRSSetting(n_rows=150_000, epochs=3, batch_size=2048, lr=3e-3),
+    "small": DRSSetting(n_rows=20_000, epochs=3, batch_size=1024, lr=5e-3),
+    "full": DRSSetting(n_rows=150_000, epochs=3, batch_size=2048, lr=5e-3),
 }
 
 
@@ -116,12 +120,15 @@ def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
         1.0
     """
     if logits.shape != labels.shape or logits.dim() != 1:
-        raise ValueError(f"Expected logits and labels of one shape [N], got "
-                         f"{tuple(logits.shape)} and {tuple(labels.shape)}.")
+        raise ValueError(
+            f"Expected logits and labels of one shape [N], got "
+            f"{tuple(logits.shape)} and {tuple(labels.shape)}."
+        )
     if logits.numel() == 0:
         return {"auc": float("nan"), "logloss": float("nan")}
-    x = torch.nan_to_num(logits.detach().to(torch.float64), nan=0.0, posinf=math.inf,
-                         neginf=-math.inf)
+    x = torch.nan_to_num(
+        logits.detach().to(torch.float64), nan=0.0, posinf=math.inf, neginf=-math.inf
+    )
     y = labels.detach().to(x.device)
     positive = y > 0.5
     n_pos = int(positive.sum())
@@ -144,7 +151,10 @@ def predict(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> torch.T
     model.eval()
     try:
         out = [
-            model(data.dense[i:i + batch_size].to(device), data.sparse[i:i + batch_size].to(device))
+            model(
+                data.dense[i : i + batch_size].to(device),
+                data.sparse[i : i + batch_size].to(device),
+            )
             for i in range(0, len(data), batch_size)
         ]
     finally:
@@ -172,7 +182,7 @@ def train(
     *,
     epochs: int = 3,
     batch_size: int = 1024,
-    lr: float = 3e-3,
+    lr: float = 5e-3,
     weight_decay: float = 0.0,
     seed: int = 0,
     patience: int = 1,
@@ -221,7 +231,7 @@ def train(
             model.train()
             order = torch.randperm(len(train), generator=gen)
             for i in range(0, len(train), batch_size):
-                idx = order[i:i + batch_size]
+                idx = order[i : i + batch_size]
                 logits = model(train.dense[idx].to(device), train.sparse[idx].to(device))
                 loss = F.binary_cross_entropy_with_logits(logits, train.labels[idx].to(device))
                 opt.zero_grad(set_to_none=True)
@@ -229,9 +239,13 @@ def train(
                 opt.step()
                 total += float(loss.detach()) * len(idx)
             metrics = evaluate(model, val, eval_batch_size)
-            row = {"epoch": float(epoch), "train_loss": total / len(train),
-                   "val_auc": metrics["auc"], "val_logloss": metrics["logloss"],
-                   "seconds": time.perf_counter() - t0}
+            row = {
+                "epoch": float(epoch),
+                "train_loss": total / len(train),
+                "val_auc": metrics["auc"],
+                "val_logloss": metrics["logloss"],
+                "seconds": time.perf_counter() - t0,
+            }
             history.append(row)
             if log is not None:
                 log(row)
@@ -244,8 +258,9 @@ def train(
                     break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(copy.deepcopy(best_state), history, float(best_auc), best_epoch,
-                       time.perf_counter() - start)
+    return TrainResult(
+        copy.deepcopy(best_state), history, float(best_auc), best_epoch, time.perf_counter() - start
+    )
 
 
 def save_checkpoint(
@@ -270,8 +285,10 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = {"state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-               "meta": dict(meta or {})}
+    payload = {
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "meta": dict(meta or {}),
+    }
     try:
         torch.save(payload, tmp)
         os.replace(tmp, path)
