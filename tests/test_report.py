@@ -336,3 +336,15 @@ def test_command_says_to_edit_a_job_without_repetitions_param(tmp_path: Path,
     (root / "_job.py").write_text("def make_campaign(small=False, **params):\n    ...\n")
     assert write_report(root, metric="auc", plots=False).command.endswith(
         f"--set small=1 --set repetitions={rep.repetitions}")
+
+
+def test_all_failed_dataset_is_summarised(tmp_path: Path, rows: pd.DataFrame) -> None:
+    dead = rows.assign(status="failed", error="RuntimeError: x", auc=np.nan, logloss=np.nan)
+    rep = write_report(write_parts(dead, tmp_path / "dead"), metric="auc")
+    s = rep.summary
+    assert (s["failed"] == s["trials"]).all() and s["mean"].isna().all()
+    assert (s["golden"] > 0).all()  # golden still known from the failed rows
+    assert rep.repetitions is None and rep.command is None  # more reps would not help
+    assert "no finite metric" in rep.text
+    for png in rep.figures:
+        png_ok(png)

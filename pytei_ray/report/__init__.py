@@ -315,7 +315,8 @@ def _text(page: Page, summary: pd.DataFrame, keys: list[str], html_path: Path,
         if len(frame) > max_rows:
             lines.append(f"  ... {len(frame) - max_rows} more rows in summary.csv / the page")
     if page.more_reps is not None and not page.more_reps.empty:
-        lines += ["", f"{len(page.more_reps)} cell(s) have a CI too wide to conclude."]
+        lines += ["", f"{len(page.more_reps)} cell(s) cannot be concluded yet (CI too wide, or "
+                  "no finite metric; see the note column)."]
         if page.command:
             lines += ["To add repetitions:", *(f"  {c}" for c in page.command.splitlines())]
     elif not summary.empty:

@@ -87,8 +87,8 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     out["SDC CI"] = [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in
                      zip(summary["sdc_low"], summary["sdc_high"])]
     out["non-finite"] = summary["nonfinite_rate"].map(_pct)
-    out["note"] = [f"needs ~{r} reps" if inc else "" for inc, r in
-                   zip(summary["inconclusive"], summary["reps_needed"])]
+    out["note"] = ["" if not inc else f"needs ~{r} reps" if r else "no finite metric"
+                   for inc, r in zip(summary["inconclusive"], summary["reps_needed"])]
     return out
 
 
@@ -118,13 +118,15 @@ def render_html(page: Page) -> str:
     if page.more_reps is None or page.more_reps.empty:
         parts.append('<p class="ok">Every cell is conclusive at the chosen precision.</p>')
     else:
-        parts.append(f"<p>{len(page.more_reps)} cell(s) have a confidence interval too wide to "
-                     "conclude; the estimate of the trials each needs is in the table.</p>")
+        parts.append(f"<p>{len(page.more_reps)} cell(s) cannot be concluded yet (confidence "
+                     "interval too wide, or no finite metric); the table estimates the trials "
+                     "each needs.</p>")
         if page.command:
             parts.append(f"<p>To add repetitions:</p><pre>{e(page.command)}</pre>")
         parts.append(_table(page.more_reps))
     parts.append("<h2>Plots</h2>")
-    parts += [_img(p) for p in page.figures] or ["<p>No plots (no data yet, or plots turned off).</p>"]
+    parts += [_img(p) for p in page.figures] or [
+        "<p>No plots (no data yet, or plots turned off).</p>"]
     for heading, frame in page.tables:
         parts += [f"<h2>{e(heading)}</h2>", _table(frame)]
     if page.failures is not None and not page.failures.empty:

@@ -66,6 +66,18 @@ def _band(ax: Axes, x: np.ndarray, mean: np.ndarray, lo: np.ndarray, hi: np.ndar
     ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.18, linewidth=0)
 
 
+def _log_x(ax: Axes, bers: np.ndarray) -> None:
+    """Log BER axis with explicit limits (works even when no point is finite)."""
+    bers = bers[np.isfinite(bers) & (bers > 0)]
+    lo, hi = (bers.min(), bers.max()) if bers.size else (1e-9, 1e-2)
+    ax.set_xscale("log")
+    ax.set_xlim(lo / 2.0, hi * 2.0)
+    if not any(np.isfinite(line.get_ydata()).any() for line in ax.get_lines()
+               if line.get_label() and not line.get_label().startswith(("golden", "_"))):
+        ax.text(0.5, 0.5, "no finite value\n(failed or non-finite trials)", ha="center",
+                va="center", transform=ax.transAxes, color="0.4")
+
+
 def _direction_note(table: pd.DataFrame) -> str:
     if "higher_is_better" not in table or table.empty:
         return ""
@@ -99,18 +111,20 @@ def plot_metric_vs_ber(
         fig, axes = _grid(len(targets))
         for ax, target in zip(axes, targets):
             panel = sub if target is None else sub[sub["target"] == target]
-            goldens = panel.groupby("mitigation")["golden"].mean()
+            goldens = panel.groupby("mitigation")["golden"].mean().dropna()
             for mit, line in panel.groupby("mitigation", sort=True):
                 line = line.sort_values("ber")
                 _band(ax, line["ber"].to_numpy(float), line["mean"].to_numpy(float),
                       line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), str(mit),
                       colors[str(mit)])
-            if np.ptp(goldens.to_numpy(float)) <= 1e-12 * max(1.0, abs(goldens.iloc[0])):
+            if goldens.empty:
+                pass
+            elif np.ptp(goldens.to_numpy(float)) <= 1e-12 * max(1.0, abs(goldens.iloc[0])):
                 ax.axhline(goldens.iloc[0], color="0.3", ls="--", lw=1, label="golden")
             else:
                 for mit, gold in goldens.items():
                     ax.axhline(gold, color="0.5", ls=":", lw=1, label=f"golden ({mit})")
-            ax.set_xscale("log")
+            _log_x(ax, panel["ber"].to_numpy(float))
             ax.set_xlabel("bit error rate")
             ax.set_ylabel(metric)
             ax.set_title(f"target: {target}" if target is not None else "")
@@ -150,7 +164,7 @@ def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[P
                   colors[str(mit)])
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.axhline(1.0, color="0.3", ls="--", lw=0.8)
-        ax.set_xscale("log")
+        _log_x(ax, sub["ber"].to_numpy(float))
         ax.set_xlabel("bit error rate")
         ax.set_ylabel(f"fraction of lost {metric} recovered")
         ax.set_title(" / ".join(str(k) for k in key), fontsize=9)

@@ -118,7 +118,9 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
         std = float(np.std(m[finite], ddof=1)) if n >= 2 else math.nan
         need = max(3, *(reps_for_halfwidth(std, t, confidence, MAX_REPS) for t in targets)) \
             if n >= 2 else 3
-        need = min(MAX_REPS, math.ceil(need * len(g) / max(n, 1)))
+        # scaled up by the share of trials without a finite metric; 0 = unknown (none finite:
+        # more repetitions of a trial that always fails will not help)
+        need = min(MAX_REPS, math.ceil(need * len(g) / n)) if n else 0
     row = {
         "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
         "mean": mean, "ci_low": lo, "ci_high": hi,
@@ -163,7 +165,8 @@ def summarize(
             ``inconclusive`` when its CI contains the SDC threshold level (one cannot tell
             whether the mean dropped by more than ``threshold``), when it has fewer than 2
             finite trials, or (if ``precision`` is set) when its CI half-width exceeds
-            ``precision * |golden|``; ``reps_needed`` then estimates the trials it needs.
+            ``precision * |golden|``; ``reps_needed`` then estimates the trials it needs
+            (0 when no trial has a finite metric: more of them would not help).
 
     Returns:
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
@@ -245,15 +248,17 @@ def recovery(
 
 
 def suggest_repetitions(summary: pd.DataFrame, current: int | None = None) -> int | None:
-    """Repetitions per cell that would make every inconclusive cell conclusive, or None.
+    """Repetitions per cell that would make every inconclusive cell conclusive, or None
+    (nothing inconclusive, or only cells without any finite metric).
 
     Args:
         summary: Output of :func:`summarize`.
         current: Repetitions the campaign has now; the suggestion is always above it.
     """
-    if summary.empty or not summary["inconclusive"].any():
+    needs = summary.loc[summary["inconclusive"], "reps_needed"] if not summary.empty else []
+    if len(needs) == 0 or needs.max() <= 0:
         return None
-    need = int(summary.loc[summary["inconclusive"], "reps_needed"].max())
+    need = int(needs.max())
     if current is not None:
         need = max(need, current + 1)
     return need
