@@ -88,7 +88,7 @@ def stable_rows(rows: list[dict[str, Any]]) -> list[tuple]:
     return sorted(out)
 
 
-def kill_group(proc: subprocess.Popen, timeout: float = 20.0) -> None:
+def kill_group(proc: subprocess.Popen, timeout: float = 5.0) -> None:
     """End a subprocess started with ``start_new_session=True`` and everything it started."""
     if proc.poll() is not None:
         return

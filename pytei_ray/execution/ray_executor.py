@@ -165,7 +165,7 @@ class RayExecutor(Executor):
     over nodes (True), ``local_num_cpus`` / ``local_num_gpus`` for a local Ray started here.
 
     Example:
-        >>> RayExecutor(ExecutorConfig(num_workers=2)).describe()
+        >>> RayExecutor(ExecutorConfig(num_workers=2)).describe(connect=False)
         'ray (2 workers)'
     """
 
@@ -360,7 +360,14 @@ class RayExecutor(Executor):
         """``info()`` of every live worker (pid, node, GPUs, device, threads)."""
         return ray.get([s.handle.info.remote() for s in self._slots])
 
-    def describe(self) -> str:
+    def describe(self, connect: bool = True) -> str:
+        """``"ray (N workers) on local Ray (1 node, 2 CPU, 0 GPU)"``.
+
+        Args:
+            connect: join or start Ray first (as :meth:`run` would), so the text names it.
+        """
+        if connect:
+            self._connect()
         n = len(self._slots) or self.config.num_workers
         text = f"ray ({n} workers)" if n else "ray"
         if self.runtime is not None and ray.is_initialized():
