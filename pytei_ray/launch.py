@@ -150,7 +150,12 @@ def run(
             echo(f"Output: {store.location} (exists; changed campaign, {verb}):\n  "
                  + "\n  ".join(diff.changes))
         else:
-            stored = set(store.read_trial_status()) & grid_ids
+            try:
+                stored = set(store.read_trial_status()) & grid_ids
+            except Exception as exc:  # a torn part: the real run quarantines it first
+                echo(f"note: a stored part is unreadable ({type(exc).__name__}); it will be "
+                     "moved to _quarantine/ and its trials rerun.")
+                stored = set()
             summary.skipped = len(stored)
             echo(f"Output: {store.location} (exists: {len(stored)} of {len(trials)} trials stored, "
                  f"{len(trials) - len(stored)} to run)")

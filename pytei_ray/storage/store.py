@@ -145,9 +145,13 @@ class ResultsStore:
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Atomically (re)write the manifest, creating the directory if needed."""
-        self.fs.create_dir(self.path, recursive=True)
         data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
-        self._put(self._join(MANIFEST), data)
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+            self._put(self._join(MANIFEST), data)
+        except OSError as exc:
+            raise ResultsDirError(f"Cannot write the results directory {self.location!r}: "
+                                  f"{exc}") from exc
 
     def write_job_source(self, source: str) -> None:
         """Keep a copy of the job file that defines the stored campaign."""
