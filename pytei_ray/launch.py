@@ -162,6 +162,20 @@ def run(
         echo("Nothing was run (--dry-run).")
         return summary
 
+    with store.lock():
+        return _run_locked(job, store, trials, spec, manifest, diff, summary, executor, config,
+                           extend=extend, retry_failed=retry_failed, chunk_size=chunk_size,
+                           flush_seconds=flush_seconds, rows_per_part=rows_per_part,
+                           progress=progress, echo=echo)
+
+
+def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dict[str, Any],
+                manifest: dict[str, Any] | None, diff: Any, summary: RunSummary,
+                executor: str | Executor, config: ExecutorConfig | None, *, extend: bool,
+                retry_failed: bool, chunk_size: int | None, flush_seconds: float,
+                rows_per_part: int, progress: bool, echo: Callable[[str], None]) -> RunSummary:
+    campaign = job.campaign()
+    grid_ids = {t.trial_id for t in trials}
     store.quarantine_bad_parts()
     status = store.read_trial_status()
     if diff is not None and not diff.same:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import socket
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import duckdb
@@ -162,3 +166,24 @@ def test_object_store_code_path(tmp_path):
     assert store.read_manifest() == {"spec": {"name": "c"}}
     assert len(store.read_trial_status()) == 3
     assert store.read_table().num_rows == 3
+
+
+def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
+    store = ResultsStore(tmp_path / "res")
+    lock = tmp_path / "res" / "_lock"
+    with store.lock():
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+        with pytest.raises(ResultsDirError, match="Another launcher is writing"):
+            with store.lock():
+                pass
+    assert not lock.exists()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
+    with store.lock():  # left behind by a killed launcher: taken over
+        assert json.loads(lock.read_text())["pid"] == os.getpid()
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    with pytest.raises(ResultsDirError, match="delete .*_lock"):
+        with store.lock():
+            pass
+    store.check_location()  # "_lock" alone does not make the directory foreign

@@ -8,6 +8,7 @@ Layout::
       part-<run>-<n>.parquet  result rows, one per trial; each file appears atomically
       _golden/part-*.parquet  fault-free evaluations, one per (model, mitigation)
       _quarantine/            torn or unreadable parts moved aside (their trials rerun)
+      _lock                   host and pid of the launcher writing here (local disk only)
 
 ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
 (``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
@@ -20,12 +21,15 @@ place. Either way a reader sees a whole file or none.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import socket
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import pyarrow as pa
@@ -38,8 +42,10 @@ from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_tab
 
 __all__ = ["ResultsStore"]
 
+
 MANIFEST = "_manifest.json"
 JOB_COPY = "_job.py"
+LOCK = "_lock"
 GOLDEN_DIR = "_golden"
 QUARANTINE_DIR = "_quarantine"
 _MAGIC = b"PAR1"
@@ -124,7 +130,7 @@ class ResultsStore:
             )
         if info.type == pafs.FileType.Directory and self.read_manifest() is None:
             entries = self.fs.get_file_info(pafs.FileSelector(self.path))
-            if any(not os.path.basename(e.path).startswith(".") for e in entries):
+            if any(not os.path.basename(e.path).startswith((".", "_")) for e in entries):
                 raise ResultsDirError(
                     f"Refusing to write results into {self.uri!r}: it is not empty and holds no "
                     f"{MANIFEST}, so it is not a pytei_ray results directory.\n"
@@ -156,6 +162,68 @@ class ResultsStore:
     def write_job_source(self, source: str) -> None:
         """Keep a copy of the job file that defines the stored campaign."""
         self._put(self._join(JOB_COPY), source.encode())
+
+    @contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold ``_lock`` while writing, so two launchers never write one directory at once.
+
+        A lock left by a dead process on this host (e.g. after ``kill -9``) is taken over. On
+        object stores there is no atomic create-if-absent, so no lock is taken there.
+
+        Raises:
+            ResultsDirError: another live launcher holds the lock (or one on another host).
+        """
+        if not self._local:
+            yield
+            return
+        os.makedirs(self.path, exist_ok=True)
+        path = os.path.join(self.path, LOCK)
+        me = {"host": socket.gethostname(), "pid": os.getpid()}
+        for _ in range(3):
+            try:
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if self._holder_alive(path):
+                    raise ResultsDirError(self._locked_message(path)) from None
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(path)
+                continue
+            with os.fdopen(fd, "w") as f:
+                json.dump(me, f)
+            break
+        else:
+            raise ResultsDirError(self._locked_message(path))
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+
+    @staticmethod
+    def _holder_alive(path: str) -> bool:
+        try:
+            with open(path) as f:
+                holder = json.load(f)
+        except (OSError, ValueError):
+            return False  # unreadable: a lock whose writer died while writing it
+        if holder.get("host") != socket.gethostname():
+            return True  # cannot tell: be safe
+        try:
+            os.kill(int(holder["pid"]), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, KeyError, ValueError, TypeError):
+            return True
+        return True
+
+    def _locked_message(self, path: str) -> str:
+        try:
+            with open(path) as f:
+                holder = f.read().strip()
+        except OSError:
+            holder = "?"
+        return (f"Another launcher is writing to {self.location} ({holder}). Wait for it to "
+                f"finish; if none is running (it ran on another host and died), delete {path}.")
 
     # ---- parts -----------------------------------------------------------------------------
     def _list(self, directory: str) -> list[pafs.FileInfo]:
