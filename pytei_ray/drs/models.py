@@ -160,7 +160,8 @@ class AFN(_DRSModel):
     """Adaptive Factorization Network (Cheng et al. 2020).
 
     Logarithmic neurons learn arbitrary-order feature crosses, an MLP reads them; a first-order
-    term is added as in torchfm's AFN.
+    term is added as in torchfm's AFN. A LayerNorm (``dense.norm``) stands in for torchfm's
+    BatchNorm after the neurons: it tames ``exp`` and keeps no running statistics (buffers).
 
     Args:
         n_neurons: Number of logarithmic neurons.
