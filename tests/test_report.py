@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import html
 import itertools
 import json
 import re
@@ -277,9 +278,12 @@ def test_inconclusive_cells_and_launch_command(dataset: Path) -> None:
     clear = s[~s["inconclusive"]]  # ...and outside every other one
     assert not ((clear["ci_low"] < clear["golden"] * 0.99)
                 & (clear["golden"] * 0.99 < clear["ci_high"])).any()
-    assert rep.command == (f"python -m pytei_ray.launch jobs/demo.py --out {dataset} --extend "
-                           f"--set small=1 --set repetitions={rep.repetitions}")
-    assert rep.command in rep.text and rep.command in rep.html.read_text()
+    # the launcher treats a changed --set parameter as another campaign: edit the job instead
+    assert rep.command == (f"# set repetitions={rep.repetitions} in the job's Campaign(...), "
+                           f"then:\npython -m pytei_ray.launch jobs/demo.py --out {dataset} "
+                           "--extend --set small=1")
+    assert all(line in rep.text for line in rep.command.splitlines())
+    assert html.escape(rep.command) in rep.html.read_text()
     assert "72 / 72 trials (complete)" in rep.text
     strict = summarize(make_rows(), metric="auc", precision=1e-6)
     assert strict["inconclusive"].sum() > s["inconclusive"].sum()
@@ -348,3 +352,24 @@ def test_all_failed_dataset_is_summarised(tmp_path: Path, rows: pd.DataFrame) ->
     assert "no finite metric" in rep.text
     for png in rep.figures:
         png_ok(png)
+
+
+def test_command_follows_the_launchers_spec_rules(tmp_path: Path, rows: pd.DataFrame,
+                                                  monkeypatch) -> None:
+    root = write_parts(rows, tmp_path / "r")
+    (root / "_job.py").write_text("def make_campaign(repetitions=4):\n    ...\n")
+    spec = {"name": "demo", "params": {"repetitions": 4}, "repetitions": 4, "bers": list(BERS)}
+    (root / "_manifest.json").write_text(json.dumps({"spec": spec, "job": {
+        "path": "missing.py", "params": {"repetitions": 4}}}))
+    rep = write_report(root, metric="auc", plots=False)
+    n = rep.repetitions
+    assert rep.command.endswith(  # a stored parameter cannot change: a new directory
+        f"python -m pytei_ray.launch {root}/_job.py --out {root}-{n}reps --set repetitions={n}")
+    import pytei_ray.campaign.spec as campaign_spec
+
+    class Extendable:
+        extendable = True
+
+    monkeypatch.setattr(campaign_spec, "compare_specs", lambda old, new: Extendable())
+    assert write_report(root, metric="auc", plots=False).command == (
+        f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend --set repetitions={n}")

@@ -137,27 +137,49 @@ def _expected_trials(manifest: dict[str, Any]) -> int | None:
     return n
 
 
+def _set_extends(manifest: dict[str, Any], reps: int) -> bool:
+    """Whether the launcher accepts ``--extend --set repetitions=reps`` for the stored spec
+    (asked of its own spec comparison; True when there is no stored spec to ask about)."""
+    spec = manifest.get("spec")
+    if not isinstance(spec, dict):
+        return True
+    try:
+        from pytei_ray.campaign.spec import compare_specs
+    except ImportError:  # pragma: no cover - the campaign layer ships with the package
+        return True
+    params = dict(spec.get("params") or {}, repetitions=reps)
+    return bool(compare_specs(spec, {**spec, "params": params, "repetitions": reps}).extendable)
+
+
 def _launch_command(ds: Dataset, reps: int) -> str:
-    """The launcher call that extends the stored campaign to ``reps`` repetitions, keeping the
-    job parameters it was made with (a changed spec would be refused). When the job's
-    ``make_campaign`` takes no ``repetitions`` parameter, say to edit the job file instead."""
+    """The launcher call that extends the stored campaign to ``reps`` repetitions.
+
+    It keeps the job parameters the campaign was made with (a changed spec is refused). When
+    ``--set repetitions=N`` cannot work (the job's ``make_campaign`` takes no such parameter,
+    or the launcher treats a changed parameter as a different campaign), it says to edit the
+    job file instead, or, when repetitions is itself a stored parameter, to use a new --out.
+    """
     job = _job_path(ds)
     spec_params = _spec(ds.manifest).get("params")
     job_entry = ds.manifest.get("job")
     params = job_entry.get("params") if isinstance(job_entry, dict) else None
     params = params if isinstance(params, dict) else spec_params
-    params = {k: v for k, v in params.items() if k != "repetitions"} if isinstance(
-        params, dict) else {}
+    params = params if isinstance(params, dict) else {}
+    out, extend, head = ds.path, True, ""
+    if _takes_repetitions(ds.job_source) and _set_extends(ds.manifest, reps):
+        params = {**params, "repetitions": reps}
+    elif "repetitions" in params:
+        params = {**params, "repetitions": reps}
+        out, extend = f"{ds.path.rstrip('/')}-{reps}reps", False
+        head = ("# repetitions is a stored job parameter and the launcher does not extend a "
+                "changed parameter: run the larger campaign into a new directory:\n")
+    else:
+        head = f"# set repetitions={reps} in the job's Campaign(...), then:\n"
     sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
-    settable = _takes_repetitions(ds.job_source)
-    if settable:
-        sets.append(f"repetitions={reps}")
-    command = " ".join(["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
-                        "--out", shlex.quote(ds.path), "--extend",
-                        *(f"--set {shlex.quote(s)}" for s in sets)])
-    if settable:
-        return command
-    return f"# set repetitions={reps} in the job's Campaign(...), then:\n{command}"
+    words = ["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
+             "--out", shlex.quote(out), *(["--extend"] if extend else []),
+             *(f"--set {shlex.quote(s)}" for s in sets)]
+    return head + " ".join(words)
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
