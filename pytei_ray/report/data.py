@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,14 +150,20 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
             if i.type == pafs.FileType.File and i.path.endswith(".parquet")
             and not _hidden(i.path[len(root):])
         )
-    tables, parts, skipped = [], [], []
-    for file in files:
+    def read(file: str) -> pa.Table | str:
         try:
-            table = pq.read_table(file, filesystem=fs)
+            return pq.read_table(file, filesystem=fs)
         except (OSError, pa.ArrowException, ValueError) as exc:
-            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            skipped.append((file, reason))
-            warnings.warn(f"Skipping unreadable part {file}: {reason}", SkippedPartWarning,
+            return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+    # parts are independent files: read them concurrently (object stores are latency-bound)
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(files)))) as pool:
+        results = list(pool.map(read, files))
+    tables, parts, skipped = [], [], []
+    for file, table in zip(files, results):
+        if isinstance(table, str):
+            skipped.append((file, table))
+            warnings.warn(f"Skipping unreadable part {file}: {table}", SkippedPartWarning,
                           stacklevel=2)
             continue
         for key, value in _hive_values(file[len(root):].lstrip("/")).items():
