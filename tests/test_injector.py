@@ -187,12 +187,9 @@ def test_determinism_across_visit_order_and_target_spelling():
     assert [t.name for t in f1.tensors] == [t.name for t in f2.tensors]
     for t1, t2 in zip(f1.tensors, f2.tensors):
         assert np.array_equal(t1.index, t2.index) and np.array_equal(t1.xor_mask, t2.xor_mask)
-    # a tensor's faults do not depend on which other tensors are targeted (rate mode)
-    f3 = Injector(targets="a.weight", error=BitFlip(0.01), seed=4).sample(m1)
-    assert np.array_equal(f3.tensors[0].index, f1.tensors[1].index)
-    assert Injector(error=BitFlip(0.01), seed=5).sample(m1).tensors[1].index.tolist() != (
-        f1.tensors[1].index.tolist()
-    )
+    # a different seed gives different faults
+    other = Injector(error=BitFlip(0.01), seed=5).sample(m1)
+    assert other.tensors[1].index.tolist() != f1.tensors[1].index.tolist()
 
 
 def test_save_load_replay_round_trip(tmp_path):

@@ -227,53 +227,62 @@ def _words_faults(
 ) -> TensorFaults:
     """Turn sorted site positions of one tensor into per-word masks."""
     lay = layout_of(site.dtype)
+    if positions.size == 0:  # the common case at low BER: no work, no allocation
+        empty = np.empty(0, dtype=lay.np_int)
+        return TensorFaults(site.name, site.dtype, site.shape, positions, empty, empty, 0)
     k = error.sites_per_word(lay)
-    words, slots = np.divmod(positions, k)
+    if k == 1:
+        words, slots = positions, np.zeros(positions.size, dtype=np.int64)
+    elif k & (k - 1) == 0:  # all bits of a word (or a power-of-two subset): shifts, not division
+        words, slots = positions >> (k.bit_length() - 1), positions & (k - 1)
+    else:
+        words, slots = np.divmod(positions, k)
     a, x = error.transform(lay, slots, rng)
     a = np.asarray(a, dtype=lay.np_int)
     x = np.asarray(x, dtype=lay.np_int)
-    if words.size and k > 1:  # several sites in one word: combine (sites touch disjoint bits)
-        starts = np.flatnonzero(np.r_[True, words[1:] != words[:-1]])
-        words = words[starts]
-        a = np.bitwise_and.reduceat(a, starts)
-        x = np.bitwise_or.reduceat(x, starts)
-    return TensorFaults(
-        site.name, site.dtype, site.shape, words.astype(np.int64), a, x, int(positions.size)
-    )
+    if k > 1 and words.size > 1:
+        dup = np.flatnonzero(words[1:] == words[:-1]) + 1
+        if dup.size:  # several sites in one word: fold them into the word's first entry
+            first = np.flatnonzero(np.concatenate(([True], words[1:] != words[:-1])))
+            into = first[np.searchsorted(first, dup, side="right") - 1]
+            np.bitwise_and.at(a, into, a[dup])  # sites touch disjoint bits, so AND/OR compose
+            np.bitwise_or.at(x, into, x[dup])
+            words, a, x = np.delete(words, dup), np.delete(a, dup), np.delete(x, dup)
+    return TensorFaults(site.name, site.dtype, site.shape, words, a, x, int(positions.size))
 
 
 def sample_fault_map(sites: Sequence[SiteInfo], error: ErrorModel, seed: int) -> FaultMap:
     """Sample a :class:`FaultMap` for ``sites``: a pure function of its arguments.
 
-    Rate mode samples each tensor from its own stream seeded by (seed, tensor name, error), so
-    the result does not depend on the order of ``sites``. Exact-count mode draws ``n`` distinct
-    sites over all tensors, ordered by name.
+    The sites of all tensors, ordered by tensor name, form one sequence; a single stream seeded
+    by (seed, error) draws the hit positions over it (a Bernoulli process in rate mode, exactly
+    ``n`` distinct positions in count mode), then the per-fault values tensor by tensor. So the
+    result does not depend on the order of ``sites``, and costs O(faults + tensors).
     """
-    for s in sites:
-        error.check_dtype(layout_of(s.dtype))
-    key = error.key()
     ordered = sorted(sites, key=lambda s: s.name)
-    out: list[TensorFaults] = []
+    sizes = np.empty(len(ordered), dtype=np.int64)
+    for i, s in enumerate(ordered):
+        lay = layout_of(s.dtype)
+        error.check_dtype(lay)
+        sizes[i] = s.numel * error.sites_per_word(lay)
+    total = int(sizes.sum())
+    key = error.key()
+    rng = rng_for(seed, key)
     if error.rate is not None:
-        for s in ordered:
-            rng = rng_for(seed, s.name, key)
-            n = s.numel * error.sites_per_word(layout_of(s.dtype))
-            out.append(_words_faults(s, error, bernoulli_positions(n, error.rate, rng), rng))
+        pos = bernoulli_positions(total, error.rate, rng)
     else:
-        sizes = np.array(
-            [s.numel * error.sites_per_word(layout_of(s.dtype)) for s in ordered], dtype=np.int64
-        )
-        total = int(sizes.sum())
         assert error.n is not None
         if error.n > total:
             raise ValueError(
                 f"Expected at most {total} faults (the targeted sites of {error!r}), "
                 f"but `n` = {error.n}."
             )
-        pos = distinct_positions(total, error.n, rng_for(seed, "exact-count", key))
-        bounds = np.concatenate([[0], np.cumsum(sizes)])
-        cuts = np.searchsorted(pos, bounds)
-        for i, s in enumerate(ordered):
-            local = pos[cuts[i] : cuts[i + 1]] - bounds[i]
-            out.append(_words_faults(s, error, local, rng_for(seed, s.name, key, "values")))
+        pos = distinct_positions(total, error.n, rng)
+    bounds = np.zeros(len(ordered) + 1, dtype=np.int64)
+    np.cumsum(sizes, out=bounds[1:])
+    cuts = np.searchsorted(pos, bounds)
+    out = [
+        _words_faults(s, error, pos[cuts[i] : cuts[i + 1]] - bounds[i], rng)
+        for i, s in enumerate(ordered)
+    ]
     return FaultMap(out, key, error.unit, seed)

@@ -20,30 +20,56 @@ from .targets import Site, candidate_sites
 
 
 class _Write:
-    """One tensor's applied faults: enough to restore it and to report what changed."""
+    """One tensor's applied faults: enough to restore it and to report what changed.
+
+    ``old``/``new``/``idx`` are numpy arrays for CPU tensors (written through a zero-copy numpy
+    view) and torch tensors on the tensor's device otherwise.
+    """
 
     def __init__(
         self,
         site: Site,
         faults: TensorFaults,
-        old: torch.Tensor,
-        new: torch.Tensor,
-        idx: torch.Tensor,
+        old: Any,
+        new: Any,
+        idx: Any,
         original: torch.Tensor | None,
     ) -> None:
         self.site = site
         self.faults = faults
-        self.old = old  # original words at idx (int view, on the tensor's device)
+        self.old = old  # original words at idx
         self.new = new  # faulty words written
-        self.idx = idx  # flat indices, on the tensor's device
+        self.idx = idx  # flat indices
         self.original = original  # quantized sites: the original quantized weight object
-        self.nonfinite: torch.Tensor | None = None
+        self._nonfinite: int | None = None
 
     def restore(self) -> None:
         if self.original is not None:
             _set_quantized(self.site, self.original)
-        elif self.idx.numel():
+        elif isinstance(self.idx, np.ndarray):
+            _flat_words(self.site.tensor).numpy()[self.idx] = self.old
+        else:
             _flat_words(self.site.tensor).index_copy_(0, self.idx, self.old)
+
+    @property
+    def nonfinite(self) -> int | None:
+        """NaN/Inf values among the written words (computed on first use; None for integers)."""
+        dtype = self.faults.dtype
+        if not dtype.is_floating_point:
+            return None
+        if self._nonfinite is None:
+            new = torch.from_numpy(self.new) if isinstance(self.new, np.ndarray) else self.new
+            values = new.view(dtype)
+            if values.element_size() == 1:  # float8: isfinite has no kernel; the cast keeps NaN/Inf
+                values = values.float()
+            self._nonfinite = int((~torch.isfinite(values)).sum())
+        return self._nonfinite
+
+    def words(self) -> tuple[np.ndarray, np.ndarray]:
+        """(old, new) words as numpy arrays."""
+        if isinstance(self.old, np.ndarray):
+            return self.old, self.new
+        return self.old.cpu().numpy(), self.new.cpu().numpy()
 
 
 def _flat_words(t: torch.Tensor) -> torch.Tensor:
@@ -130,61 +156,106 @@ class InjectionHandle:
     @property
     def n_nonfinite(self) -> int:
         """NaN/Inf words produced by this application (floating-point tensors only)."""
-        return int(sum(int(w.nonfinite) for w in self._writes if w.nonfinite is not None))
+        return sum(w.nonfinite or 0 for w in self._writes)
 
     def per_tensor_stats(self) -> dict[str, dict[str, int]]:
         """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""
         stats = {}
         for w in self._writes:
             lay = layout_of(w.faults.dtype)
-            changed = (w.old ^ w.new).cpu().numpy().view(lay.np_uint)
+            old, new = w.words()
             stats[w.faults.name] = {
-                "n_bits_changed": int(np.bitwise_count(changed).sum()),
-                "n_nonfinite": int(w.nonfinite) if w.nonfinite is not None else 0,
+                "n_bits_changed": int(np.bitwise_count((old ^ new).view(lay.np_uint)).sum()),
+                "n_nonfinite": w.nonfinite or 0,
             }
         return stats
 
 
-def _write_one(site: Site, tf: TensorFaults) -> _Write:
-    t = site.tensor
-    dev = t.device
-    idx = torch.from_numpy(tf.index).to(dev, non_blocking=True)
-    a = torch.from_numpy(tf.and_mask).to(dev, non_blocking=True)
-    x = torch.from_numpy(tf.xor_mask).to(dev, non_blocking=True)
-    if site.kind == "quantized":
-        original = t
-        ints = t.int_repr().contiguous()
-        flat = ints.view(layout_of(t.dtype).int_dtype).view(-1)
-        old = flat[idx]
-        new = (old & a) ^ x
-        flat.index_copy_(0, idx, new)
-        _set_quantized(site, _requantize(original, ints))
-        return _Write(site, tf, old, new, idx, original)
-    flat = _flat_words(t)
+def _write_quantized(site: Site, tf: TensorFaults) -> _Write:
+    original = site.tensor
+    ints = original.int_repr().contiguous()
+    flat = ints.view(layout_of(original.dtype).int_dtype).view(-1)
+    idx = torch.from_numpy(tf.index).to(flat.device)
     old = flat[idx]
-    new = (old & a) ^ x
+    new = (old & torch.from_numpy(tf.and_mask).to(flat.device)) ^ torch.from_numpy(tf.xor_mask).to(
+        flat.device
+    )
     flat.index_copy_(0, idx, new)
-    w = _Write(site, tf, old, new, idx, None)
-    if t.dtype.is_floating_point:
-        values = new.view(t.dtype)
-        if values.element_size() == 1:  # float8: isfinite has no kernel; the cast keeps NaN/Inf
-            values = values.float()
-        w.nonfinite = (~torch.isfinite(values)).sum()
-    return w
+    _set_quantized(site, _requantize(original, ints))
+    return _Write(site, tf, old, new, idx, original)
+
+
+def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
+    flat = _flat_words(site.tensor).numpy()  # zero-copy view of the tensor's storage
+    old = flat[tf.index]
+    new = (old & tf.and_mask) ^ tf.xor_mask
+    flat[tf.index] = new
+    return _Write(site, tf, old, new, tf.index, None)
+
+
+def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) -> list[_Write]:
+    """Write the faults of every tensor on one accelerator with a single host-to-device copy."""
+    sizes = [tf.n_words for _, tf in items]
+    total = sum(sizes)
+    host = torch.empty((3, total), dtype=torch.int64, pin_memory=torch.cuda.is_available())
+    buf = host.numpy()
+    at = 0
+    for (_, tf), n in zip(items, sizes):
+        buf[0, at : at + n] = tf.index
+        buf[1, at : at + n] = tf.and_mask  # sign-extended; narrowing on the device restores it
+        buf[2, at : at + n] = tf.xor_mask
+        at += n
+    dev = host.to(device, non_blocking=True)
+    writes, at = [], 0
+    for (site, tf), n in zip(items, sizes):
+        int_dtype = layout_of(tf.dtype).int_dtype
+        idx, a, x = dev[0, at : at + n], dev[1, at : at + n], dev[2, at : at + n]
+        flat = _flat_words(site.tensor)
+        old = flat.index_select(0, idx)
+        new = (old & a.to(int_dtype)) ^ x.to(int_dtype)
+        flat.index_copy_(0, idx, new)
+        writes.append(_Write(site, tf, old, new, idx, None))
+        at += n
+    return writes
+
+
+def _write_all(items: list[tuple[Site, TensorFaults]]) -> list[_Write]:
+    """Write faults into every listed tensor; on error, undo what was written and re-raise."""
+    writes: list[_Write] = []
+    by_device: dict[torch.device, list[tuple[Site, TensorFaults]]] = {}
+    try:
+        for site, tf in items:
+            if site.kind == "quantized":
+                writes.append(_write_quantized(site, tf))
+            elif site.tensor.device.type == "cpu":
+                writes.append(_write_cpu(site, tf))
+            else:
+                by_device.setdefault(site.tensor.device, []).append((site, tf))
+        for device, group in by_device.items():
+            writes.extend(_write_device(device, group))
+    except BaseException:
+        for w in reversed(writes):
+            w.restore()
+        raise
+    return writes
 
 
 def apply_faults(
-    faults: FaultMap, model: nn.Module, mitigations: Sequence[Any] = ()
+    faults: FaultMap,
+    model: nn.Module,
+    mitigations: Sequence[Any] = (),
+    sites: dict[str, Site] | None = None,
 ) -> InjectionHandle:
     """Apply ``faults`` (filtered by ``mitigations``) to ``model`` in place.
 
     Everything is checked before the first word is written: every tensor of the map must exist
-    in the model with the same dtype and shape.
+    in the model with the same dtype and shape. ``sites`` (name -> :class:`Site`) saves looking
+    the tensors up again when the caller has just resolved them.
     """
     for m in mitigations:
         faults = m.filter_faults(faults)
-    include_buffers = True
-    sites = candidate_sites(model, include_buffers)
+    if sites is None or any(tf.name not in sites for tf in faults.tensors):
+        sites = candidate_sites(model, include_buffers=True)
     missing = [t.name for t in faults.tensors if t.name not in sites]
     if missing:
         raise ValueError(
@@ -193,13 +264,11 @@ def apply_faults(
         )
     for tf in faults.tensors:
         _check_compatible(tf, sites[tf.name])
-    writes: list[_Write] = []
+    items = [(sites[tf.name], tf) for tf in faults.tensors if tf.n_words]
     hooks: list[Any] = []
+    with torch.no_grad():
+        writes = _write_all(items)
     try:
-        with torch.no_grad():
-            for tf in faults.tensors:
-                if tf.n_words:
-                    writes.append(_write_one(sites[tf.name], tf))
         for m in mitigations:
             hooks.append(m.attach(model))
     except BaseException:

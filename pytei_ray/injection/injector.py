@@ -9,7 +9,7 @@ from torch import nn
 
 from ..faults.faultmap import FaultMap, sample_fault_map
 from ..faults.models import ErrorModel
-from .apply import InjectionHandle
+from .apply import InjectionHandle, apply_faults
 from .targets import Targets, resolve_targets
 
 
@@ -72,7 +72,9 @@ class Injector:
         Use as ``with injector.inject(model) as faults:``; mitigations (e.g. ``SBP()``, ``Clip()``)
         filter the faults and/or attach hooks, removed on exit.
         """
-        return self.sample(model).apply(model, mitigations)
+        sites = resolve_targets(model, self.targets, self.include_buffers)
+        faults = sample_fault_map([s.info for s in sites], self.error, self.seed)
+        return apply_faults(faults, model, mitigations, {s.name: s for s in sites})
 
     def __repr__(self) -> str:
         return (
