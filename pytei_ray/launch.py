@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -99,6 +100,7 @@ def run(
     extend: bool = False,
     retry_failed: bool = False,
     dry_run: bool = False,
+    repetitions: int | None = None,
     chunk_size: int | None = None,
     flush_seconds: float = 10.0,
     rows_per_part: int = 10_000,
@@ -116,6 +118,9 @@ def run(
         extend: accept a changed campaign that only adds trials.
         retry_failed: drop stored ``status="failed"`` rows and run those trials again.
         dry_run: print the grid and the output location, run nothing.
+        repetitions: override the campaign's repetitions (``--repetitions N``; the job's
+            parameters are unchanged). Without it, a directory that was extended this way
+            keeps its larger count (see :func:`_repetitions`).
         chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
         flush_seconds, rows_per_part: when buffered rows are written as a part file.
         progress: show a tqdm bar.
@@ -127,13 +132,15 @@ def run(
     """
     if not isinstance(job, JobRef):
         job = load_job(job, params)
-    campaign = job.campaign()
-    trials = expand(campaign)
-    out = out if out is not None else default_out(campaign.name)
+    out = out if out is not None else default_out(job.base_campaign().name)
     store = ResultsStore(out)
     store.check_location()
-    spec = campaign.spec(job.params)
     manifest = store.read_manifest()
+    job = _repetitions(job, manifest, repetitions, store.location, echo)
+    job = job.replace(results_uri=store.location)
+    campaign = job.campaign()
+    trials = expand(campaign)
+    spec = campaign.spec(job.params)
     summary = RunSummary(campaign.name, store.location, len(trials), dry_run=dry_run)
     grid_ids = {t.trial_id for t in trials}
 
@@ -240,6 +247,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
          f"-> {store.location}")
     try:
         with ex:
+            _prepare(ex, job, [m for m in campaign.models if any(t.model == m for t in pending)],
+                     echo)
             ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
     finally:
         bar.close()
@@ -247,6 +256,55 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         summary.complete = summary.ran == len(pending)
         echo(summary.line())
     return summary
+
+
+def _repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions: int | None,
+                 location: str, echo: Callable[[str], None]) -> JobRef:
+    """Apply ``--repetitions N``, or the count a previous ``--repetitions`` stored.
+
+    ``--repetitions N`` replaces the campaign's repetitions (its params are unchanged), so
+    ``--extend --repetitions 20`` adds repetitions to any job. The manifest records the
+    override (``job.repetitions_override``). A later run without the flag uses the recorded
+    count when it is larger than the job's own, so a plain rerun resumes (or finds complete)
+    the extended campaign instead of being refused for "removing" repetitions; a job file
+    edited to a larger count wins (an extension, needing ``--extend``). An explicit smaller
+    ``--repetitions`` is a change and is refused like any other.
+    """
+    own = job.base_campaign().repetitions
+    stored = ((manifest or {}).get("job") or {}).get("repetitions_override")
+    if repetitions is not None:
+        if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
+            raise PyteiRayError(f"Expected --repetitions to be an integer >= 1, but got "
+                                f"{repetitions!r}.")
+        effective = repetitions
+    elif isinstance(stored, int) and stored > own:
+        effective = stored
+        echo(f"note: using {stored} repetitions as recorded in {location} (it was extended with "
+             f"--repetitions {stored}; the job says {own}). Pass --repetitions N to choose.")
+    else:
+        effective = own
+    return job.replace(overrides={"repetitions": effective} if effective != own else {})
+
+
+def _prepare(ex: Executor, job: JobRef, models: list[str], echo: Callable[[str], None]) -> None:
+    """Build (train, or load from the artifact cache) every model that has trials to run.
+
+    A failure is only reported here: the trials run next, in model order, so the models
+    before the failing one still get their rows, and the failing one raises the same
+    :class:`TrialSetupError` when its first chunk runs (exit status 1, as without a prepare).
+    """
+    if not models:
+        return
+    t0 = time.perf_counter()
+    try:
+        seconds = ex.prepare(job, models)
+    except TrialSetupError as exc:
+        echo(f"warning: preparing the models failed ({str(exc).splitlines()[0]}); running "
+             "the trials of the models that can be built.")
+        return
+    took = ", ".join(f"{m} {s:.1f}s" for m, s in seconds.items()) if seconds else ""
+    echo(f"Prepared {len(models)} model(s) in {time.perf_counter() - t0:.1f} s"
+         + (f" ({took})" if took else ""))
 
 
 def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: JobRef,
@@ -258,16 +316,23 @@ def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: Job
         return {"format": MANIFEST_FORMAT, "campaign": spec["name"], "spec": spec,
                 "spec_hash": h, "n_trials": n_trials, "metrics": metrics,
                 "job": {"path": job.path, "source_sha256": job.source_sha256,
-                        "params": spec["params"]},
+                        "params": spec["params"],
+                        "repetitions_override": _override(job)},
                 "version": __version__, "created_at": _now(), "updated_at": _now(),
                 "history": [{"at": _now(), "event": "created", "spec_hash": h}]}
     new = dict(old, metrics=metrics, updated_at=_now())
     if diff is not None and not diff.same:  # an accepted extension
         new.update(spec=spec, spec_hash=h, n_trials=n_trials)
-        new["job"] = dict(old["job"], source_sha256=job.source_sha256)
+        new["job"] = dict(old["job"], source_sha256=job.source_sha256,
+                          repetitions_override=_override(job))
         new["history"] = old.get("history", []) + [
             {"at": _now(), "event": "extended", "spec_hash": h, "changes": diff.changes}]
     return new
+
+
+def _override(job: JobRef) -> int | None:
+    value = job.overrides.get("repetitions")
+    return int(value) if value is not None else None
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -285,6 +350,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--extend", action="store_true",
                    help="accept a changed campaign that only adds trials (BERs, repetitions, "
                         "levels); stored trials are kept, not rerun")
+    p.add_argument("--repetitions", type=int, metavar="N",
+                   help="run N repetitions instead of the job's (its params unchanged); with "
+                        "--extend it adds repetitions to a stored campaign. Recorded in the "
+                        "results: a later run without the flag keeps the larger count")
     p.add_argument("--retry-failed", action="store_true",
                    help="run trials whose stored status is 'failed' again")
     p.add_argument("--executor", choices=available_executors(), default=default_executor(),
@@ -316,8 +385,9 @@ def main(argv: list[str] | None = None) -> int:
                                 options=parse_params(args.executor_opt))
         run(args.job, args.out, params=parse_params(args.params), executor=args.executor,
             config=config, extend=args.extend, retry_failed=args.retry_failed,
-            dry_run=args.dry_run, chunk_size=args.chunk_size, flush_seconds=args.flush_every,
-            rows_per_part=args.part_rows, progress=not args.no_progress)
+            dry_run=args.dry_run, repetitions=args.repetitions, chunk_size=args.chunk_size,
+            flush_seconds=args.flush_every, rows_per_part=args.part_rows,
+            progress=not args.no_progress)
     except TrialSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ cannot be pickled by reference there).
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import inspect
 import re
@@ -23,6 +24,7 @@ from typing import Any
 
 from pytei_ray.errors import CampaignSpecError, JobFileError
 
+from .context import BuildContext, bind_context
 from .spec import Campaign
 
 __all__ = ["JobRef", "load_job", "parse_params"]
@@ -65,12 +67,24 @@ class JobRef:
         path: the job file's path as given (used in messages and tracebacks).
         source: the file's text.
         params: keyword arguments for ``make_campaign`` (empty: use ``campaign``).
+        results_uri: the run's results location; hooks get it through their
+            :class:`~pytei_ray.campaign.context.BuildContext` (set by the launcher).
+        overrides: Campaign fields replaced after the job builds it; only ``repetitions``
+            (the launcher's ``--repetitions N``).
     """
 
     path: str
     source: str
     params: Mapping[str, Any] = field(default_factory=dict)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+    results_uri: str | None = None
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.overrides) - {"repetitions"})
+        if unknown:
+            raise JobFileError(f"Expected JobRef overrides among ['repetitions'], but got "
+                               f"{unknown}.")
 
     @property
     def source_sha256(self) -> str:
@@ -89,13 +103,50 @@ class JobRef:
             JobFileError: the file fails to run, defines no campaign, or rejects the params.
         """
         if "campaign" not in self._cache:
-            self._cache["campaign"] = self._build()
+            base = self.base_campaign()
+            try:  # a copy of its own, so that its bound context is this JobRef's
+                campaign = dataclasses.replace(base, **dict(self.overrides))
+            except CampaignSpecError as exc:
+                raise JobFileError(f"{exc} (overriding the campaign of {self.path} with "
+                                   f"{dict(self.overrides)})") from exc
+            bind_context(campaign, self.context())
+            self._cache["campaign"] = campaign
         return self._cache["campaign"]
 
+    def base_campaign(self) -> Campaign:
+        """The campaign exactly as the job file makes it (before :attr:`overrides`).
+
+        Raises:
+            JobFileError: as :meth:`campaign`.
+        """
+        if "base" not in self._cache:  # the source runs once per process
+            self._cache["base"] = self._build()
+        return self._cache["base"]
+
+    def context(self) -> BuildContext:
+        """A new :class:`BuildContext` for this job's hooks (results location included)."""
+        return BuildContext(self.results_uri)
+
+    def replace(self, **changes: Any) -> JobRef:
+        """A copy with ``results_uri`` and/or ``overrides`` changed; the job source is not run
+        again.
+
+        Example:
+            >>> job = JobRef("j.py", "from pytei_ray import Campaign")
+            >>> job.replace(results_uri="results/x").results_uri
+            'results/x'
+        """
+        new = dataclasses.replace(self, _cache={}, **changes)
+        if "base" in self._cache:
+            new._cache["base"] = self._cache["base"]
+        return new
+
     def __getstate__(self) -> dict[str, Any]:  # never ship the built campaign (hooks, models)
-        return {"path": self.path, "source": self.source, "params": dict(self.params)}
+        return {"path": self.path, "source": self.source, "params": dict(self.params),
+                "results_uri": self.results_uri, "overrides": dict(self.overrides)}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
+        state = {"results_uri": None, "overrides": {}, **state}
         for key, value in state.items():
             object.__setattr__(self, key, value)
         object.__setattr__(self, "_cache", {})

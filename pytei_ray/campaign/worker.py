@@ -24,6 +24,8 @@ import torch
 from pytei_ray.errors import TrialSetupError
 from pytei_ray.storage.schema import RESERVED
 
+from .context import BuildContext, call_hook, context_for
+from .jobfile import JobRef
 from .spec import Campaign
 from .trials import Trial
 
@@ -90,6 +92,10 @@ class TrialWorker:
         device: where replicas live (``"cpu"``, ``"cuda"``, ``"cuda:1"``); default: CUDA if
             available, else CPU.
         worker_id: name recorded in the ``worker`` column; default ``host:pid``.
+        context: handed to model factories and the data hook that declare a ``ctx``
+            parameter; default: the context bound to ``campaign`` by the
+            :class:`~pytei_ray.campaign.JobRef` that built it (see :meth:`for_job`), else one
+            without a results location.
 
     Example:
         >>> import torch
@@ -105,8 +111,9 @@ class TrialWorker:
     """
 
     def __init__(self, campaign: Campaign, *, device: str | torch.device | None = None,
-                 worker_id: str | None = None) -> None:
+                 worker_id: str | None = None, context: BuildContext | None = None) -> None:
         self.campaign = campaign
+        self.context = context or context_for(campaign) or BuildContext()
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -118,6 +125,12 @@ class TrialWorker:
         self._mits: dict[tuple[str, str], list[Any]] = {}  # (model, mitigation) -> instances
         self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
         self._new_golden: list[dict[str, Any]] = []  # golden rows not yet returned
+
+    @classmethod
+    def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
+                worker_id: str | None = None) -> TrialWorker:
+        """A worker for the campaign of ``job``, its hooks given ``job``'s results location."""
+        return cls(job.campaign(), device=device, worker_id=worker_id, context=job.context())
 
     # ---- setup -----------------------------------------------------------------------------
     def _setup_error(self, what: str, exc: BaseException) -> TrialSetupError:
@@ -132,7 +145,7 @@ class TrialWorker:
         from pytei_ray import state_checksum
 
         try:
-            model = self.campaign.models[name]()
+            model = call_hook(self.campaign.models[name], self.context)
         except Exception as exc:
             raise self._setup_error(f"The factory of model {name!r}", exc) from exc
         if not isinstance(model, torch.nn.Module):
@@ -149,10 +162,33 @@ class TrialWorker:
             model = self._build(name)
         if name not in self._data:
             try:
-                self._data[name] = self.campaign.data(name)
+                self._data[name] = call_hook(self.campaign.data, self.context, name)
             except Exception as exc:
                 raise self._setup_error(f"Loading the data of model {name!r}", exc) from exc
         return model
+
+    def prepare(self, model_names: Sequence[str]) -> dict[str, float]:
+        """Build each named model and load its data now (before any trial), keeping them.
+
+        Factories with side effects (training, caching a checkpoint through ``ctx``) do them
+        here, once, instead of inside the first chunk. Models already built are skipped.
+
+        Returns:
+            model name -> seconds spent building it and loading its data (0.0 if it was built).
+
+        Raises:
+            TrialSetupError: a factory or the data hook failed.
+        """
+        seconds: dict[str, float] = {}
+        for name in model_names:
+            if name not in self.campaign.models:
+                raise KeyError(f"Unknown model {name!r}; the campaign has "
+                               f"{list(self.campaign.models)}.")
+            t0 = time.perf_counter()
+            built = name in self._models and name in self._data
+            self._model(name)
+            seconds[name] = 0.0 if built else time.perf_counter() - t0
+        return seconds
 
     def _run_eval(self, fn: Callable[[Any, Any], Any], model: torch.nn.Module, name: str) -> Any:
         with torch.no_grad():

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import ChunkResult
+from pytei_ray.campaign.worker import ChunkResult, TrialWorker
 
 __all__ = ["Executor", "ExecutorConfig", "ResultCallback"]
 
@@ -60,6 +60,10 @@ class Executor(ABC):
       is not a trial's own failure) propagate out of :meth:`run`; results already reported stay.
     * On ``KeyboardInterrupt`` stop submitting, release resources and re-raise.
     * Consume ``chunks`` lazily (it may be a generator) and keep a bounded number in flight.
+    * :meth:`prepare` is called once before :meth:`run` with the models that have trials to
+      run. The default builds them in this process (so training and artifact caching happen
+      once, before the campaign, and workers then load the cached artifacts); executors with
+      remote workers should override it to build on those workers (see :meth:`prepare`).
 
     Use as a context manager: :meth:`close` releases workers (for Ray: actors, a local runtime).
     """
@@ -74,6 +78,38 @@ class Executor(ABC):
     def run(self, job: JobRef, chunks: Iterable[Sequence[Trial]],
             on_result: ResultCallback) -> None:
         """Run every chunk of ``chunks`` for the campaign of ``job``; see the class contract."""
+
+    def prepare(self, job: JobRef, model_names: Sequence[str]) -> dict[str, float]:
+        """Build every named model once, before any trial runs.
+
+        Model factories may do expensive, cacheable work (train, then store a checkpoint with
+        ``ctx.artifact``); doing it here means it happens once per model, and the workers
+        that run trials later load the cached result. Contract for overrides:
+
+        * build each name in ``model_names`` at least once where trials run, with
+          :meth:`TrialWorker.prepare` on a worker made by :meth:`TrialWorker.for_job` (so
+          hooks get ``job``'s :class:`~pytei_ray.campaign.context.BuildContext`); different
+          models may be built on different workers at the same time;
+        * keep the built replicas on the workers that built them (they run trials next);
+        * let :class:`~pytei_ray.errors.TrialSetupError` propagate; return model name ->
+          seconds its build took (0.0 when it was already built).
+
+        The default runs a temporary in-process :class:`TrialWorker` (CPU unless
+        ``config.device`` says otherwise) and drops it afterwards; an executor that does not
+        override this is still correct: its workers load what was cached here (or, without a
+        shared results location, build the model again, deterministically).
+
+        Args:
+            job: the job (its ``results_uri`` locates the artifact cache).
+            model_names: models with trials to run, in campaign order.
+
+        Returns:
+            model name -> seconds.
+        """
+        if not model_names:
+            return {}
+        worker = TrialWorker.for_job(job, device=self.config.device or "cpu")
+        return worker.prepare(list(model_names))
 
     def describe(self) -> str:
         """Short description for the launcher's messages (e.g. ``"local (cpu)"``)."""

@@ -32,13 +32,20 @@ class LocalExecutor(Executor):
         super().__init__(config)
         self._worker: TrialWorker | None = None
 
+    def _worker_for(self, job: JobRef) -> TrialWorker:
+        if self._worker is None or self._worker.campaign is not job.campaign():
+            self._worker = TrialWorker.for_job(job, device=self.config.device)
+        return self._worker
+
+    def prepare(self, job: JobRef, model_names: Sequence[str]) -> dict[str, float]:
+        """Build the models on the worker that then runs the trials (replicas are kept)."""
+        return self._worker_for(job).prepare(list(model_names))
+
     def run(self, job: JobRef, chunks: Iterable[Sequence[Trial]],
             on_result: ResultCallback) -> None:
-        campaign = job.campaign()
-        if self._worker is None or self._worker.campaign is not campaign:
-            self._worker = TrialWorker(campaign, device=self.config.device)
+        worker = self._worker_for(job)
         for chunk in chunks:
-            on_result(self._worker.run_chunk(chunk))
+            on_result(worker.run_chunk(chunk))
 
     def describe(self) -> str:
         device = self._worker.device if self._worker is not None else self.config.device

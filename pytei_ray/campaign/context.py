@@ -1,0 +1,204 @@
+"""What a job's hooks may know about the run: the :class:`BuildContext` and its artifact cache.
+
+A model factory (or the data hook) that declares a parameter named ``ctx`` receives a
+:class:`BuildContext`; plain zero-argument factories are called as before. The context's main
+service is :meth:`BuildContext.artifact`: bytes computed once (a trained checkpoint, a
+preprocessed split) and cached next to the results, in ``<results>/_artifacts/<key>``, so every
+worker of the run, a resumed run, and a later campaign writing to the same directory reuse them.
+
+Writes are atomic like the result parts (local disk: temporary name + rename; S3/GCS: a single
+put), and the same code path serves local paths and ``s3://``/``gs://`` URIs (pyarrow.fs). Two
+workers producing the same key at once both write the same bytes (producers must be
+deterministic), so the race is harmless.
+
+The launcher puts the results location into the :class:`~pytei_ray.campaign.JobRef`; the
+campaign built from that JobRef is bound to its context (:func:`context_for`), which is what a
+:class:`~pytei_ray.campaign.TrialWorker` uses when it is not given one explicitly.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import re
+import threading
+import uuid
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+__all__ = ["ARTIFACTS_DIR", "BuildContext", "accepts_ctx", "bind_context", "call_hook",
+           "context_for"]
+
+#: Folder of the results directory that holds cached artifacts (readers skip ``_`` names).
+ARTIFACTS_DIR = "_artifacts"
+_KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+_memory: dict[str, bytes] = {}  # key -> bytes: artifacts of contexts without a location
+_memory_lock = threading.Lock()
+_bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # campaign -> its BuildContext
+
+
+class BuildContext:
+    """Run information handed to job hooks that ask for it (a ``ctx`` parameter).
+
+    Args:
+        results_uri: the results location of the run (local path, ``s3://...``, ``gs://...``);
+            None: no location (artifacts are cached in this process only).
+
+    Attributes:
+        results_uri: as given.
+        produced: keys this context computed (cache misses), in order.
+        loaded: keys this context read from the cache (hits), in order.
+
+    Example:
+        >>> import tempfile
+        >>> ctx = BuildContext(tempfile.mkdtemp())
+        >>> ctx.artifact("answer.txt", lambda: b"42")
+        b'42'
+        >>> ctx.artifact("answer.txt", lambda: b"never called")
+        b'42'
+        >>> ctx.produced, ctx.loaded
+        (['answer.txt'], ['answer.txt'])
+    """
+
+    def __init__(self, results_uri: str | os.PathLike[str] | None = None) -> None:
+        self.results_uri = None if results_uri is None else os.fspath(results_uri)
+        self.produced: list[str] = []
+        self.loaded: list[str] = []
+        self._fs: Any = None
+        self._root: str | None = None
+
+    def __repr__(self) -> str:
+        return f"BuildContext(results_uri={self.results_uri!r})"
+
+    def __getstate__(self) -> dict[str, Any]:  # pyarrow filesystems are rebuilt where used
+        return {"results_uri": self.results_uri}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["results_uri"])
+
+    # ---- locations -------------------------------------------------------------------------
+    def _filesystem(self) -> tuple[Any, str]:
+        if self._fs is None:
+            import pyarrow.fs as pafs  # lazy: contexts without a location need no pyarrow
+
+            uri = self.results_uri or ""
+            if "://" in uri:
+                fs, path = pafs.FileSystem.from_uri(uri)
+            else:
+                fs, path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+            self._fs, self._root = fs, f"{path.rstrip('/')}/{ARTIFACTS_DIR}"
+        return self._fs, str(self._root)
+
+    def artifact_location(self, key: str) -> str | None:
+        """Where ``key`` is (or would be) stored, for messages; None without a results location."""
+        _check_key(key)
+        if self.results_uri is None:
+            return None
+        if "://" in self.results_uri:
+            return f"{self.results_uri.rstrip('/')}/{ARTIFACTS_DIR}/{key}"
+        return f"{self._filesystem()[1]}/{key}"
+
+    # ---- the cache -------------------------------------------------------------------------
+    def artifact(self, key: str, produce: Callable[[], bytes], *, refresh: bool = False) -> bytes:
+        """The bytes stored under ``key``, computing and storing them on first use.
+
+        Args:
+            key: file name inside ``_artifacts/`` (letters, digits, ``_.+-``); make it a hash of
+                everything that determines the bytes, so a changed input gets a new key.
+            produce: computes the bytes (deterministically) when they are not stored yet.
+            refresh: compute and store again even if stored (e.g. the stored copy is unusable).
+
+        Returns:
+            The stored or newly produced bytes.
+
+        Raises:
+            ValueError: invalid ``key``.
+            TypeError: ``produce`` did not return bytes.
+        """
+        _check_key(key)
+        if self.results_uri is None:
+            with _memory_lock:
+                data = None if refresh else _memory.get(key)
+            if data is None:
+                data = _checked(produce(), key)
+                with _memory_lock:
+                    _memory[key] = data
+                self.produced.append(key)
+            else:
+                self.loaded.append(key)
+            return data
+        import pyarrow.fs as pafs
+
+        fs, root = self._filesystem()
+        path = f"{root}/{key}"
+        if not refresh and fs.get_file_info(path).type == pafs.FileType.File:
+            with fs.open_input_stream(path) as f:
+                data = f.read()
+            self.loaded.append(key)
+            return data
+        data = _checked(produce(), key)
+        fs.create_dir(root, recursive=True)
+        if isinstance(fs, pafs.LocalFileSystem):
+            tmp = f"{root}/.{key}.tmp-{uuid.uuid4().hex[:8]}"
+            try:
+                with open(tmp, "wb") as f:
+                    f.write(data)
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.replace(tmp, path)
+            finally:
+                if os.path.exists(tmp):
+                    os.unlink(tmp)
+        else:
+            with fs.open_output_stream(path) as out:  # one put: atomic on object stores
+                out.write(data)
+        self.produced.append(key)
+        return data
+
+
+def _check_key(key: str) -> None:
+    if not isinstance(key, str) or not _KEY_RE.match(key):
+        raise ValueError(f"Expected an artifact key of letters, digits and `_.+-` (a file name), "
+                         f"but got {key!r}.")
+
+
+def _checked(data: object, key: str) -> bytes:
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise TypeError(f"Expected the producer of artifact {key!r} to return bytes, but got "
+                        f"{type(data).__name__}.")
+    return bytes(data)
+
+
+def bind_context(campaign: object, context: BuildContext) -> None:
+    """Make ``context`` the one :class:`TrialWorker` uses for ``campaign`` by default."""
+    _bound[campaign] = context
+
+
+def context_for(campaign: object) -> BuildContext | None:
+    """The context bound to ``campaign`` (see :func:`bind_context`), or None."""
+    try:
+        return _bound.get(campaign)
+    except TypeError:  # an unhashable object cannot have been bound
+        return None
+
+
+def accepts_ctx(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` declares a parameter named ``ctx`` (``**kwargs`` alone does not count).
+
+    Example:
+        >>> accepts_ctx(lambda ctx=None: 1), accepts_ctx(lambda: 1)
+        (True, False)
+    """
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: call them plainly
+        return False
+    return any(p.name == "ctx" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+               for p in params)
+
+
+def call_hook(fn: Callable[..., Any], ctx: BuildContext, *args: Any) -> Any:
+    """``fn(*args, ctx=ctx)`` if ``fn`` accepts ``ctx`` (see :func:`accepts_ctx`), else
+    ``fn(*args)``."""
+    return fn(*args, ctx=ctx) if accepts_ctx(fn) else fn(*args)
