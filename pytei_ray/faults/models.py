@@ -157,7 +157,10 @@ class _BitModel(ErrorModel):
         return self.rate
 
     def site_bits(self, layout: BitLayout) -> tuple[int, ...]:
-        return layout.resolve_bits(self.bits)
+        cache = self.__dict__.setdefault("_site_bits", {})  # per dtype; models are immutable
+        if layout.dtype not in cache:
+            cache[layout.dtype] = layout.resolve_bits(self.bits)
+        return cache[layout.dtype]
 
     def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
         bits = np.asarray(self.site_bits(layout), dtype=np.uint64)[slots]

@@ -62,16 +62,19 @@ def candidate_sites(model: nn.Module, include_buffers: bool = False) -> dict[str
     if not isinstance(model, nn.Module):
         raise TypeError(f"Expected an nn.Module, but got {type(model).__name__}.")
     sites: dict[str, Site] = {}
-    for name, p in model.named_parameters():
-        sites[name] = Site(name, "parameter", p)
+    seen: set[int] = set()  # parameters shared by several modules are listed once, as torch does
     for mod_name, mod in model.named_modules():
+        prefix = f"{mod_name}." if mod_name else ""
+        for pname, p in mod.named_parameters(recurse=False):
+            if p is not None and id(p) not in seen:
+                seen.add(id(p))
+                sites[prefix + pname] = Site(prefix + pname, "parameter", p)
         weight = getattr(mod, "weight", None)
         if callable(weight) and not isinstance(weight, torch.Tensor):
             if hasattr(mod, "set_weight_bias") or hasattr(mod, "set_weight"):
                 w = weight()
                 if isinstance(w, torch.Tensor) and w.is_quantized:
-                    name = f"{mod_name}.weight" if mod_name else "weight"
-                    sites[name] = Site(name, "quantized", w, mod)
+                    sites[prefix + "weight"] = Site(prefix + "weight", "quantized", w, mod)
     if include_buffers:
         for name, b in model.named_buffers():
             sites.setdefault(name, Site(name, "buffer", b))
