@@ -310,3 +310,26 @@ def test_fault_core_does_not_import_ray_or_pyarrow():
         "assert not bad, bad"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parent.parent)
+
+
+@pytest.mark.parametrize(
+    "error", [BitFlip(0.02), StuckAt(0.02, value=0), RandomValue(0.05)], ids=repr
+)
+def test_accelerator_write_path_matches_cpu_path(error):
+    # The batched path used for CUDA tensors, exercised on CPU tensors: same faulty words.
+    from pytei_ray.injection import resolve_targets
+    from pytei_ray.injection.apply import _write_device
+
+    model = nn.Sequential(nn.Linear(20, 30), nn.Linear(30, 5).half(), nn.Linear(5, 2).double())
+    before = words(model)
+    with Injector(error=error, seed=1).inject(model):
+        expected = words(model)
+    faults = Injector(error=error, seed=1).sample(model)
+    sites = {s.name: s for s in resolve_targets(model)}
+    writes = _write_device(
+        torch.device("cpu"), [(sites[t.name], t) for t in faults.tensors if t.n_words]
+    )
+    assert all(torch.equal(expected[n], words(model)[n]) for n in expected)
+    for w in reversed(writes):
+        w.restore()
+    assert all(torch.equal(before[n], words(model)[n]) for n in before)

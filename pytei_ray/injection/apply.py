@@ -194,28 +194,41 @@ def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
 
 
 def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) -> list[_Write]:
-    """Write the faults of every tensor on one accelerator with a single host-to-device copy."""
-    sizes = [tf.n_words for _, tf in items]
-    total = sum(sizes)
-    host = torch.empty((3, total), dtype=torch.int64, pin_memory=torch.cuda.is_available())
-    buf = host.numpy()
-    at = 0
-    for (_, tf), n in zip(items, sizes):
-        buf[0, at : at + n] = tf.index
-        buf[1, at : at + n] = tf.and_mask  # sign-extended; narrowing on the device restores it
-        buf[2, at : at + n] = tf.xor_mask
-        at += n
-    dev = host.to(device, non_blocking=True)
+    """Write the faults of every tensor on one accelerator: one host-to-device copy of all
+    indices, one of the masks per word width, then three or four kernels per tensor."""
+    idx_all = torch.from_numpy(np.concatenate([tf.index for _, tf in items])).to(device)
+    by_dtype: dict[torch.dtype, list[int]] = {}
+    for i, (_, tf) in enumerate(items):
+        by_dtype.setdefault(layout_of(tf.dtype).int_dtype, []).append(i)
+    masks: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
+    for positions in by_dtype.values():
+        group = [items[i][1] for i in positions]
+        host = np.stack(
+            [
+                np.concatenate([tf.and_mask for tf in group]),
+                np.concatenate([tf.xor_mask for tf in group]),
+            ]
+        )
+        dev = torch.from_numpy(host).to(device)
+        at = 0
+        for i, tf in zip(positions, group):
+            a = tf.and_mask
+            keep_all = bool((a == -1).all())  # pure flips: no AND needed
+            masks[i] = (
+                None if keep_all else dev[0, at : at + tf.n_words],
+                dev[1, at : at + tf.n_words],
+            )
+            at += tf.n_words
     writes, at = [], 0
-    for (site, tf), n in zip(items, sizes):
-        int_dtype = layout_of(tf.dtype).int_dtype
-        idx, a, x = dev[0, at : at + n], dev[1, at : at + n], dev[2, at : at + n]
+    for i, (site, tf) in enumerate(items):
+        idx = idx_all[at : at + tf.n_words]
+        at += tf.n_words
+        a, x = masks[i]
         flat = _flat_words(site.tensor)
         old = flat.index_select(0, idx)
-        new = (old & a.to(int_dtype)) ^ x.to(int_dtype)
+        new = (old ^ x) if a is None else (old & a) ^ x
         flat.index_copy_(0, idx, new)
         writes.append(_Write(site, tf, old, new, idx, None))
-        at += n
     return writes
 
 
