@@ -224,7 +224,8 @@ def main(argv: list[str] | None = None) -> int:
                                                str(tmp / "tune"))
     rate = {k: v["trials"] / v["wall"] for k, v in (("a", a), ("b", b), ("c", c)) if v}
     print(f"\n{'':44}{'trials':>8}{'wall s':>9}{'trials/s':>10}")
-    rows = [("(a) pytei_ray orchestrator (Ray actors)", a), ("(b) serial loop, deepcopy/trial (1 core)", b),
+    rows = [("(a) pytei_ray orchestrator (Ray actors)", a),
+            ("(b) serial loop, deepcopy/trial (1 core)", b),
             ("(c) Ray Tune grid, 1 trial per point", c)]
     for name, r in rows:
         if r:

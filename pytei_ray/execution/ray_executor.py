@@ -292,13 +292,14 @@ class RayExecutor(Executor):
             if slot.ping == ref:
                 self._on_ping(slot, ref)
                 continue
+            running = next(iter(slot.inflight)) == ref  # oldest in flight: the one executing
             chunk = slot.inflight.pop(ref)
             try:
                 result: ChunkResult = ray.get(ref)
             except _WORKER_LOST as exc:
                 self._on_worker_lost(slot, exc)
-                chunk.attempts += 1
                 self.stats.chunks_retried += 1
+                chunk.attempts += running  # chunks queued behind it are not to blame
                 if chunk.attempts < max_attempts:
                     retry.appendleft(chunk)
                 elif len(chunk.trials) > 1:  # find the trial that kills workers: run them alone
