@@ -103,9 +103,16 @@ class RayTrialActor:
 
     def run_chunk(self, trials: Sequence[Trial]) -> ChunkResult:
         """Run one chunk on this actor's replicas (built on first use)."""
+        return self._trial_worker().run_chunk(trials)
+
+    def prepare(self, model_names: Sequence[str]) -> dict[str, float]:
+        """Build the named models (and load their data) now; see ``TrialWorker.prepare``."""
+        return self._trial_worker().prepare(list(model_names))
+
+    def _trial_worker(self) -> TrialWorker:
         if self._worker is None:
-            self._worker = TrialWorker(self._job.campaign(), device=self._device)
-        return self._worker.run_chunk(trials)
+            self._worker = TrialWorker.for_job(self._job, device=self._device)
+        return self._worker
 
 
 @dataclass
@@ -325,6 +332,44 @@ class RayExecutor(Executor):
                 f"time they ran (out of memory? a crash in native code?). Trial ids: "
                 f"{', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}\nEvery other trial is "
                 "stored; run the same command again to retry only these.", ids)
+
+    def prepare(self, job: JobRef, model_names: Sequence[str]) -> dict[str, float]:
+        """Build each model once on the workers, different models on different workers.
+
+        Waits for the first worker to be ready; models go round-robin to the ready workers,
+        which keep the replicas for the trials that follow.
+        """
+        if not model_names:
+            return {}
+        try:
+            self._start_workers(job)
+            timeout = float(self.options.get("resource_timeout", 60.0))
+            deadline = time.monotonic() + timeout
+            while not any(s.ready for s in self._slots):
+                pings = [s.ping for s in self._slots if s.ping is not None]
+                if not pings or time.monotonic() > deadline:
+                    raise ResourcesUnavailableError(
+                        f"No worker became ready for {timeout:g} s to build the models; "
+                        f"cluster has {ray.cluster_resources()}.")
+                done, _ = ray.wait(pings, num_returns=1, timeout=5.0)
+                for ref in done:
+                    self._on_ping(next(s for s in self._slots if s.ping == ref), ref)
+            ready = [s for s in self._slots if s.ready]
+            refs = {ready[i % len(ready)].handle.prepare.remote([name]): name
+                    for i, name in enumerate(model_names)}
+            seconds: dict[str, float] = {}
+            for ref in refs:
+                try:
+                    seconds.update(ray.get(ref))
+                except rex.RayTaskError as exc:
+                    cause = getattr(exc, "cause", None)
+                    raise (cause if isinstance(cause, BaseException) else exc) from None
+                except _WORKER_LOST:  # built again by the first chunk of that model
+                    seconds[refs[ref]] = 0.0
+            return seconds
+        except BaseException:
+            self._kill_workers()
+            raise
 
     def _on_ping(self, slot: _Slot, ref: Any) -> None:
         slot.ping = None
