@@ -54,6 +54,10 @@ def parse_params(items: Iterable[str]) -> dict[str, Any]:
     return out
 
 
+def _show_params(params: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in params.items())
+
+
 def _job_frame_line(exc: BaseException, path: str) -> str:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == path]
     return f"{path}:{frames[-1].lineno}" if frames else path
@@ -177,6 +181,10 @@ class JobRef:
                 campaign = make(**self.params)
             except CampaignSpecError as exc:
                 raise JobFileError(f"{_job_frame_line(exc, self.path)}: {exc}") from exc
+            except Exception as exc:  # e.g. a parameter value the job rejects
+                raise JobFileError(f"{_job_frame_line(exc, self.path)}: make_campaign("
+                                   f"{_show_params(self.params)}) raised {type(exc).__name__}: "
+                                   f"{exc}") from exc
         elif "campaign" in ns:
             campaign = ns["campaign"]
         else:

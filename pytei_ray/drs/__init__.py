@@ -14,6 +14,7 @@ from __future__ import annotations
 from .data import CRITEO_CARDINALITIES, ClickLog, preprocess_dense, split, synthetic_criteo
 from .loaders import load_criteo, load_movielens
 from .models import AFN, DCN, DLRM, FM, MODELS, DeepFM, WideAndDeep, build_model
+from .study import CLAMP_LAYERS, DATASETS, ClickData, DRSStudy, EvalData, torch_threads
 from .train import (
     SETTINGS,
     DRSSetting,
@@ -36,6 +37,12 @@ TARGET_SETS: dict[str, list[str] | None] = {
 
 __all__ = [
     "AFN",
+    "CLAMP_LAYERS",
+    "DATASETS",
+    "ClickData",
+    "DRSStudy",
+    "EvalData",
+    "torch_threads",
     "CRITEO_CARDINALITIES",
     "DCN",
     "DLRM",

@@ -1,0 +1,76 @@
+"""Deep-recommendation-system (DRS) robustness: how much AUC do bit flips in the weights cost?
+
+Six click-through-rate models (FM, Wide & Deep, DCN, DeepFM, AFN, DLRM) are trained once on a
+click log, then every trial flips random bits of their weights at a bit error rate (BER), scores
+the faulty model on the held-out test split (AUC-ROC, log loss) and restores the weights. Four
+protections are compared on the same faults: none, selective bit protection, and two kinds of
+activation clipping.
+
+    python -m pytei_ray.launch jobs/drs.py                   # full: 7680 trials, < 15 min, 2 CPUs
+    python -m pytei_ray.launch jobs/drs.py --set small=1     # a first look in about a minute
+    python -m pytei_ray.launch jobs/drs.py --set dataset=criteo --set data=/data/train.txt
+    python -m pytei_ray.launch jobs/drs.py --set dataset=movielens --set data=ml-1m/ratings.dat
+    python -m pytei_ray.report results/drs                   # tables and plots
+
+Nothing is downloaded. Without ``data`` the log is a synthetic Criteo-like one (generated, same
+seed -> same rows). With a real file the first ``rows`` lines are read (default: the setting's
+size, 150k full / 20k small). Rows are split 80/10/10 into train / validation / test with a
+fixed seed: models train on train, stop early on validation AUC, Ranger calibrates on
+validation, and only the metrics use test.
+
+Training happens before the trials, once per model, and the checkpoint is stored with the
+results (``results/drs/_artifacts/``): a resumed run, an extension (``--extend --repetitions
+20``) or another campaign written to the same directory loads it instead of training again.
+
+To study your own model, copy this file and change ``models`` (any ``name -> factory``; a
+factory that takes ``ctx`` can cache its training with ``ctx.artifact(key, produce)``), ``data``
+and ``evaluate`` (see docs/campaign.md).
+"""
+
+from pytei_ray import BitFlip, Campaign
+from pytei_ray.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
+from pytei_ray.mitigations import SBP, Clip, Ranger
+
+
+def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,
+                  rows: int | None = None) -> Campaign:
+    """The DRS campaign.
+
+    Args:
+        small: a first look (smaller log and grid, about a minute) instead of the full study.
+        dataset: ``"synthetic"``, ``"criteo"`` (a ``train.txt``) or ``"movielens"`` (MovieLens-1M
+            ``ratings.dat``).
+        data: path of the real dataset's file (required unless synthetic).
+        rows: rows of the log to use (default: 150k full, 20k small).
+    """
+    # Which data, how to train, how to score: the DRS library's ready-made hooks.
+    study = DRSStudy.preset("small" if small else "full", dataset=dataset, path=data, rows=rows)
+
+    name = "drs" + ("-small" if small else "") + ("" if dataset == "synthetic" else f"-{dataset}")
+    return Campaign(
+        name=name,
+        # name -> factory. study.model(m) trains model m on the first use and caches the
+        # checkpoint with the results; afterwards every worker just loads it.
+        models={m: study.model(m) for m in MODELS},  # fm wide_deep dcn deepfm afn dlrm
+        data=study.eval_data,          # per model: the test split (+ validation for Ranger)
+        evaluate=study.evaluate,       # -> {"auc": AUC-ROC, "logloss": log loss} on test
+        calibrate=study.calibrate,     # profiled mitigations (Ranger) see validation only
+        # Bit error rates: every bit of every targeted weight flips with this probability.
+        bers=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] if not small
+        else [1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
+        repetitions=3 if small else 10,  # Monte-Carlo draws of the faults per point
+        # Where the faults go: parameter-name globs of the models' three parts (or all).
+        targets=TARGET_SETS,           # embedding.* / dense.* / predictor.* / all
+        error_models={"bitflip": BitFlip},
+        mitigations={
+            "none": None,
+            "sbp": SBP(),                          # sign + exponent bits protected (ECC-like)
+            "clip": Clip(layers=CLAMP_LAYERS),     # PyTEI: outputs clamped to +-100, NaN -> 0
+            "ranger": Ranger(layers=CLAMP_LAYERS),  # per-layer bounds seen on validation data
+        },
+        seed=2024,                     # the whole campaign is a function of it
+        chunk_size=16,                 # trials per message to a worker (4 points x 4 mitigations)
+    )
+
+
+campaign = make_campaign()
