@@ -278,10 +278,9 @@ def test_inconclusive_cells_and_launch_command(dataset: Path) -> None:
     clear = s[~s["inconclusive"]]  # ...and outside every other one
     assert not ((clear["ci_low"] < clear["golden"] * 0.99)
                 & (clear["golden"] * 0.99 < clear["ci_high"])).any()
-    # the launcher treats a changed --set parameter as another campaign: edit the job instead
-    assert rep.command == (f"# set repetitions={rep.repetitions} in the job's Campaign(...), "
-                           f"then:\npython -m pytei_ray.launch jobs/demo.py --out {dataset} "
-                           "--extend --set small=1")
+    # --repetitions N overrides the count; the stored job parameters are kept as they are
+    assert rep.command == (f"python -m pytei_ray.launch jobs/demo.py --out {dataset} "
+                           f"--extend --repetitions {rep.repetitions} --set small=1")
     assert all(line in rep.text for line in rep.command.splitlines())
     assert html.escape(rep.command) in rep.html.read_text()
     assert "72 / 72 trials (complete)" in rep.text
@@ -327,19 +326,17 @@ def test_remote_default_output_dir(tmp_path: Path, monkeypatch) -> None:
     assert default_output_dir("s3://bucket/campaigns/drs/") == tmp_path / "drs_report"
 
 
-def test_command_says_to_edit_a_job_without_repetitions_param(tmp_path: Path,
-                                                              rows: pd.DataFrame) -> None:
+def test_command_uses_the_repetitions_flag_for_any_job(tmp_path: Path,
+                                                       rows: pd.DataFrame) -> None:
     root = write_parts(rows, tmp_path / "r")
     (root / "_job.py").write_text("def make_campaign(small=False):\n    ...\n")
     manifest = {"job": {"path": "missing/job.py", "params": {"small": 1}}}
     (root / "_manifest.json").write_text(json.dumps(manifest))
     rep = write_report(root, metric="auc", plots=False)
-    assert rep.command == (
-        f"# set repetitions={rep.repetitions} in the job's Campaign(...), then:\n"
-        f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend --set small=1")
+    assert rep.command == (f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend "
+                           f"--repetitions {rep.repetitions} --set small=1")
     (root / "_job.py").write_text("def make_campaign(small=False, **params):\n    ...\n")
-    assert write_report(root, metric="auc", plots=False).command.endswith(
-        f"--set small=1 --set repetitions={rep.repetitions}")
+    assert write_report(root, metric="auc", plots=False).command == rep.command
 
 
 def test_all_failed_dataset_is_summarised(tmp_path: Path, rows: pd.DataFrame) -> None:
@@ -354,22 +351,14 @@ def test_all_failed_dataset_is_summarised(tmp_path: Path, rows: pd.DataFrame) ->
         png_ok(png)
 
 
-def test_command_follows_the_launchers_spec_rules(tmp_path: Path, rows: pd.DataFrame,
-                                                  monkeypatch) -> None:
+def test_command_keeps_a_stored_repetitions_parameter(tmp_path: Path,
+                                                      rows: pd.DataFrame) -> None:
     root = write_parts(rows, tmp_path / "r")
     (root / "_job.py").write_text("def make_campaign(repetitions=4):\n    ...\n")
     spec = {"name": "demo", "params": {"repetitions": 4}, "repetitions": 4, "bers": list(BERS)}
     (root / "_manifest.json").write_text(json.dumps({"spec": spec, "job": {
         "path": "missing.py", "params": {"repetitions": 4}}}))
     rep = write_report(root, metric="auc", plots=False)
-    n = rep.repetitions
-    assert rep.command.endswith(  # a stored parameter cannot change: a new directory
-        f"python -m pytei_ray.launch {root}/_job.py --out {root}-{n}reps --set repetitions={n}")
-    import pytei_ray.campaign.spec as campaign_spec
-
-    class Extendable:
-        extendable = True
-
-    monkeypatch.setattr(campaign_spec, "compare_specs", lambda old, new: Extendable())
-    assert write_report(root, metric="auc", plots=False).command == (
-        f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend --set repetitions={n}")
+    n = rep.repetitions  # the parameter stays 4 (a changed parameter is another campaign)
+    assert rep.command == (f"python -m pytei_ray.launch {root}/_job.py --out {root} --extend "
+                           f"--repetitions {n} --set repetitions=4")

@@ -100,22 +100,23 @@ def test_report_numbers_on_real_campaign(campaign_dir: tuple[Path, Path]) -> Non
 
 def test_suggested_command_extends_the_campaign(campaign_dir: tuple[Path, Path],
                                                 tmp_path: Path) -> None:
-    """Following the printed advice (edit the job, run the command) adds the repetitions."""
+    """Following the printed advice (run the command) adds the repetitions; a plain rerun
+    afterwards finds the extended campaign complete."""
     from pytei_ray.launch import main as launch
 
     job, out = campaign_dir
     rep = write_report(out, tmp_path / "rep", metric="accuracy", precision=1e-9, plots=False)
     assert rep.repetitions is not None and rep.repetitions > 3  # every cell needs more
-    hint, command = rep.command.splitlines()
-    assert hint == f"# set repetitions={rep.repetitions} in the job's Campaign(...), then:"
-    assert command == f"python -m pytei_ray.launch {job} --out {out} --extend"
-    edited = tmp_path / "job.py"  # the edit, with 4 repetitions to keep the test short
-    edited.write_text(JOB.replace("def make_campaign(repetitions=3)",
-                                  "def make_campaign(repetitions=4)"))
+    assert rep.command == (f"python -m pytei_ray.launch {job} --out {out} --extend "
+                           f"--repetitions {rep.repetitions}")
     copy = tmp_path / "copy"
     shutil.copytree(out, copy)
-    argv = command.replace(str(job), str(edited)).replace(str(out), str(copy)).split()[3:]
+    argv = rep.command.replace(str(out), str(copy)).split()[3:]
+    argv[argv.index("--repetitions") + 1] = "4"  # 4 instead of the advice, to keep it short
     assert launch([*argv, "--executor", "local", "--no-progress"]) == 0
+    assert summarize(copy, metric="accuracy")["trials"].sum() == 2 * 3 * 3 * 4
+    plain = [str(job), "--out", str(copy), "--executor", "local", "--no-progress"]
+    assert launch(plain) == 0  # the recorded 4 repetitions: complete, nothing refused
     assert summarize(copy, metric="accuracy")["trials"].sum() == 2 * 3 * 3 * 4
 
 

@@ -14,7 +14,6 @@ In a notebook::
 
 from __future__ import annotations
 
-import ast
 import os
 import shlex
 from collections import Counter
@@ -103,23 +102,6 @@ def _job_path(ds: Dataset) -> str | None:
     return ds.job_copy
 
 
-def _takes_repetitions(source: str | None) -> bool:
-    """Whether the job's ``make_campaign`` accepts ``repetitions`` (read, never executed);
-    True when the source is unknown."""
-    if source is None:
-        return True
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return True
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == "make_campaign":
-            a = node.args
-            names = {x.arg for x in [*a.posonlyargs, *a.args, *a.kwonlyargs]}
-            return "repetitions" in names or a.kwarg is not None
-    return False
-
-
 def _expected_trials(manifest: dict[str, Any]) -> int | None:
     """Trials of the full grid, from the manifest's counts or its spec's factor levels."""
     for holder in (manifest, _spec(manifest)):
@@ -137,27 +119,12 @@ def _expected_trials(manifest: dict[str, Any]) -> int | None:
     return n
 
 
-def _set_extends(manifest: dict[str, Any], reps: int) -> bool:
-    """Whether the launcher accepts ``--extend --set repetitions=reps`` for the stored spec
-    (asked of its own spec comparison; True when there is no stored spec to ask about)."""
-    spec = manifest.get("spec")
-    if not isinstance(spec, dict):
-        return True
-    try:
-        from pytei_ray.campaign.spec import compare_specs
-    except ImportError:  # pragma: no cover - the campaign layer ships with the package
-        return True
-    params = dict(spec.get("params") or {}, repetitions=reps)
-    return bool(compare_specs(spec, {**spec, "params": params, "repetitions": reps}).extendable)
-
-
 def _launch_command(ds: Dataset, reps: int) -> str:
     """The launcher call that extends the stored campaign to ``reps`` repetitions.
 
-    It keeps the job parameters the campaign was made with (a changed spec is refused). When
-    ``--set repetitions=N`` cannot work (the job's ``make_campaign`` takes no such parameter,
-    or the launcher treats a changed parameter as a different campaign), it says to edit the
-    job file instead, or, when repetitions is itself a stored parameter, to use a new --out.
+    ``--extend --repetitions N`` works for any job: the launcher replaces the campaign's
+    repetitions after the job builds it, keeping the job parameters the campaign was made with
+    (a changed parameter would be a different campaign), and records the count in the manifest.
     """
     job = _job_path(ds)
     spec_params = _spec(ds.manifest).get("params")
@@ -165,21 +132,11 @@ def _launch_command(ds: Dataset, reps: int) -> str:
     params = job_entry.get("params") if isinstance(job_entry, dict) else None
     params = params if isinstance(params, dict) else spec_params
     params = params if isinstance(params, dict) else {}
-    out, extend, head = ds.path, True, ""
-    if _takes_repetitions(ds.job_source) and _set_extends(ds.manifest, reps):
-        params = {**params, "repetitions": reps}
-    elif "repetitions" in params:
-        params = {**params, "repetitions": reps}
-        out, extend = f"{ds.path.rstrip('/')}-{reps}reps", False
-        head = ("# repetitions is a stored job parameter and the launcher does not extend a "
-                "changed parameter: run the larger campaign into a new directory:\n")
-    else:
-        head = f"# set repetitions={reps} in the job's Campaign(...), then:\n"
     sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
     words = ["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
-             "--out", shlex.quote(out), *(["--extend"] if extend else []),
+             "--out", shlex.quote(ds.path), "--extend", "--repetitions", str(reps),
              *(f"--set {shlex.quote(s)}" for s in sets)]
-    return head + " ".join(words)
+    return " ".join(words)
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
