@@ -84,6 +84,25 @@ def _error_text(exc: BaseException) -> str:
     return text if len(text) <= _MAX_ERROR_CHARS else "...\n" + text[-_MAX_ERROR_CHARS:]
 
 
+def to_device(data: Any, device: torch.device) -> Any:
+    """Move evaluation data next to the replica: tensors (also inside tuples, lists and dicts)
+    and objects with a ``.to(device)`` method (e.g. ``ClickLog``); anything else as it is."""
+    if isinstance(data, torch.Tensor) or (
+        callable(getattr(data, "to", None)) and not isinstance(data, (str, bytes))
+    ):
+        try:
+            return data.to(device)
+        except TypeError:  # a `.to` that is not torch's (e.g. a unit conversion): leave it
+            return data
+    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
+        return type(data)(*(to_device(v, device) for v in data))
+    if isinstance(data, (list, tuple)):
+        return type(data)(to_device(v, device) for v in data)
+    if isinstance(data, dict):
+        return {k: to_device(v, device) for k, v in data.items()}
+    return data
+
+
 class TrialWorker:
     """Runs chunks of trials of one campaign, keeping a replica per model.
 
@@ -162,7 +181,8 @@ class TrialWorker:
             model = self._build(name)
         if name not in self._data:
             try:
-                self._data[name] = call_hook(self.campaign.data, self.context, name)
+                data = call_hook(self.campaign.data, self.context, name)
+                self._data[name] = to_device(data, self.device)
             except Exception as exc:
                 raise self._setup_error(f"Loading the data of model {name!r}", exc) from exc
         return model
