@@ -143,6 +143,10 @@ class EvalData:
     test: ClickLog
     validation: ClickLog
 
+    def to(self, device: torch.device | str) -> EvalData:
+        """Both splits on ``device`` (the worker moves the data next to its replica)."""
+        return EvalData(self.test.to(device), self.validation.to(device))
+
 
 @dataclass(frozen=True)
 class DRSStudy:
