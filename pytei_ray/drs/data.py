@@ -113,7 +113,7 @@ class ClickLog:
             )
         if n and self.sparse.numel():
             lo, hi = self.sparse.min(0).values, self.sparse.max(0).values
-            dims = torch.tensor(self.field_dims)
+            dims = torch.tensor(self.field_dims, device=self.sparse.device)
             if (lo < 0).any() or (hi >= dims).any():
                 bad = int(torch.nonzero((lo < 0) | (hi >= dims))[0])
                 raise ValueError(
