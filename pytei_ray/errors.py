@@ -14,6 +14,9 @@ __all__ = [
     "ResultsDirError",
     "SpecChangedError",
     "TrialSetupError",
+    "ExecutorOptionError",
+    "ResourcesUnavailableError",
+    "TrialsLostError",
 ]
 
 
@@ -54,3 +57,26 @@ class TrialSetupError(PyteiRayError):
     a setup failure means no trial of that model/mitigation can be meaningful, so the run stops.
     Rows already written are kept: fix the job and rerun the same command to resume.
     """
+
+
+class ExecutorOptionError(PyteiRayError, ValueError):
+    """An executor option is invalid (``--executor-opt``, ``--num-gpus``, ``--num-cpus``)."""
+
+
+class ResourcesUnavailableError(PyteiRayError, RuntimeError):
+    """The cluster cannot place even one worker of the requested shape (or no worker is left)."""
+
+
+class TrialsLostError(PyteiRayError):
+    """Some trials killed their worker process every time they ran and were given up.
+
+    Every other trial's row is stored; running the same command again retries only these
+    (the launcher exits with status 3).
+
+    Attributes:
+        trial_ids: the trials without a row.
+    """
+
+    def __init__(self, message: str, trial_ids: list[str]) -> None:
+        super().__init__(message)
+        self.trial_ids = trial_ids

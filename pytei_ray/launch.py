@@ -19,9 +19,16 @@ from typing import Any
 from pytei_ray.campaign.jobfile import JobRef, load_job, parse_params
 from pytei_ray.campaign.spec import compare_specs, spec_hash
 from pytei_ray.campaign.trials import FACTORS, Trial, count_by_factor, expand, make_chunks
-from pytei_ray.errors import PyteiRayError, SpecChangedError, TrialSetupError
+from pytei_ray.errors import (
+    ExecutorOptionError,
+    PyteiRayError,
+    SpecChangedError,
+    TrialSetupError,
+    TrialsLostError,
+)
 from pytei_ray.execution import ExecutorConfig, available_executors, default_executor, get_executor
 from pytei_ray.execution.base import Executor
+from pytei_ray.execution.ray_options import RunStats, parse_options
 from pytei_ray.storage import JOB_COPY, ResultsStore, ResultsWriter
 
 __all__ = ["RunSummary", "run", "main", "default_out"]
@@ -37,6 +44,8 @@ class RunSummary:
         campaign: campaign name.  out: results location.  total: trials in the grid.
         ran: trials run now.  failed: of those, ``status="failed"``.  skipped: already stored.
         complete: every trial of the grid has a row.  dry_run: nothing was run.
+        worker_failures: worker processes found dead (Ray executor), ``worker_events`` says
+            what followed (``"2 worker failures (1 restarted, 2 chunks retried)"``).
     """
 
     campaign: str
@@ -47,6 +56,8 @@ class RunSummary:
     skipped: int = 0
     complete: bool = False
     dry_run: bool = False
+    worker_failures: int = 0
+    worker_events: str = ""
 
     def line(self) -> str:
         """The one-line summary printed at the end of a run."""
@@ -54,8 +65,9 @@ class RunSummary:
             return (f"{self.campaign}: complete, all {self.total} trials already stored in "
                     f"{self.out} (nothing to run).")
         state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
+        workers = f"; {self.worker_events}" if self.worker_events else ""
         return (f"{self.campaign}: {self.ran} trials run ({self.failed} failed), {self.skipped} "
-                f"skipped (already stored); {state}; results in {self.out}")
+                f"skipped (already stored){workers}; {state}; results in {self.out}")
 
 
 def default_out(campaign_name: str) -> str:
@@ -232,6 +244,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
 
     bar = tqdm(total=len(pending), unit="trial", desc=campaign.name, disable=not progress,
                dynamic_ncols=True, file=sys.stderr)
+    stats = getattr(ex, "stats", None)  # the Ray executor's RunStats (worker failures)
+    stats = stats if isinstance(stats, RunStats) else RunStats()
 
     def on_result(result: Any) -> None:
         writer.add(result.rows, result.golden)
@@ -240,13 +254,17 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         for name in result.rebuilt:
             echo(f"warning: replica of {name!r} on {result.worker} was modified; rebuilt it.")
         bar.update(len(result.rows))
-        if summary.failed:
-            bar.set_postfix(failed=summary.failed)
+        postfix = {k: v for k, v in (("failed", summary.failed),
+                                      ("workers_lost", stats.worker_failures)) if v}
+        if postfix:
+            bar.set_postfix(postfix)
 
-    echo(f"{campaign.name}: running {len(pending)} of {len(trials)} trials on {ex.describe()} "
-         f"-> {store.location}")
     try:
         with ex:
+            # describe() starts or joins Ray (once: prepare and run reuse it) to name it here;
+            # inside `with ex` so that a Ray started by it is shut down whatever happens next
+            echo(f"{campaign.name}: running {len(pending)} of {len(trials)} trials on "
+                 f"{ex.describe()} -> {store.location}")
             _prepare(ex, job, [m for m in campaign.models if any(t.model == m for t in pending)],
                      echo)
             ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
@@ -254,6 +272,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         bar.close()
         writer.close()
         summary.complete = summary.ran == len(pending)
+        summary.worker_failures = stats.worker_failures
+        summary.worker_events = stats.failures()
         echo(summary.line())
     return summary
 
@@ -335,11 +355,28 @@ def _override(job: JobRef) -> int | None:
     return int(value) if value is not None else None
 
 
+#: ``main``'s exit statuses (also in ``--help``)
+EXIT_OK, EXIT_SETUP, EXIT_INPUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+_EPILOG = """\
+exit status:
+  0    done: every trial has a row (failed trials are results too)
+  1    a job hook failed before its trials could run (model factory, data,
+       calibration, golden run); stored rows are kept
+  2    bad input (job file, campaign, options), a refused results directory,
+       or workers that cannot be placed
+  3    trials lost: their worker process died every time they ran; every
+       other trial is stored, run the same command to retry only them
+  130  interrupted; stored rows are kept, run the same command to resume
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="python -m pytei_ray.launch",
-        description="Run a fault-injection campaign (a job file defining `campaign`) into a "
-                    "Parquet results directory. Rerun the same command to resume.")
+        description="Run a fault-injection campaign (a job file defining `campaign`) into a\n"
+                    "Parquet results directory. Rerun the same command to resume.",
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("job", help="job file: a Python module defining `campaign = Campaign(...)`")
     p.add_argument("--out", help="results directory or URI (s3://..., gs://...); default "
                                  "results/<campaign name>")
@@ -358,13 +395,22 @@ def _parser() -> argparse.ArgumentParser:
                    help="run trials whose stored status is 'failed' again")
     p.add_argument("--executor", choices=available_executors(), default=default_executor(),
                    help="where trials run (default: %(default)s); 'local' runs in this process")
-    p.add_argument("--device", help="device for model replicas (local executor); default cuda "
-                                    "if available, else cpu")
+    p.add_argument("--device", help="device for model replicas, local and ray executors (cpu, "
+                                    "cuda); default: cuda when available (on Ray: when Ray "
+                                    "gave the worker a GPU), else cpu")
     p.add_argument("--address", help="Ray cluster address (ray executor); default: start a "
                                      "local Ray")
     p.add_argument("--workers", type=int, help="number of Ray workers (ray executor)")
+    p.add_argument("--num-gpus", type=float, metavar="N",
+                   help="GPUs per Ray worker, fractions allowed (0.5: two workers share a "
+                        "GPU; 0: CPU workers); default: the campaign's num_gpus_per_worker")
+    p.add_argument("--num-cpus", type=float, metavar="N",
+                   help="CPUs per Ray worker, fractions allowed; default: the campaign's "
+                        "num_cpus_per_worker")
     p.add_argument("--executor-opt", action="append", default=[], metavar="KEY=VALUE",
-                   help="executor-specific option (repeatable)")
+                   help="executor-specific option (repeatable); ray: max_restarts, "
+                        "max_attempts, resource_timeout, spread, local_num_cpus, "
+                        "local_num_gpus (see docs/ray.md)")
     p.add_argument("--chunk-size", type=int, help="trials per chunk (default: the campaign's)")
     p.add_argument("--flush-every", type=float, default=10.0, metavar="SECONDS",
                    help="write buffered rows at least this often (default: %(default)s)")
@@ -374,15 +420,34 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``--executor-opt`` plus ``--num-gpus`` / ``--num-cpus``, checked before any work."""
+    options = parse_params(args.executor_opt)
+    for flag, key in (("--num-gpus", "num_gpus"), ("--num-cpus", "num_cpus")):
+        value = getattr(args, key)
+        if value is None:
+            continue
+        if not (0 <= value < float("inf")):
+            raise ExecutorOptionError(f"Expected {flag} to be a number >= 0 (per worker; "
+                                      f"fractions allowed), but got {value:g}.")
+        if key in options:
+            raise ExecutorOptionError(f"Expected {key} once, but got both {flag} {value:g} and "
+                                      f"--executor-opt {key}={options[key]}.")
+        options[key] = value
+    if args.executor == "ray":
+        parse_options(options)
+    return options
+
+
 def main(argv: list[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 setup failure, 2 bad input, 130 ^C)."""
+    """CLI entry point; returns the exit status (0 ok, 1 setup failure, 2 bad input, 3 trials
+    lost, 130 interrupted; see ``--help``)."""
     args = _parser().parse_args(argv)
     try:
         if args.chunk_size is not None and args.chunk_size < 1:
             raise PyteiRayError(f"Expected --chunk-size >= 1, but got {args.chunk_size}.")
         config = ExecutorConfig(device=args.device, address=args.address,
-                                num_workers=args.workers,
-                                options=parse_params(args.executor_opt))
+                                num_workers=args.workers, options=_executor_options(args))
         run(args.job, args.out, params=parse_params(args.params), executor=args.executor,
             config=config, extend=args.extend, retry_failed=args.retry_failed,
             dry_run=args.dry_run, repetitions=args.repetitions, chunk_size=args.chunk_size,
@@ -390,15 +455,18 @@ def main(argv: list[str] | None = None) -> int:
             progress=not args.no_progress)
     except TrialSetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_SETUP
+    except TrialsLostError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_LOST
     except PyteiRayError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted: stored rows are kept; run the same command to resume.",
               file=sys.stderr)
-        return 130
-    return 0
+        return EXIT_INTERRUPTED
+    return EXIT_OK
 
 
 if __name__ == "__main__":

@@ -9,6 +9,9 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
+from pytei_ray.errors import TrialsLostError
+from pytei_ray.execution.local import LocalExecutor
+from pytei_ray.execution.ray_options import RunStats
 from pytei_ray.launch import main, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -244,3 +247,108 @@ def test_setup_error_exits_1_and_keeps_rows(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "The factory of model 'b' raised ZeroDivisionError" in err
     assert len(pd.read_parquet(out)) == 8  # model a's trials are kept
+
+
+class _LosingExecutor(LocalExecutor):
+    """Runs every trial but the first chunk's first, then gives it up as the Ray executor would."""
+
+    def __init__(self, config=None) -> None:
+        super().__init__(config)
+        self.stats = RunStats(workers=2, worker_failures=2, restarts=1, chunks_retried=2,
+                              trials_lost=1)
+        self.calls: list[str] = []
+
+    def describe(self) -> str:
+        self.calls.append("describe")
+        return "fake"
+
+    def __enter__(self):
+        self.calls.append("enter")
+        return self
+
+    def close(self) -> None:
+        self.calls.append("close")
+
+    def run(self, job, chunks, on_result) -> None:
+        chunks = [list(c) for c in chunks]
+        lost = chunks[0].pop(0)
+        super().run(job, chunks, on_result)
+        raise TrialsLostError(f"1 trial(s) could not be completed: {lost.trial_id}",
+                              [lost.trial_id])
+
+
+def test_lost_trials_exit_3_keep_the_rest_and_rerun_only_them(tmp_path, capsys, monkeypatch):
+    job = write_job(tmp_path / "job.py")
+    out = tmp_path / "out"
+    fake = _LosingExecutor()
+    monkeypatch.setattr("pytei_ray.launch.get_executor", lambda name, config: fake)
+    assert main([job, "--out", str(out), "--executor", "local"]) == 3  # progress bar on
+    captured = capsys.readouterr()
+    assert "could not be completed" in captured.err
+    assert "failed=" not in captured.err and "workers_lost=2" in captured.err  # the bar
+    assert ("15 trials run (0 failed), 0 skipped (already stored); 2 worker failures (1 "
+            "restarted, 2 chunks retried, 1 trials lost); INCOMPLETE") in captured.out
+    assert fake.calls == ["enter", "describe", "close"]  # Ray is named once it is up
+    assert len(pd.read_parquet(out)) == 15
+    monkeypatch.undo()
+    assert launch(job, "--out", out) == 0
+    assert "1 trials run (0 failed), 15 skipped (already stored); complete" in (
+        capsys.readouterr().out)
+
+
+def test_executor_is_closed_when_describe_fails(tmp_path, monkeypatch):
+    fake = _LosingExecutor()
+
+    def describe():
+        raise RuntimeError("cannot reach the cluster")
+
+    fake.describe = describe
+    monkeypatch.setattr("pytei_ray.launch.get_executor", lambda name, config: fake)
+    with pytest.raises(RuntimeError, match="cannot reach"):
+        launch(write_job(tmp_path / "job.py"), "--out", tmp_path / "out")
+    assert fake.calls == ["enter", "close"]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--num-gpus", "-1"], "Expected --num-gpus to be a number >= 0 (per worker; fractions "
+                           "allowed), but got -1."),
+    (["--num-cpus", "nan"], "Expected --num-cpus to be a number >= 0"),
+    (["--num-gpus", "1.5"], "num_gpus per worker to be a fraction <= 1 or a whole number, but "
+                            "got 1.5"),
+    (["--num-gpus", "1", "--executor-opt", "num_gpus=0.5"],
+     "Expected num_gpus once, but got both --num-gpus 1 and --executor-opt num_gpus=0.5."),
+    (["--executor-opt", "gpus=1"], "Expected --executor-opt keys for the ray executor"),
+])
+def test_bad_ray_resources_fail_before_any_work(tmp_path, capsys, monkeypatch, flags, expected):
+    monkeypatch.setattr("pytei_ray.launch.get_executor", pytest.fail)  # no executor is made
+    out = tmp_path / "out"
+    args = [write_job(tmp_path / "job.py"), "--out", str(out), "--no-progress"]
+    assert main([*args, "--executor", "ray", *flags]) == 2
+    assert expected in capsys.readouterr().err
+    assert not out.exists()
+
+
+def test_num_gpus_and_num_cpus_become_ray_executor_options(tmp_path, capsys, monkeypatch):
+    seen = []
+
+    def fake(name, config):
+        seen.append((name, config))
+        return LocalExecutor(config)
+
+    monkeypatch.setattr("pytei_ray.launch.get_executor", fake)
+    args = [write_job(tmp_path / "job.py", reps=1, models='{"a": build}'), "--out",
+            str(tmp_path / "out"), "--no-progress", "--executor", "ray"]
+    assert main([*args, "--num-gpus", "0.5", "--num-cpus", "2",
+                 "--executor-opt", "max_attempts=5"]) == 0
+    name, config = seen[0]
+    assert name == "ray"
+    assert dict(config.options) == {"num_gpus": 0.5, "num_cpus": 2.0, "max_attempts": 5}
+
+
+def test_help_documents_the_exit_statuses(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    assert "exit status:" in text and "3    trials lost" in text and "130  interrupted" in text
+    assert "local and ray executors" in text and "--num-gpus N" in text

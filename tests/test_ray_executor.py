@@ -173,3 +173,42 @@ def test_bad_executor_options_are_rejected():
     with pytest.raises(ValueError, match="num_gpus to be a float, but got 'x'"):
         RayExecutor(ExecutorConfig(options={"num_gpus": "x"}))
     assert get_executor("ray").describe(connect=False) == "ray"
+
+
+def test_errors_and_stats_keep_their_old_import_locations():
+    from pytei_ray import errors
+    from pytei_ray.execution import ray_executor, ray_options, ray_runtime
+
+    assert ray_executor.TrialsLostError is errors.TrialsLostError
+    assert ray_runtime.ResourcesUnavailableError is errors.ResourcesUnavailableError
+    assert ray_executor.RunStats is ray_options.RunStats
+    assert issubclass(errors.ExecutorOptionError, ValueError)
+
+
+def test_describe_then_run_starts_ray_once(monkeypatch):
+    """``launch`` names the cluster before ``prepare``/``run``: they must reuse that runtime."""
+    from pytei_ray.execution import ray_executor
+
+    made: list = []
+
+    class FakeRuntime:
+        def __init__(self, address, **kwargs):
+            self.starts = self.closes = 0
+            made.append(self)
+
+        def start(self):
+            self.starts += 1
+
+        def describe(self):
+            return "fake Ray"
+
+        def close(self):
+            self.closes += 1
+
+    monkeypatch.setattr(ray_executor, "RayRuntime", FakeRuntime)
+    ex = RayExecutor(ExecutorConfig(num_workers=2))
+    ex.describe()
+    ex.describe()
+    assert ex._connect() is made[0]  # what prepare() and run() call before starting workers
+    ex.close()
+    assert len(made) == 1 and made[0].starts == 1 and made[0].closes == 1

@@ -12,8 +12,9 @@ finished chunk to ``on_result`` as soon as it arrives, and survives workers that
 * an actor whose process dies (killed, out of memory, CUDA error, node lost) is restarted by Ray
   (``max_restarts``) or replaced; its unfinished chunks go back to the queue and run elsewhere;
 * a chunk that kills its worker ``max_attempts`` times is split into single trials, and a trial
-  that still kills its worker is given up: :class:`TrialsLostError` is raised after every other
-  chunk is done (rows already reported are kept; the next run retries the lost trials);
+  that still kills its worker is given up: :class:`~pytei_ray.errors.TrialsLostError` is raised
+  after every other chunk is done (rows already reported are kept; the next run retries the lost
+  trials);
 * rows are reported once per trial id, whatever happens to the futures.
 """
 
@@ -34,11 +35,13 @@ from ray import exceptions as rex
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.campaign.worker import ChunkResult, TrialWorker
-from pytei_ray.errors import PyteiRayError
+from pytei_ray.errors import ResourcesUnavailableError, TrialsLostError
 
 from .base import Executor, ExecutorConfig, ResultCallback
-from .ray_runtime import RayRuntime, ResourcesUnavailableError, check_feasible
+from .ray_options import RunStats, parse_options
+from .ray_runtime import RayRuntime, check_feasible
 
+# RunStats and TrialsLostError are re-exported: they lived here before ray_options / errors
 __all__ = ["RayExecutor", "RayTrialActor", "RunStats", "TrialsLostError"]
 
 log = logging.getLogger("pytei_ray")
@@ -46,25 +49,6 @@ log = logging.getLogger("pytei_ray")
 #: exceptions meaning "the worker process is gone", not "the job's code raised"
 _WORKER_LOST = (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError,
                 rex.ObjectLostError, rex.NodeDiedError)
-
-#: ``--executor-opt`` keys understood here, with their types
-_OPTIONS: dict[str, type] = {
-    "num_cpus": float, "num_gpus": float, "max_restarts": int, "max_attempts": int,
-    "resource_timeout": float, "spread": bool, "local_num_cpus": int, "local_num_gpus": float,
-}
-
-
-class TrialsLostError(PyteiRayError):
-    """Some trials killed their worker process every time they ran and were given up.
-
-    Attributes:
-        trial_ids: the trials without a row.
-    """
-
-    def __init__(self, message: str, trial_ids: list[str]) -> None:
-        super().__init__(message)
-        self.trial_ids = trial_ids
-
 
 @ray.remote
 class RayTrialActor:
@@ -116,36 +100,6 @@ class RayTrialActor:
 
 
 @dataclass
-class RunStats:
-    """What happened to the workers during a run (for the launcher's summary).
-
-    Attributes:
-        workers: actors started (including replacements).
-        worker_failures: times a worker process was found dead.
-        restarts: times Ray restarted a dead actor.
-        replaced: dead actors replaced by new ones.
-        chunks_retried: chunks sent again after their worker died.
-        trials_lost: trials given up (see :class:`TrialsLostError`).
-        duplicates_dropped: rows not reported because their trial was reported already.
-    """
-
-    workers: int = 0
-    worker_failures: int = 0
-    restarts: int = 0
-    replaced: int = 0
-    chunks_retried: int = 0
-    trials_lost: int = 0
-    duplicates_dropped: int = 0
-
-    def __str__(self) -> str:
-        parts = [f"{self.workers} workers"]
-        for name in ("worker_failures", "restarts", "replaced", "chunks_retried", "trials_lost"):
-            if getattr(self, name):
-                parts.append(f"{getattr(self, name)} {name.replace('_', ' ')}")
-        return ", ".join(parts)
-
-
-@dataclass
 class _Chunk:
     trials: list[Trial]
     attempts: int = 0  # runs that ended with the worker dead
@@ -180,7 +134,7 @@ class RayExecutor(Executor):
 
     def __init__(self, config: ExecutorConfig | None = None) -> None:
         super().__init__(config)
-        self.options = _parse_options(self.config.options)
+        self.options = parse_options(self.config.options)
         self.stats = RunStats()
         self.workers_seen: dict[str, dict[str, Any]] = {}  # "host:pid" -> info() of that actor
         self.runtime: RayRuntime | None = None
@@ -442,26 +396,3 @@ def _short(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:160] if text else ''}"
 
-
-def _parse_options(options: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in dict(options or {}).items():
-        if key not in _OPTIONS:
-            raise ValueError(f"Expected --executor-opt keys for the ray executor to be among "
-                             f"{sorted(_OPTIONS)}, but got {key!r}.")
-        kind = _OPTIONS[key]
-        try:
-            if kind is bool:
-                ok = isinstance(value, bool) or str(value).lower() in ("0", "1", "true", "false")
-                if not ok:
-                    raise ValueError
-                value = value if isinstance(value, bool) else str(value).lower() in ("1", "true")
-            else:
-                value = kind(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"Expected --executor-opt {key} to be a {kind.__name__}, but got "
-                             f"{value!r}.") from None
-        if kind is not bool and value < 0:
-            raise ValueError(f"Expected --executor-opt {key} to be >= 0, but got {value!r}.")
-        out[key] = value
-    return out

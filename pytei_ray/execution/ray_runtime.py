@@ -21,8 +21,9 @@ from typing import Any
 
 import ray
 
-from pytei_ray.errors import PyteiRayError
+from pytei_ray.errors import ResourcesUnavailableError
 
+# ResourcesUnavailableError is re-exported: it lived here before pytei_ray.errors
 __all__ = ["QUIET_ENV", "quiet_env", "RayRuntime", "worker_capacity", "check_feasible",
            "ResourcesUnavailableError"]
 
@@ -36,10 +37,6 @@ QUIET_ENV: Mapping[str, str] = {
 }
 
 _EPS = 1e-9
-
-
-class ResourcesUnavailableError(PyteiRayError, RuntimeError):
-    """The cluster cannot place even one worker of the requested shape."""
 
 
 def quiet_env() -> None:
@@ -175,8 +172,8 @@ def check_feasible(num_cpus: float, num_gpus: float, num_workers: int | None,
             f"No worker can be placed: each needs {num_cpus:g} CPU and {num_gpus:g} GPU, but the "
             f"largest node has {_largest(_alive_node_resources())} (cluster total: "
             f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU).\n"
-            "Lower the request (--executor-opt num_gpus=0 runs CPU workers; num_gpus=0.5 shares "
-            "a GPU between two workers) or run on a cluster with such nodes (--address).")
+            "Lower the request (--num-gpus 0 runs CPU workers; --num-gpus 0.5 shares a GPU "
+            "between two workers) or run on a cluster with such nodes (--address).")
     if num_workers is None:
         return max(1, fits)
     if num_workers > fits:
