@@ -247,7 +247,9 @@ def _words_faults(
             into = first[np.searchsorted(first, dup, side="right") - 1]
             np.bitwise_and.at(a, into, a[dup])  # sites touch disjoint bits, so AND/OR compose
             np.bitwise_or.at(x, into, x[dup])
-            words, a, x = np.delete(words, dup), np.delete(a, dup), np.delete(x, dup)
+            keep = np.ones(words.size, dtype=bool)
+            keep[dup] = False
+            words, a, x = words[keep], a[keep], x[keep]
     return TensorFaults(site.name, site.dtype, site.shape, words, a, x, int(positions.size))
 
 

@@ -163,8 +163,14 @@ class _BitModel(ErrorModel):
         return cache[layout.dtype]
 
     def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
-        bits = np.asarray(self.site_bits(layout), dtype=np.uint64)[slots]
-        return (np.uint64(1) << bits).astype(layout.np_uint).view(layout.np_int)
+        """One-bit masks for ``slots`` (indices into this model's site bits for ``layout``)."""
+        tables = self.__dict__.setdefault("_mask_tables", {})  # per dtype: slot -> mask
+        table = tables.get(layout.dtype)
+        if table is None:
+            bits = np.asarray(self.site_bits(layout), dtype=np.uint64)
+            table = (np.uint64(1) << bits).astype(layout.np_uint).view(layout.np_int)
+            tables[layout.dtype] = table
+        return table[slots]
 
     def _params(self) -> dict[str, object]:
         params = super()._params()

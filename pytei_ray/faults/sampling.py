@@ -37,8 +37,9 @@ def bernoulli_positions(n: int, p: float, rng: np.random.Generator) -> np.ndarra
     last = -1  # position of the last hit so far
     while True:
         size = int(min(_MAX_DRAW, expected + 6.0 * math.sqrt(expected) + 16))
-        gaps = rng.geometric(p, size=size).astype(np.int64)
-        pos = last + np.cumsum(gaps)
+        pos = rng.geometric(p, size=size)  # int64 gaps, turned into positions in place
+        np.cumsum(pos, out=pos)
+        pos += last
         if pos[-1] >= n:
             chunks.append(pos[: np.searchsorted(pos, n)])
             break
