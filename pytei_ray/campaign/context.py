@@ -22,7 +22,6 @@ import inspect
 import os
 import re
 import threading
-import uuid
 import weakref
 from collections.abc import Callable
 from typing import Any
@@ -130,6 +129,8 @@ class BuildContext:
             return data
         import pyarrow.fs as pafs
 
+        from pytei_ray.storage.store import put_atomic  # lazy, like pyarrow
+
         fs, root = self._filesystem()
         path = f"{root}/{key}"
         if not refresh and fs.get_file_info(path).type == pafs.FileType.File:
@@ -139,20 +140,7 @@ class BuildContext:
             return data
         data = _checked(produce(), key)
         fs.create_dir(root, recursive=True)
-        if isinstance(fs, pafs.LocalFileSystem):
-            tmp = f"{root}/.{key}.tmp-{uuid.uuid4().hex[:8]}"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(data)
-                    f.flush()
-                    os.fsync(f.fileno())
-                os.replace(tmp, path)
-            finally:
-                if os.path.exists(tmp):
-                    os.unlink(tmp)
-        else:
-            with fs.open_output_stream(path) as out:  # one put: atomic on object stores
-                out.write(data)
+        put_atomic(fs, path, data)
         self.produced.append(key)
         return data
 

@@ -60,6 +60,29 @@ def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
+def put_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
+    """Write ``data`` to ``path`` on ``fs`` so that readers see all of it or nothing.
+
+    Local disk: a hidden temporary file in the same folder, fsynced, then renamed over ``path``.
+    Object stores: one put, which they make visible atomically.
+    """
+    if not isinstance(fs, pafs.LocalFileSystem):
+        with fs.open_output_stream(path) as out:
+            out.write(data)
+        return
+    directory, name = os.path.split(path)
+    tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
 class ResultsStore:
     """Reads and writes one results directory.
 
@@ -97,21 +120,7 @@ class ResultsStore:
     # ---- atomic writes ---------------------------------------------------------------------
     def _put(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` so that readers see all of it or nothing."""
-        if not self._local:
-            with self.fs.open_output_stream(path) as out:  # one put: atomic on object stores
-                out.write(data)
-            return
-        directory, name = os.path.split(path)
-        tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-        try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        put_atomic(self.fs, path, data)
 
     @staticmethod
     def _parquet_bytes(table: pa.Table) -> bytes:
