@@ -1,8 +1,9 @@
 """Pure samplers of fault positions: work and memory are O(number of faults), never O(bits).
 
 A Bernoulli(p) process over ``n`` sites is sampled through its geometric gaps: the gap between two
-successive hits is Geometric(p), so the hit positions come out distinct and sorted, and their count
-follows Binomial(n, p) exactly, at every p (no rounding of p as in PyTEI's dense error map).
+successive hits is Geometric(p) (drawn by inversion), so the hit positions come out distinct and
+sorted, and their count follows Binomial(n, p) exactly, at every p (no rounding of p as in
+PyTEI's dense error map).
 """
 
 from __future__ import annotations
@@ -33,12 +34,20 @@ def bernoulli_positions(n: int, p: float, rng: np.random.Generator) -> np.ndarra
     if p >= 1.0:
         return np.arange(n, dtype=np.int64)
     expected = n * p
+    scale = 1.0 / math.log1p(-p)  # negative
     chunks: list[np.ndarray] = []
     last = -1  # position of the last hit so far
     while True:
         size = int(min(_MAX_DRAW, expected + 6.0 * math.sqrt(expected) + 16))
-        pos = rng.geometric(p, size=size)  # int64 gaps, turned into positions in place
-        np.cumsum(pos, out=pos)
+        # Geometric(p) gaps by inversion, 1 + floor(log(V) / log(1 - p)) with V uniform in
+        # (0, 1]: exact, and ~2x faster than Generator.geometric (numpy's log is vectorized).
+        v = rng.random(size)
+        np.subtract(1.0, v, out=v)
+        np.log(v, out=v)
+        v *= scale
+        pos = v.astype(np.int64)
+        pos += 1
+        np.cumsum(pos, out=pos)  # gaps -> positions, in place
         pos += last
         if pos[-1] >= n:
             chunks.append(pos[: np.searchsorted(pos, n)])
