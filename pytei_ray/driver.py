@@ -197,8 +197,12 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     store.quarantine_bad_parts()
     status = store.read_trial_status()
     if diff is not None and not diff.same:
-        new = len(grid_ids - set(status))
-        if not (extend and diff.extendable):
+        if not status and not store.part_paths(golden=True):
+            # Nothing computed yet (e.g. a typo stopped the first run): nothing to protect.
+            echo("note: the campaign changed but no results are stored yet; the stored spec is "
+                 "replaced:\n  " + "\n  ".join(diff.changes))
+        elif not (extend and diff.extendable):
+            new = len(grid_ids - set(status))
             raise _refusal(diff.changes, diff.extendable, store.location, len(status), new)
     foreign = set(status) - grid_ids
     if foreign:

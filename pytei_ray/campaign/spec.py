@@ -81,14 +81,14 @@ def _check_mitigation(arg: str, value: object) -> None:
 
 
 def _check_target(arg: str, value: object) -> None:
-    if value is None or isinstance(value, (str, Path)):
+    if value is None or isinstance(value, (str, Path, type)):
         return
     if isinstance(value, (list, tuple)) and value and all(
         isinstance(v, (str, type)) for v in value
     ):
         return
-    raise _fail(arg, "None (all parameters), a str/Path, or a list of names and module types",
-                value)
+    raise _fail(arg, "None (all parameters), a name, glob, Path or module type, or a list of "
+                "names and module types", value)
 
 
 def _check_bers(bers: object) -> tuple[float, ...]:

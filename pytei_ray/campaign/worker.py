@@ -171,9 +171,24 @@ class TrialWorker:
             raise TrialSetupError(f"Expected the factory of model {name!r} to return an "
                                   f"nn.Module, but got {type(model).__name__}.")
         model = model.to(self.device).eval()
+        self._check_targets(name, model)
         self._models[name] = model
         self._pristine[name] = state_checksum(model)
         return model
+
+    def _check_targets(self, name: str, model: torch.nn.Module) -> None:
+        """Resolve every target set against a new model, so that a misspelled name stops the
+        run before any trial (instead of failing every trial of that target set)."""
+        from pytei_ray.injection import resolve_targets
+
+        for target, spec in self.campaign.targets.items():
+            try:
+                resolve_targets(model, spec)
+            except (ValueError, TypeError) as exc:
+                raise TrialSetupError(
+                    f"Target set {target!r} does not fit model {name!r}: {exc}\n"
+                    "Fix `targets` in the job file and run the same command again."
+                ) from exc
 
     def _model(self, name: str) -> torch.nn.Module:
         model = self._models.get(name)
