@@ -245,8 +245,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     ex = executor if isinstance(executor, Executor) else get_executor(executor, config)
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=len(pending), unit="trial", desc=campaign.name, disable=not progress,
-               dynamic_ncols=True, file=sys.stderr)
+    bar: Any = None  # created once the models are prepared, so its rate and ETA are the trials'
     stats = getattr(ex, "stats", None)  # the Ray executor's RunStats (worker failures)
     stats = stats if isinstance(stats, RunStats) else RunStats()
 
@@ -270,9 +269,12 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                  f"{ex.describe()} -> {store.location}")
             _prepare(ex, job, [m for m in campaign.models if any(t.model == m for t in pending)],
                      echo)
+            bar = tqdm(total=len(pending), unit="trial", desc=campaign.name,
+                       disable=not progress, dynamic_ncols=True, file=sys.stderr)
             ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         writer.close()
         summary.complete = summary.ran == len(pending)
         summary.worker_failures = stats.worker_failures
