@@ -205,16 +205,19 @@ def test_error_model_and_extra_factor_become_keys(rows: pd.DataFrame) -> None:
     assert "bit" in summarize(bits, metric="auc")
 
 
-def test_recovery_matches_pandas_pairs(rows: pd.DataFrame) -> None:
-    rec = recovery(rows, metric="auc")
+@pytest.mark.parametrize("threshold", [0.01, 0.0, 0.1])
+def test_recovery_matches_pandas_pairs(rows: pd.DataFrame, threshold: float) -> None:
+    rec = recovery(rows, metric="auc", threshold=threshold)
     ok = rows[(rows["status"] == "ok") & np.isfinite(rows["auc"])]
     keys = ["model", "ber", "repetition"]
     base = ok[ok["mitigation"] == "none"].set_index(keys)
+    assert rec["pairs"].sum() > 0
     for r in rec.itertuples():
         mit = ok[(ok["mitigation"] == r.mitigation) & (ok["model"] == r.model)
                  & (ok["ber"] == r.ber)].set_index(keys)
         j = mit.join(base.add_suffix("_none"), how="inner")
-        j = j[j["golden_auc_none"] - j["auc_none"] > 0]
+        lost = j["golden_auc_none"] - j["auc_none"]  # only pairs whose baseline lost > threshold
+        j = j[(lost > 0) & (lost / j["golden_auc_none"] > threshold)]
         values = (j["auc"] - j["auc_none"]) / (j["golden_auc_none"] - j["auc_none"])
         assert r.pairs == len(values) and r.mean == pytest.approx(values.mean())
     assert set(rec["mitigation"]) == {"clip", "sbp"}

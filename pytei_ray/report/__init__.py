@@ -27,8 +27,15 @@ import pandas as pd
 from . import plots as _plots
 from .data import Dataset, SkippedPartWarning, load_dataset, load_results, metric_columns
 from .html import Page, display_table, render_html
-from .stats import higher_is_better, mean_ci, paired_recovery, wilson_interval
-from .summary import baseline_mitigation, cell_keys, recovery, suggest_repetitions, summarize
+from .stats import higher_is_better, mean_ci, metric_bounds, paired_recovery, wilson_interval
+from .summary import (
+    ADVICE_FACTOR,
+    baseline_mitigation,
+    cell_keys,
+    recovery,
+    suggest_repetitions,
+    summarize,
+)
 
 __all__ = [
     "Dataset",
@@ -40,6 +47,7 @@ __all__ = [
     "load_dataset",
     "load_results",
     "mean_ci",
+    "metric_bounds",
     "metric_columns",
     "paired_recovery",
     "recovery",
@@ -63,9 +71,13 @@ class Report:
         summary: :func:`summarize` rows (all metrics).
         recovery: :func:`recovery` rows (may be empty).
         dataset: The loaded dataset (rows, parts read and skipped, manifest).
-        repetitions: Suggested repetitions per cell, or None when every cell is conclusive.
+        repetitions: Suggested repetitions per cell for the primary metric, or None when
+            none of its cells can be settled (see :func:`suggest_repetitions`).
         command: Launcher command adding those repetitions, or None.
         text: The terminal summary.
+        primary: The metric that drives the advice: the first of ``metric``, else the
+            campaign's first metric (manifest order).
+        advice: Suggested repetitions per metric (None: nothing to settle).
     """
 
     out_dir: Path
@@ -77,6 +89,8 @@ class Report:
     repetitions: int | None = None
     command: str | None = None
     text: str = field(default="", repr=False)
+    primary: str | None = None
+    advice: dict[str, int | None] = field(default_factory=dict)
 
 
 def default_output_dir(path: str | os.PathLike[str]) -> Path:
@@ -137,6 +151,48 @@ def _launch_command(ds: Dataset, reps: int) -> str:
              "--out", shlex.quote(ds.path), "--extend", "--repetitions", str(reps),
              *(f"--set {shlex.quote(s)}" for s in sets)]
     return " ".join(words)
+
+
+def _campaign_order(found: list[str], manifest: dict[str, Any]) -> list[str]:
+    """Metric columns in the campaign's order (the manifest's ``metrics`` list) when known."""
+    listed = manifest.get("metrics") or _spec(manifest).get("metrics")
+    if isinstance(listed, dict):
+        listed = list(listed)
+    if not isinstance(listed, list):
+        return found
+    first = [m for m in listed if isinstance(m, str) and m in found]
+    return first + [m for m in found if m not in first]
+
+
+def _advice_lines(summary: pd.DataFrame, advice: dict[str, int | None], primary: str | None,
+                  current: int | None, chosen: bool) -> list[str]:
+    """Per-metric relaunch advice, the primary metric first, and the rule behind it."""
+    if summary.empty or primary is None or not summary["inconclusive"].any():
+        return []
+    now = f"{current}" if current is not None else "the current count"
+    why = "the first --metric" if chosen else "the campaign's first metric"
+    lines = [
+        f"Rule: the command is driven by the primary metric ({primary}: {why}). A cell whose "
+        f"estimated need exceeds {ADVICE_FACTOR}× its current trials is at the threshold: its "
+        "mean sits about on the SDC level, so more repetitions will not settle it cheaply; it is "
+        "listed but does not drive the command. N = the largest need of the other inconclusive "
+        f"cells, at least one more than now ({now}) and at most {ADVICE_FACTOR}× now."
+    ]
+    for m, n in advice.items():
+        rows = summary[(summary["metric"] == m) & summary["inconclusive"]]
+        if rows.empty:
+            lines.append(f"{m}{' (primary)' if m == primary else ''}: every cell is conclusive.")
+            continue
+        at = int(rows["at_threshold"].sum())
+        dead = int((rows["reps_needed"] <= 0).sum())
+        settle = len(rows) - at - dead
+        text = f"{m}{' (primary)' if m == primary else ''}: {len(rows)} inconclusive cell(s): "
+        text += f"{settle} settle with {n} repetitions" if n else "none can be settled cheaply"
+        text += f", {at} at the threshold" + (f", {dead} without a finite metric" if dead else "")
+        if m != primary and n:
+            text += f" (not in the command; --metric {m} leads with it)"
+        lines.append(text + ".")
+    return lines
 
 
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
@@ -211,10 +267,11 @@ def write_report(
                 nonfinite_as_sdc=nonfinite_as_sdc, precision=precision)
     has_rows = not df.empty and bool(metric_columns(df))
     metrics = (([metric] if isinstance(metric, str) else list(metric)) if metric is not None
-               else metric_columns(df)) if has_rows else []
+               else _campaign_order(metric_columns(df), ds.manifest)) if has_rows else []
     summary = summarize(ds, metrics, **opts) if has_rows else pd.DataFrame()
     rec = recovery(ds, metrics, baseline=baseline, confidence=confidence,
-                   higher_is_better=higher_is_better) if has_rows else pd.DataFrame()
+                   higher_is_better=higher_is_better, threshold=threshold) if has_rows \
+        else pd.DataFrame()
     keys = cell_keys(df, ds.manifest) if has_rows else []
     figures: list[Path] = []
     for m in metrics if plots else []:
@@ -225,18 +282,24 @@ def write_report(
             bit_by = [k for k in ("model", "mitigation") if k in df] + ["bit"]
             figures += _plots.plot_bits(summarize(ds, m, by=bit_by, **opts), m, out)
     repetitions = command = None
+    primary = metrics[0] if metrics else None
+    advice: dict[str, int | None] = {}
+    current = None
     if not summary.empty:
         current = int(df["repetition"].nunique()) if "repetition" in df else None
-        repetitions = suggest_repetitions(summary, current)
+        advice = {m: suggest_repetitions(summary, current, metric=m) for m in metrics}
+        repetitions = advice.get(primary) if primary is not None else None
         command = _launch_command(ds, repetitions) if repetitions else None
         summary.to_csv(out / "summary.csv", index=False)
     if not rec.empty:
         rec.to_csv(out / "recovery.csv", index=False)
     page = _page(ds, summary, rec, keys, metrics, figures, command, threshold, confidence,
                  precision)
+    page.advice = _advice_lines(summary, advice, primary, current, metric is not None)
     html_path = out / "index.html"
     html_path.write_text(render_html(page), encoding="utf-8")
-    report = Report(out, html_path, figures, summary, rec, ds, repetitions, command)
+    report = Report(out, html_path, figures, summary, rec, ds, repetitions, command,
+                    primary=primary, advice=advice)
     report.text = _text(page, summary, keys, html_path)
     return report
 
@@ -262,22 +325,30 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         page.tables.append(("Mitigation recovery (paired by trial)", shown))
     if not summary.empty and summary["inconclusive"].any():
         more = summary[summary["inconclusive"]]
+        order = {m: i for i, m in enumerate(metrics)}  # primary metric first
+        more = more.iloc[more["metric"].map(order).argsort(kind="stable")]
         page.more_reps = display_table(more, [*keys, "metric"])[
-            [*keys, "metric", "trials", "mean", "95% CI", "note"]]
+            [*keys, "metric", "trials", "golden", "mean", "95% CI", "note"]]
     level = f"{confidence:.0%}"
     page.notes = [
         f"SDC (silent data corruption): an ok trial whose metric is worse than its golden "
         f"metric by more than {threshold:.2%} relative (non-finite metrics count as SDC); "
         f"rate over ok trials, {level} Wilson score interval.",
-        f"Mean metric over ok trials with a finite metric, {level} Student-t interval; loss = "
+        f"Mean metric over ok trials with a finite metric, {level} Student-t interval, clamped "
+        "to the metric's natural range when known ([0, 1] for accuracy/AUC/precision/recall/F1/"
+        "rates, ≥ 0 for loss-like metrics; not when an observed value lies outside it); loss = "
         "golden − metric (positive = worse; reversed for lower-is-better metrics).",
         "A cell needs more repetitions when its CI contains the SDC threshold level (one "
         f"cannot tell whether the mean dropped by more than {threshold:.2%})"
         + (f", when its CI half-width exceeds {precision:.2%} of golden" if precision else "")
-        + ", or when it has fewer than 2 trials with a finite metric.",
+        + ", or when it has fewer than 2 trials with a finite metric. One whose estimated need "
+        f"exceeds {ADVICE_FACTOR}× its trials is at the threshold and does not drive the "
+        "launcher command.",
         "Recovery = (metric_mitigated − metric_unmitigated) / (golden − metric_unmitigated) per "
         "pair of trials with the same faults (model, target, error model, BER, repetition), "
-        "over pairs where the unmitigated trial lost something; 1 = fully recovered.",
+        f"over pairs where the unmitigated trial lost more than {threshold:.2%} of golden (the "
+        "SDC threshold; smaller losses make the ratio meaningless); 1 = fully recovered. The "
+        "plot clips it to [−1, 2] and marks the points beyond with triangles.",
         "Failed trials (status ≠ ok) carry no metric and are counted apart.",
     ]
     return page
@@ -296,6 +367,7 @@ def _text(page: Page, summary: pd.DataFrame, keys: list[str], html_path: Path,
     if page.more_reps is not None and not page.more_reps.empty:
         lines += ["", f"{len(page.more_reps)} cell(s) cannot be concluded yet (CI too wide, or "
                   "no finite metric; see the note column)."]
+        lines += [f"  {a}" for a in page.advice]
         if page.command:
             lines += ["To add repetitions:", *(f"  {c}" for c in page.command.splitlines())]
     elif not summary.empty:

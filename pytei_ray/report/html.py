@@ -44,6 +44,7 @@ class Page:
         figures: PNG paths in order.
         more_reps: Display frame of the inconclusive cells, or None.
         command: Launcher command that would add the repetitions, or None.
+        advice: Lines explaining the advice (rule, per-metric counts).
         failures: Display frame of the distinct error messages, or None.
     """
 
@@ -56,6 +57,7 @@ class Page:
     more_reps: pd.DataFrame | None = None
     command: str | None = None
     failures: pd.DataFrame | None = None
+    advice: list[str] = field(default_factory=list)
 
 
 def _num(x: object, digits: int = 4) -> str:
@@ -87,8 +89,11 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     out["SDC CI"] = [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in
                      zip(summary["sdc_low"], summary["sdc_high"])]
     out["non-finite"] = summary["nonfinite_rate"].map(_pct)
-    out["note"] = ["" if not inc else f"needs ~{r} reps" if r else "no finite metric"
-                   for inc, r in zip(summary["inconclusive"], summary["reps_needed"])]
+    at = summary["at_threshold"] if "at_threshold" in summary else [False] * len(summary)
+    out["note"] = ["" if not inc else "no finite metric" if not r else
+                   f"at the threshold (~{r} reps): more will not settle it cheaply" if thr
+                   else f"needs ~{r} reps"
+                   for inc, r, thr in zip(summary["inconclusive"], summary["reps_needed"], at)]
     return out
 
 
@@ -123,6 +128,8 @@ def render_html(page: Page) -> str:
                      "each needs.</p>")
         if page.command:
             parts.append(f"<p>To add repetitions:</p><pre>{e(page.command)}</pre>")
+        if page.advice:
+            parts.append("<ul>" + "".join(f"<li>{e(a)}</li>" for a in page.advice) + "</ul>")
         parts.append(_table(page.more_reps))
     parts.append("<h2>Plots</h2>")
     parts += [_img(p) for p in page.figures] or [

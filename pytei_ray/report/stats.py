@@ -9,6 +9,7 @@ incomplete beta function (accurate to ~1e-10, checked against SciPy in the tests
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from statistics import NormalDist
@@ -17,9 +18,13 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "LOWER_IS_BETTER_TOKENS",
     "LOWER_IS_BETTER_WORDS",
+    "UNIT_RANGE_TOKENS",
+    "UNIT_RANGE_WORDS",
     "higher_is_better",
     "mean_ci",
+    "metric_bounds",
     "paired_recovery",
     "reps_for_halfwidth",
     "student_t_ppf",
@@ -27,7 +32,24 @@ __all__ = [
 ]
 
 #: A metric whose name contains one of these words is treated as lower-is-better (loss-like).
-LOWER_IS_BETTER_WORDS = ("loss", "error", "mse", "mae", "rmse", "perplexity", "nll")
+LOWER_IS_BETTER_WORDS = ("loss", "error", "mse", "rmse", "mape", "perplexity", "nll", "xent",
+                         "crossentropy", "cross_entropy", "latency", "distance")
+#: ...or has one of these short words as a whole token (``val_ce``, ``wer``, ``time_s``), so that
+#: e.g. ``precision`` or ``power`` are not mistaken for ``ce`` / ``wer``.
+LOWER_IS_BETTER_TOKENS = ("ce", "mae", "wer", "cer", "ter", "err", "ppl", "eer", "fpr", "fnr",
+                          "time", "seconds", "ms")
+#: Metrics bounded to [0, 1]: names containing one of these words...
+UNIT_RANGE_WORDS = ("accuracy", "auroc", "auprc", "precision", "recall", "specificity",
+                    "sensitivity", "jaccard")
+#: ...or having one of these whole tokens (``acc``, ``top1_acc``, ``error_rate``, ``f1``).
+UNIT_RANGE_TOKENS = ("acc", "auc", "f1", "iou", "miou", "dice", "ap", "map", "rate", "top1",
+                     "top5", "fpr", "fnr", "tpr", "tnr", "eer")
+
+
+def _tokens(metric: str) -> list[str]:
+    """Words of a metric name: split on non-alphanumerics and camelCase, lower-cased."""
+    spaced = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", metric)
+    return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
 
 
 def _check_confidence(confidence: float) -> None:
@@ -45,15 +67,43 @@ def higher_is_better(metric: str) -> bool:
         metric: Metric column name, e.g. ``"auc"`` or ``"logloss"``.
 
     Returns:
-        False when the name contains a loss-like word (see :data:`LOWER_IS_BETTER_WORDS`),
-        True otherwise.
+        False when the name contains a loss-like word (see :data:`LOWER_IS_BETTER_WORDS`:
+        ``loss``, ``error``, ``xent``, ``cross_entropy``, ``nll``, ``rmse``, ``latency``...) or
+        has a loss-like token (:data:`LOWER_IS_BETTER_TOKENS`: ``ce``, ``wer``, ``cer``,
+        ``mae``, ``ppl``, ``time``...), True otherwise.
 
     Example:
-        >>> higher_is_better("auc"), higher_is_better("logloss")
-        (True, False)
+        >>> higher_is_better("auc"), higher_is_better("logloss"), higher_is_better("val_ce")
+        (True, False, False)
     """
     name = metric.lower()
-    return not any(word in name for word in LOWER_IS_BETTER_WORDS)
+    if any(word in name for word in LOWER_IS_BETTER_WORDS):
+        return False
+    return not any(tok in LOWER_IS_BETTER_TOKENS for tok in _tokens(metric))
+
+
+def metric_bounds(metric: str) -> tuple[float, float]:
+    """Natural range of a metric, guessed from its name (used to clamp confidence intervals).
+
+    Args:
+        metric: Metric column name.
+
+    Returns:
+        ``(0, 1)`` for proportions (``accuracy``, ``acc``, ``auc``, ``auroc``, ``precision``,
+        ``recall``, ``f1``, ``iou``, names with a ``rate`` token...), ``(0, inf)`` for other
+        lower-is-better (loss-like) metrics, ``(-inf, inf)`` otherwise.
+
+    Example:
+        >>> metric_bounds("top1_acc"), metric_bounds("logloss"), metric_bounds("score")
+        ((0.0, 1.0), (0.0, inf), (-inf, inf))
+    """
+    name = metric.lower()
+    tokens = _tokens(metric)
+    if any(w in name for w in UNIT_RANGE_WORDS) or any(t in UNIT_RANGE_TOKENS for t in tokens):
+        return 0.0, 1.0
+    if not higher_is_better(metric):
+        return 0.0, math.inf
+    return -math.inf, math.inf
 
 
 def _betacf(a: float, b: float, x: float) -> float:
@@ -131,7 +181,11 @@ def student_t_ppf(q: float, df: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, float, float]:
+def mean_ci(
+    values: Iterable[float],
+    confidence: float = 0.95,
+    bounds: tuple[float, float] | None = None,
+) -> tuple[float, float, float]:
     """Mean and Student-t confidence interval of the finite values.
 
     NaN and infinite values are ignored. With no finite value all three results are NaN; with a
@@ -141,6 +195,8 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     Args:
         values: Sample (any iterable of numbers).
         confidence: Two-sided confidence level.
+        bounds: Optional natural range ``(low, high)`` of the metric (e.g. ``(0, 1)`` for an
+            accuracy): the interval is clipped to it, so it never claims impossible values.
 
     Returns:
         ``(mean, low, high)``.
@@ -160,7 +216,10 @@ def mean_ci(values: Iterable[float], confidence: float = 0.95) -> tuple[float, f
     if n == 1:
         return mean, math.nan, math.nan
     half = student_t_ppf(0.5 + confidence / 2.0, n - 1) * float(x.std(ddof=1)) / math.sqrt(n)
-    return mean, mean - half, mean + half
+    low, high = mean - half, mean + half
+    if bounds is not None:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return mean, low, high
 
 
 def wilson_interval(
@@ -242,15 +301,18 @@ def paired_recovery(
     pair_on: Sequence[str],
     baseline: str,
     higher: bool | None = None,
+    threshold: float = 0.0,
 ) -> pd.DataFrame:
     """Per-trial recovery of each mitigation against the unmitigated run with the same faults.
 
     Rows are paired on ``pair_on`` (e.g. model, target, error_model, ber, repetition): trials of
     one pair saw the same faults. For each pair where the baseline (unmitigated) trial lost
-    something (its metric is finite and worse than golden), the recovery of mitigation ``m`` is
-    ``(metric_m - metric_none) / (golden - metric_none)``: 1 = fully recovered, 0 = no help,
-    negative = made it worse. Both signs flip together for lower-is-better metrics, so the
-    formula holds in either direction. Only ``status == 'ok'`` rows with a finite metric count.
+    more than ``threshold`` relative to |golden| (its metric is finite and worse than golden by
+    that much; a tiny loss in the denominator would blow the ratio up), the recovery of
+    mitigation ``m`` is ``(metric_m - metric_none) / (golden - metric_none)``: 1 = fully
+    recovered, 0 = no help, negative = made it worse. Both signs flip together for
+    lower-is-better metrics, so the formula holds in either direction. Only ``status == 'ok'``
+    rows with a finite metric count.
 
     Args:
         df: Result rows with ``mitigation``, ``metric``, ``golden_<metric>`` and ``pair_on``.
@@ -258,6 +320,8 @@ def paired_recovery(
         pair_on: Columns identifying a pair of trials with identical faults.
         baseline: Value of ``mitigation`` that means "no mitigation".
         higher: Metric direction; guessed from the name when None.
+        threshold: Minimum relative loss of the baseline trial for a pair to count (the SDC
+            threshold of the report; 0 = any loss).
 
     Returns:
         One row per (pair, mitigation != baseline): ``pair_on`` columns, ``mitigation``,
@@ -277,7 +341,8 @@ def paired_recovery(
     base = base.drop_duplicates(keys, keep="last").rename(columns={"metric": "baseline_metric"})
     sign = 1.0 if higher else -1.0
     base["lost"] = sign * (base["golden"] - base["baseline_metric"])
-    base = base[base["lost"] > 0]
+    scale = np.maximum(base["golden"].abs(), np.finfo(float).tiny)
+    base = base[(base["lost"] > 0) & (base["lost"] / scale > threshold)]
     mit = rows[rows["mitigation"] != baseline].drop(columns="golden")
     mit = mit.drop_duplicates([*keys, "mitigation"], keep="last")
     out = mit.merge(base, on=keys, how="inner")

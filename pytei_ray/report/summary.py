@@ -10,6 +10,12 @@ any extra factor that has more than one value). Trial outcomes in a cell:
 * ``sdc``: ok trials whose metric is worse than the trial's golden metric by more than
   ``threshold`` relative to it (``(golden - m) / |golden| > threshold`` when higher is better,
   ``(m - golden) / |golden| > threshold`` when lower is better).
+
+Relaunch advice (:func:`suggest_repetitions`): an inconclusive cell whose estimated need exceeds
+``ADVICE_FACTOR`` (10) times its current trials sits *at the threshold* (its mean is about the
+SDC level: more repetitions will not settle it cheaply) and does not drive the suggestion; the
+suggestion is the largest need of the other cells, at least one more than now and at most
+``ADVICE_FACTOR`` times the current repetitions.
 """
 
 from __future__ import annotations
@@ -24,14 +30,19 @@ import pandas as pd
 
 from .data import Dataset, extra_factors, load_dataset, metric_columns
 from .stats import higher_is_better as guess_direction
-from .stats import mean_ci, paired_recovery, reps_for_halfwidth, wilson_interval
+from .stats import mean_ci, metric_bounds, paired_recovery, reps_for_halfwidth, wilson_interval
 
-__all__ = ["baseline_mitigation", "cell_keys", "recovery", "suggest_repetitions", "summarize"]
+__all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery",
+           "suggest_repetitions", "summarize"]
 
 MAX_REPS = 10_000  # cap of a repetition estimate (a mean sitting on the threshold needs ~inf)
+#: A cell needing more than this many times its current trials is "at the threshold": it does
+#: not drive the relaunch advice, which is also capped at this many times the current count.
+ADVICE_FACTOR = 10
 BASELINE_NAMES = ("none", "", "no", "off", "null", "baseline", "unmitigated")
 
 DirectionArg = bool | Mapping[str, bool] | None
+BoundsArg = bool | Mapping[str, tuple[float, float]] | None
 Source = pd.DataFrame | Dataset | str | os.PathLike[str]
 
 
@@ -51,9 +62,43 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _direction(metric: str, higher: DirectionArg) -> bool:
+    """Direction of ``metric``: a dict entry, else the dict's ``"*"`` entry, else the name."""
     if isinstance(higher, Mapping):
-        return bool(higher[metric]) if metric in higher else guess_direction(metric)
+        if metric in higher:
+            return bool(higher[metric])
+        return bool(higher["*"]) if "*" in higher else guess_direction(metric)
     return guess_direction(metric) if higher is None else bool(higher)
+
+
+def _check_direction(df: pd.DataFrame, higher: DirectionArg) -> None:
+    if isinstance(higher, Mapping):
+        found = metric_columns(df)
+        unknown = [m for m in higher if m != "*" and m not in found]
+        if unknown:
+            raise ValueError(
+                f"Metric direction given for {unknown}, not metric(s) of the results.\n"
+                f"  expected one of: {found}"
+            )
+
+
+def _bounds(df: pd.DataFrame, metric: str, bounds: BoundsArg) -> tuple[float, float] | None:
+    """The range the CI of ``metric`` is clamped to: given, or guessed from the name and kept
+    only where every observed value (trials and golden) lies inside it (so an accuracy stored
+    in percent is not clamped to [0, 1])."""
+    if bounds is False:
+        return None
+    if isinstance(bounds, Mapping) and metric in bounds:
+        lo, hi = bounds[metric]
+        return float(lo), float(hi)
+    lo, hi = metric_bounds(metric)
+    seen = pd.concat([pd.to_numeric(df[metric], errors="coerce"),
+                      pd.to_numeric(df[f"golden_{metric}"], errors="coerce")]).to_numpy(float)
+    seen = seen[np.isfinite(seen)]
+    if seen.size and seen.min() < lo:
+        lo = -math.inf
+    if seen.size and seen.max() > hi:
+        hi = math.inf
+    return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
 
 
 def _metrics(df: pd.DataFrame, metric: str | Sequence[str] | None) -> list[str]:
@@ -87,7 +132,8 @@ def baseline_mitigation(values: Sequence[Any]) -> str | None:
 
 
 def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confidence: float,
-          nonfinite_as_sdc: bool, precision: float | None) -> dict[str, Any]:
+          nonfinite_as_sdc: bool, precision: float | None,
+          bounds: tuple[float, float] | None = None) -> dict[str, Any]:
     ok = g[g["status"].eq("ok")]
     m = ok[metric].astype(float).to_numpy()
     golden = ok[f"golden_{metric}"].astype(float).to_numpy()
@@ -100,7 +146,7 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
     if nonfinite_as_sdc:
         sdc |= ~finite
     n_ok, n = len(ok), int(finite.sum())
-    mean, lo, hi = mean_ci(m[finite], confidence)
+    mean, lo, hi = mean_ci(m[finite], confidence)  # unclamped: drives the advice
     all_golden = g[f"golden_{metric}"].astype(float).to_numpy()  # failed rows carry it too
     gold = float(np.nanmean(all_golden)) if np.isfinite(all_golden).any() else math.nan
     s_lo, s_hi = wilson_interval(int(sdc.sum()), n_ok, confidence)
@@ -123,7 +169,12 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
         need = min(MAX_REPS, math.ceil(need * len(g) / n)) if n else 0
     row = {
         "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
-        "mean": mean, "ci_low": lo, "ci_high": hi,
+        "mean": mean,
+        "ci_low": max(lo, bounds[0]) if bounds and n >= 2 else lo,
+        "ci_high": min(hi, bounds[1]) if bounds and n >= 2 else hi,
+        "median": float(np.median(m[finite])) if n else math.nan,
+        "q25": float(np.quantile(m[finite], 0.25)) if n else math.nan,
+        "q75": float(np.quantile(m[finite], 0.75)) if n else math.nan,
         "mean_loss": float(np.mean(loss[finite])) if n else math.nan,
         "rel_loss": float(np.mean(rel[finite])) if n else math.nan,
         "sdc": int(sdc.sum()), "sdc_rate": sdc.sum() / n_ok if n_ok else math.nan,
@@ -134,7 +185,8 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
     if "n_nonfinite" in ok:
         nw = pd.to_numeric(ok["n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
-    row.update(inconclusive=bool(inconclusive), reps_needed=int(need))
+    row.update(inconclusive=bool(inconclusive), reps_needed=int(need),
+               at_threshold=bool(inconclusive and need > ADVICE_FACTOR * len(g)))
     return row
 
 
@@ -148,6 +200,7 @@ def summarize(
     higher_is_better: DirectionArg = None,
     nonfinite_as_sdc: bool = True,
     precision: float | None = None,
+    bounds: BoundsArg = None,
 ) -> pd.DataFrame:
     """Per-cell summary of a campaign, one row per (cell, metric).
 
@@ -158,8 +211,10 @@ def summarize(
         by: Cell columns; default :func:`cell_keys` (model, target, [error_model], mitigation,
             ber, extra factors with more than one value).
         confidence: Level of every interval.
-        higher_is_better: Metric direction: a bool for all metrics, a ``{metric: bool}`` dict,
-            or None to guess from the name (loss-like names are lower-is-better).
+        higher_is_better: Metric direction: a bool for all metrics, a ``{metric: bool}`` dict
+            (metrics it does not name: its ``"*"`` entry if any, else guessed), or None to guess
+            from the name (loss-like names are lower-is-better, see
+            :func:`~pytei_ray.report.stats.higher_is_better`).
         nonfinite_as_sdc: Count ok trials with a non-finite metric as SDC.
         precision: Optional wanted CI half-width of the mean, relative to |golden|. A cell is
             ``inconclusive`` when its CI contains the SDC threshold level (one cannot tell
@@ -167,12 +222,18 @@ def summarize(
             finite trials, or (if ``precision`` is set) when its CI half-width exceeds
             ``precision * |golden|``; ``reps_needed`` then estimates the trials it needs
             (0 when no trial has a finite metric: more of them would not help).
+            ``at_threshold`` marks those needing more than ``ADVICE_FACTOR`` (10) times their
+            current trials: the mean sits about on the threshold level.
+        bounds: Natural range the mean's CI is clamped to: None guesses it from the name
+            (:func:`~pytei_ray.report.stats.metric_bounds`: [0, 1] for accuracy-like names,
+            >= 0 for loss-like ones; a guessed bound is dropped when an observed value lies
+            outside it), a ``{metric: (low, high)}`` dict overrides, False turns clamping off.
 
     Returns:
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
-        ci_high, mean_loss, rel_loss, sdc, sdc_rate, sdc_low, sdc_high, nonfinite,
-        nonfinite_rate, [nonfinite_weights_rate,] inconclusive, reps_needed``.
-        ``mean_loss`` is positive when the metric got worse.
+        ci_high, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low, sdc_high,
+        nonfinite, nonfinite_rate, [nonfinite_weights_rate,] inconclusive, reps_needed,
+        at_threshold``. ``mean_loss`` is positive when the metric got worse.
 
     Example:
         >>> s = summarize("results/drs", metric="auc", threshold=0.01)     # doctest: +SKIP
@@ -187,12 +248,15 @@ def summarize(
     if df.empty:
         return pd.DataFrame()
     keys = list(by) if by is not None else cell_keys(df, manifest)
+    _check_direction(df, higher_is_better)
     rows = []
     for m in _metrics(df, metric):
         higher = _direction(m, higher_is_better)
+        clamp = _bounds(df, m, bounds)
         for key, g in df.groupby(keys, sort=True, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
-            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, precision)
+            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, precision,
+                          clamp)
             rows.append({**dict(zip(keys, key)), "metric": m, "higher_is_better": higher, **stats})
     return pd.DataFrame(rows)
 
@@ -205,11 +269,14 @@ def recovery(
     by: Sequence[str] | None = None,
     confidence: float = 0.95,
     higher_is_better: DirectionArg = None,
+    threshold: float = 0.01,
 ) -> pd.DataFrame:
     """Fraction of the lost metric each mitigation recovers, per BER, paired by trial.
 
     Rows with the same (model, target, error_model, ber, repetition, extra factors) saw the same
-    faults; see :func:`pytei_ray.report.stats.paired_recovery` for the per-pair formula.
+    faults; see :func:`pytei_ray.report.stats.paired_recovery` for the per-pair formula. Only
+    pairs whose unmitigated trial lost more than ``threshold`` (relative to |golden|, the SDC
+    threshold) count: a near-zero loss in the denominator gives meaningless ratios (190, -48).
 
     Args:
         df_or_path: Result rows, a :class:`Dataset`, or a dataset path / URI.
@@ -218,6 +285,7 @@ def recovery(
         by: Grouping of the pairs; default model, target, [error_model,] mitigation, ber.
         confidence: Level of the Student-t interval of the mean recovery.
         higher_is_better: Metric direction (see :func:`summarize`).
+        threshold: Minimum relative loss of the unmitigated trial for a pair to count.
 
     Returns:
         ``by..., metric, pairs, mean, ci_low, ci_high, median``; empty when there is no
@@ -238,7 +306,8 @@ def recovery(
         cells = list(by)
     out = []
     for m in _metrics(df, metric):
-        pairs = paired_recovery(df, m, pair_on, baseline, _direction(m, higher_is_better))
+        pairs = paired_recovery(df, m, pair_on, baseline, _direction(m, higher_is_better),
+                                threshold)
         for key, g in pairs.groupby(cells, sort=True, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
             mean, lo, hi = mean_ci(g["recovery"].to_numpy(), confidence)
@@ -247,18 +316,36 @@ def recovery(
     return pd.DataFrame(out)
 
 
-def suggest_repetitions(summary: pd.DataFrame, current: int | None = None) -> int | None:
-    """Repetitions per cell that would make every inconclusive cell conclusive, or None
-    (nothing inconclusive, or only cells without any finite metric).
+def suggest_repetitions(
+    summary: pd.DataFrame,
+    current: int | None = None,
+    *,
+    metric: str | None = None,
+    factor: float = ADVICE_FACTOR,
+) -> int | None:
+    """Repetitions per cell that would settle the inconclusive cells that can be settled, or
+    None (nothing to settle).
+
+    The rule: a cell counts when it is inconclusive, has a finite metric (``reps_needed > 0``)
+    and needs at most ``factor`` times its current trials; a cell needing more sits *at the
+    threshold* (its mean is about the SDC level, so the CI would have to shrink to nothing) and
+    is left out: more repetitions will not settle it cheaply. The suggestion is the largest
+    need of the counted cells, at least ``current + 1`` and at most ``factor * current``.
 
     Args:
         summary: Output of :func:`summarize`.
-        current: Repetitions the campaign has now; the suggestion is always above it.
+        current: Repetitions the campaign has now (default: the largest cell's trials).
+        metric: Only rows of this metric (the advice is per metric); all rows when None.
+        factor: Multiple of the current trials beyond which a cell is "at the threshold".
     """
-    needs = summary.loc[summary["inconclusive"], "reps_needed"] if not summary.empty else []
-    if len(needs) == 0 or needs.max() <= 0:
+    if summary.empty:
         return None
-    need = int(needs.max())
-    if current is not None:
-        need = max(need, current + 1)
-    return need
+    rows = summary if metric is None else summary[summary["metric"] == metric]
+    trials = rows["trials"].astype(float)
+    settle = rows["inconclusive"] & (rows["reps_needed"] > 0) & (
+        rows["reps_needed"] <= factor * trials)
+    if not settle.any():
+        return None
+    now = current if current is not None else int(trials.max())
+    need = max(int(rows.loc[settle, "reps_needed"].max()), now + 1)
+    return min(need, max(now + 1, math.floor(factor * now)))

@@ -1,0 +1,178 @@
+"""Report fixes: sane relaunch advice, per-metric direction, clamped CIs, recovery pairing."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pytei_ray.report import summarize, write_report
+from pytei_ray.report.__main__ import main
+from pytei_ray.report.stats import higher_is_better, mean_ci, metric_bounds
+from pytei_ray.report.summary import ADVICE_FACTOR, suggest_repetitions
+
+REPS = 4
+
+
+def frame(cells: dict[float, list[float]], xent: dict[float, list[float]] | None = None,
+          golden: float = 1.0, golden_xent: float = 0.1) -> pd.DataFrame:
+    """One model/target/mitigation, a cell per BER with the given acc values per repetition."""
+    rows = []
+    for ber, values in cells.items():
+        for rep, v in enumerate(values):
+            row = dict(trial_id=f"{ber}-{rep}", model="m", target="all", error_model="bitflip",
+                       ber=ber, repetition=rep, mitigation="none", status="ok",
+                       xent=(xent or {}).get(ber, [golden_xent] * len(values))[rep],
+                       golden_xent=golden_xent, acc=v, golden_acc=golden)
+            rows.append(row)
+    return pd.DataFrame(rows)  # xent before acc: column order is not the campaign's order
+
+
+# cell 1e-3: mean exactly at the SDC level (0.99) -> needs ~inf: at the threshold
+# cell 1e-2: CI straddles 0.99 but the mean (0.98) is clear of it -> settles with a few dozen
+AT_LEVEL = [0.985, 0.995, 0.985, 0.995]
+SETTLES = [0.95, 1.0, 0.97, 1.0]
+
+
+def dataset(tmp_path: Path, df: pd.DataFrame, metrics: list[str] | None = None) -> Path:
+    root = tmp_path / "ds"
+    root.mkdir()
+    df.to_parquet(root / "part-00000.parquet", index=False)
+    manifest = {"job": {"path": "jobs/x.py", "params": {}}, "metrics": metrics or ["acc", "xent"]}
+    (root / "_manifest.json").write_text(json.dumps(manifest))
+    return root
+
+
+def test_cell_at_the_threshold_does_not_drive_the_advice(tmp_path: Path) -> None:
+    df = frame({1e-3: AT_LEVEL, 1e-2: SETTLES, 1e-4: [1.0] * REPS})
+    s = summarize(df, metric="acc").set_index("ber")
+    assert s.loc[1e-3, "inconclusive"] and s.loc[1e-3, "at_threshold"]
+    assert s.loc[1e-3, "reps_needed"] > ADVICE_FACTOR * REPS
+    assert s.loc[1e-2, "inconclusive"] and not s.loc[1e-2, "at_threshold"]
+    need = int(s.loc[1e-2, "reps_needed"])
+    assert REPS < need <= ADVICE_FACTOR * REPS
+    assert not s.loc[1e-4, "inconclusive"]
+    assert suggest_repetitions(s.reset_index(), REPS) == need  # the settleable cell's need
+    rep = write_report(dataset(tmp_path, df), plots=False)
+    assert rep.primary == "acc" and rep.repetitions == need
+    assert rep.command.endswith(f"--extend --repetitions {need}")
+    page = rep.html.read_text()
+    assert "at the threshold" in page and f"{ADVICE_FACTOR}× its current trials" in page
+    assert "acc (primary): 2 inconclusive cell(s): 1 settle with" in rep.text
+
+
+def test_only_cells_at_the_threshold_give_no_command(tmp_path: Path) -> None:
+    df = frame({1e-3: AT_LEVEL, 1e-4: [1.0] * REPS})
+    rep = write_report(dataset(tmp_path, df), metric="acc", plots=False)
+    assert rep.summary["inconclusive"].any() and rep.repetitions is None and rep.command is None
+    assert "none can be settled cheaply, 1 at the threshold" in rep.text
+
+
+def test_suggestion_is_bounded() -> None:
+    table = pd.DataFrame({"metric": ["a", "a", "a", "b"], "trials": [3, 3, 3, 3],
+                          "inconclusive": [True, True, False, True],
+                          "reps_needed": [29, 10_000, 3, 25]})
+    assert suggest_repetitions(table, 3, metric="a") == 29  # 10_000 (at the threshold) ignored
+    assert suggest_repetitions(table, 3, metric="b") == 25
+    assert suggest_repetitions(table, 3) == 29
+    table["reps_needed"] = [30, 31, 3, 2]
+    assert suggest_repetitions(table, 3, metric="a") == 30  # 31 > 10 x 3: at the threshold
+    assert suggest_repetitions(table, 3, metric="b") == 4  # always above the current count
+    assert suggest_repetitions(table, 3, metric="a", factor=2) is None
+    table["reps_needed"] = 0  # no finite metric anywhere
+    assert suggest_repetitions(table, 3) is None
+    assert suggest_repetitions(pd.DataFrame(), 3) is None
+
+
+def test_primary_metric_leads_and_a_heavy_tailed_metric_does_not_drive(tmp_path: Path) -> None:
+    # xent: one cell with a huge spread and a mean near its threshold; acc settles with a few
+    heavy = {1e-2: [0.1, 0.1, 0.1, 0.1], 1e-3: [0.05, 1e3, 0.05, 0.1]}
+    df = frame({1e-3: SETTLES, 1e-2: [1.0] * REPS}, xent=heavy)
+    rep = write_report(dataset(tmp_path, df), plots=False)  # manifest order: acc, xent
+    assert rep.primary == "acc" and set(rep.advice) == {"acc", "xent"}
+    assert rep.repetitions == rep.advice["acc"] <= ADVICE_FACTOR * REPS
+    assert rep.text.index("acc (primary)") < rep.text.index("xent:")
+    (tmp_path / "b").mkdir()
+    other = write_report(dataset(tmp_path / "b", df), metric=["xent", "acc"], plots=False)
+    assert other.primary == "xent" and other.repetitions == other.advice["xent"]
+
+
+def test_direction_words() -> None:
+    for name in ("xent", "val_xent", "cross_entropy", "CrossEntropy", "ce", "val_ce", "nll",
+                 "rmse", "mape", "wer", "cer", "latency_ms", "logloss", "bce_loss", "ppl"):
+        assert not higher_is_better(name), name
+    for name in ("accuracy", "acc", "auc", "precision", "recall", "f1", "power", "score",
+                 "balance", "variance_explained"):
+        assert higher_is_better(name), name
+
+
+def test_metric_bounds_and_clamped_ci() -> None:
+    for name in ("accuracy", "top1_acc", "auc", "auroc", "precision", "recall", "f1", "sdc_rate",
+                 "error_rate"):
+        assert metric_bounds(name) == (0.0, 1.0), name
+    for name in ("logloss", "xent", "mse", "latency"):
+        assert metric_bounds(name) == (0.0, math.inf), name
+    assert metric_bounds("score") == (-math.inf, math.inf)
+    m, lo, hi = mean_ci([0.0, 0.9, 0.95], bounds=(0.0, 1.0))
+    raw = mean_ci([0.0, 0.9, 0.95])
+    assert raw[1] < 0 < 1 < raw[2] and (m, lo, hi) == (raw[0], 0.0, 1.0)
+    m, lo, hi = mean_ci([0.1, 0.5], bounds=(0.0, math.inf))
+    assert lo == 0.0 and hi == mean_ci([0.1, 0.5])[2]
+
+
+def test_summary_clamps_cis_to_the_natural_range() -> None:
+    df = frame({1e-3: [0.2, 1.0, 1.0, 1.0], 1e-2: [0.1, 0.8, 0.9, 0.95]},
+               xent={1e-3: [0.1, 0.1, 0.1, 0.1], 1e-2: [3.0, 0.1, 0.1, 0.1]})
+    s = summarize(df)
+    raw = summarize(df, bounds=False)
+    assert (raw["ci_high"] > 1).any() and (raw["ci_low"] < 0).any()  # Student t alone
+    acc, xent = s[s.metric == "acc"], s[s.metric == "xent"]
+    assert acc["ci_low"].between(0, 1).all() and acc["ci_high"].between(0, 1).all()
+    assert (xent["ci_low"] >= 0).all() and (xent["ci_high"] > 1).any()  # no upper bound
+    assert (s["inconclusive"] == raw["inconclusive"]).all()  # the advice uses the raw CI
+    pct = df.assign(acc=df["acc"] * 100, golden_acc=100.0)  # accuracy in percent: not clamped
+    assert (summarize(pct, metric="acc")["ci_high"] > 100).any()
+    custom = summarize(df, metric="acc", bounds={"acc": (0.5, 1.0)})
+    assert (custom["ci_low"] >= 0.5).all()
+
+
+def test_cli_per_metric_direction(tmp_path: Path, capsys) -> None:
+    df = frame({1e-3: SETTLES}).rename(columns={"xent": "score", "golden_xent": "golden_score"})
+    root = dataset(tmp_path, df, metrics=["acc", "score"])
+
+    def directions(*flags: str) -> dict[str, bool]:
+        out = tmp_path / f"r{len(list(tmp_path.iterdir()))}"
+        assert main([str(root), "--to", str(out), "--no-plots", "-q", *flags]) == 0
+        table = pd.read_csv(out / "summary.csv")
+        return table.groupby("metric")["higher_is_better"].first().to_dict()
+
+    assert directions() == {"acc": True, "score": True}  # guessed from the names
+    assert directions("--lower-is-better", "score") == {"acc": True, "score": False}
+    assert directions("--lower-is-better", "score", "--higher-is-better", "acc") == {
+        "acc": True, "score": False}
+    assert directions("--lower-is-better") == {"acc": False, "score": False}  # bare: all
+    assert directions("--lower-is-better", "--higher-is-better", "acc") == {
+        "acc": True, "score": False}
+    out = tmp_path / "swallowed"  # the flag before the dataset: DIR is not a metric name
+    assert main(["--to", str(out), "--no-plots", "-q", "--lower-is-better", "score",
+                 str(root)]) == 0
+    assert not pd.read_csv(out / "summary.csv").query("metric == 'score'")[
+        "higher_is_better"].any()
+    capsys.readouterr()
+    assert main([str(root), "--no-plots", "--lower-is-better", "scroe"]) == 2
+    assert "scroe" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([str(root), "--lower-is-better", "acc", "--higher-is-better", "acc"])
+
+
+def test_summarize_direction_dict_default() -> None:
+    df = frame({1e-3: SETTLES})
+    s = summarize(df, higher_is_better={"*": False, "acc": True})
+    assert s.set_index("metric")["higher_is_better"].to_dict() == {"acc": True, "xent": False}
+    with pytest.raises(ValueError, match="not metric"):
+        summarize(df, higher_is_better={"nope": True})
+    assert np.isfinite(summarize(df, metric="acc")["median"]).all()
