@@ -176,3 +176,92 @@ def test_summarize_direction_dict_default() -> None:
     with pytest.raises(ValueError, match="not metric"):
         summarize(df, higher_is_better={"nope": True})
     assert np.isfinite(summarize(df, metric="acc")["median"]).all()
+
+
+def captured(monkeypatch) -> list:
+    """Figures passed to plots._save (saved as usual), to inspect their axes."""
+    from pytei_ray.report import plots
+
+    figs, save = [], plots._save
+
+    def keep(fig, path):
+        figs.append(fig)
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    return figs
+
+
+def no_overlap(fig) -> None:
+    """The suptitle sits above every panel title."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    top = fig._suptitle.get_window_extent(renderer)
+    for ax in fig.axes:
+        if ax.get_visible():
+            title = ax.title.get_window_extent(renderer)
+            assert not top.overlaps(title) and top.y0 >= title.y1 - 1, ax.get_title()
+
+
+def test_recovery_plot_clips_and_marks_outliers(tmp_path: Path, monkeypatch) -> None:
+    from pytei_ray.report.plots import RECOVERY_YLIM, plot_recovery
+
+    figs = captured(monkeypatch)
+    rec = pd.DataFrame({"model": "m", "target": ["a", "a", "b", "b", "c", "c"],
+                        "mitigation": "clip", "ber": [1e-4, 1e-3] * 3, "metric": "auc",
+                        "pairs": 5, "mean": [190.0, 0.5, -48.0, 0.9, 1.0, 0.8],
+                        "ci_low": [150.0, 0.2, -63.0, -15.0, 1.0, 0.7],
+                        "ci_high": [230.0, 0.8, -33.0, 15.0, 1.0, 0.9], "median": 0.5})
+    (png,) = plot_recovery(rec, "auc", tmp_path)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    (fig,) = figs
+    axes = [ax for ax in fig.axes if ax.get_visible()]
+    for ax in axes:
+        lo, hi = ax.get_ylim()
+        assert RECOVERY_YLIM[0] - 0.1 < lo and hi < RECOVERY_YLIM[1] + 0.1
+    markers = {ax.get_title(): [ln.get_marker() for ln in ax.get_lines()
+                                if ln.get_label() == "_clipped"] for ax in axes}
+    assert markers == {"m / a": ["^"], "m / b": ["v"], "m / c": []}
+    assert "beyond the [-1, 2] axis" in fig._suptitle.get_text()
+    no_overlap(fig)
+
+
+def test_recovery_ignores_pairs_with_a_tiny_unmitigated_loss() -> None:
+    from pytei_ray.report import recovery
+
+    # rep 0: baseline lost 0.1% (< 1% threshold) -> ratio would be 190; rep 1: lost 20%
+    df = frame({1e-3: [0.999, 0.8]})
+    df = pd.concat([df, df.assign(mitigation="clip", acc=[1.189, 0.9],
+                                  trial_id=df["trial_id"] + "c")])
+    rec = recovery(df, metric="acc")
+    assert rec["pairs"].tolist() == [1] and rec["mean"].tolist() == pytest.approx([0.5])
+    assert recovery(df, metric="acc", threshold=0.0)["mean"].iloc[0] == pytest.approx(95.25)
+
+
+def test_heavy_tailed_metric_is_drawn_as_median_on_a_log_axis(tmp_path: Path,
+                                                               monkeypatch) -> None:
+    from pytei_ray.report.plots import heavy_tailed, plot_metric_vs_ber
+
+    assert heavy_tailed(np.array([0.5, 3e35, np.nan]), np.array([0.5]))
+    assert not heavy_tailed(np.array([0.5, 0.7, 40.0]), np.array([0.5]))
+    assert not heavy_tailed(np.array([np.nan]), np.array([0.5]))
+    figs = captured(monkeypatch)
+    values = {1e-4: [0.1, 0.1, 0.12, 0.1], 1e-3: [0.1, 0.3, 1e30, 0.2], 1e-2: [1e35, 2.0, 1e36, 5]}
+    df = frame({b: [1.0] * 4 for b in values}, xent=values)
+    df = pd.concat([df, df.assign(target="calm", xent=0.1, trial_id=df["trial_id"] + "c")])
+    s = summarize(df, metric="xent", by=["model", "target", "error_model", "mitigation", "ber"])
+    (png,) = plot_metric_vs_ber(s, "xent", tmp_path)
+    assert png.name == "xent_vs_ber_m_bitflip.png"
+    (fig,) = figs
+    axes = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert axes["target: all"].get_yscale() == "log"  # spans 1e-1..1e36
+    assert axes["target: calm"].get_yscale() == "linear"  # nothing exploded there
+    line = next(ln for ln in axes["target: all"].get_lines() if ln.get_label() == "none")
+    assert line.get_ydata().tolist() == pytest.approx(s[s.target == "all"]["median"].tolist())
+    assert axes["target: all"].get_legend().get_title().get_text() == "median, IQR band"
+    assert "heavy-tailed: median and interquartile range" in fig._suptitle.get_text()
+    no_overlap(fig)
+    figs.clear()  # a well-behaved metric keeps the mean, its CI band and a linear axis
+    plot_metric_vs_ber(summarize(df, metric="acc"), "acc", tmp_path)
+    ax = figs[0].axes[0]
+    assert ax.get_yscale() == "linear" and "95% CI" in ax.get_legend().get_title().get_text()

@@ -18,10 +18,12 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["plot_bits", "plot_metric_vs_ber", "plot_recovery", "slug"]
+__all__ = ["heavy_tailed", "plot_bits", "plot_metric_vs_ber", "plot_recovery", "slug"]
 
 DPI = 100
 PANEL = (4.6, 3.4)
+RECOVERY_YLIM = (-1.0, 2.0)  # recovery beyond this is drawn as a triangle on the edge
+HEAVY_SPAN = 1e3  # a metric whose values reach this many times its golden level is heavy-tailed
 
 
 def slug(*parts: object) -> str:
@@ -33,7 +35,8 @@ def slug(*parts: object) -> str:
 def _grid(n: int, ncols: int = 3) -> tuple[Figure, list[Axes]]:
     cols = max(1, min(ncols, n))
     rows = math.ceil(n / cols)
-    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows + 0.4), dpi=DPI)
+    fig = Figure(figsize=(PANEL[0] * cols, PANEL[1] * rows + 0.4), dpi=DPI,
+                 layout="constrained")  # leaves room for the suptitle above the panels
     FigureCanvasAgg(fig)
     axes = fig.subplots(rows, cols, squeeze=False).ravel().tolist()
     for ax in axes[n:]:
@@ -42,9 +45,23 @@ def _grid(n: int, ncols: int = 3) -> tuple[Figure, list[Axes]]:
 
 
 def _save(fig: Figure, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, format="png", dpi=DPI)
+    fig.savefig(path, format="png", dpi=DPI, bbox_inches="tight", pad_inches=0.1)
     return path
+
+
+def heavy_tailed(values: np.ndarray, golden: np.ndarray, span: float = HEAVY_SPAN) -> bool:
+    """Whether a metric's values (means, CI bounds) span too many orders of magnitude for a
+    linear axis: the largest |value| exceeds ``span`` times the typical |golden| (e.g. a log loss
+    of 1e36 against a golden 0.5: every line would look flat)."""
+    values = np.abs(np.asarray(values, float))
+    values = values[np.isfinite(values)]
+    golden = np.abs(np.asarray(golden, float))
+    golden = golden[np.isfinite(golden) & (golden > 0)]
+    if not values.size:
+        return False
+    ref = float(np.median(golden)) if golden.size else float(np.median(values[values > 0])) \
+        if (values > 0).any() else 0.0
+    return ref > 0 and float(values.max()) > span * ref
 
 
 def _colors(values: object) -> dict[str, object]:
@@ -78,6 +95,16 @@ def _log_x(ax: Axes, bers: np.ndarray) -> None:
                 va="center", transform=ax.transAxes, color="0.4")
 
 
+def _log_y(ax: Axes, values: np.ndarray) -> None:
+    """Log y axis; symlog (linear near 0) when some value is not positive."""
+    values = values[np.isfinite(values)]
+    positive = values[values > 0]
+    if values.size and (values > 0).all():
+        ax.set_yscale("log")
+    elif positive.size:
+        ax.set_yscale("symlog", linthresh=float(np.min(positive)))
+
+
 def _direction_note(table: pd.DataFrame) -> str:
     if "higher_is_better" not in table or table.empty:
         return ""
@@ -104,6 +131,11 @@ def plot_metric_vs_ber(
     table = summary[(summary["metric"] == metric) & (summary["ber"] > 0)]
     figs = ["model", "error_model"] if "error_model" in table else ["model"]
     colors = _colors(table["mitigation"])
+    # heavy tails (a few exploded trials): median and interquartile band on a log axis
+    heavy = {"median", "q25", "q75"} <= set(table) and heavy_tailed(
+        table[["mean", "ci_low", "ci_high"]].to_numpy(), table["golden"].to_numpy())
+    center, low, high = ("median", "q25", "q75") if heavy else ("mean", "ci_low", "ci_high")
+    band_title = "median, IQR band" if heavy else f"mean, {confidence:.0%} CI band"
     paths = []
     for key, sub in table.groupby(figs, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -114,24 +146,31 @@ def plot_metric_vs_ber(
             goldens = panel.groupby("mitigation")["golden"].mean().dropna()
             for mit, line in panel.groupby("mitigation", sort=True):
                 line = line.sort_values("ber")
-                _band(ax, line["ber"].to_numpy(float), line["mean"].to_numpy(float),
-                      line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), str(mit),
+                _band(ax, line["ber"].to_numpy(float), line[center].to_numpy(float),
+                      line[low].to_numpy(float), line[high].to_numpy(float), str(mit),
                       colors[str(mit)])
             if goldens.empty:
                 pass
-            elif np.ptp(goldens.to_numpy(float)) <= 1e-12 * max(1.0, abs(goldens.iloc[0])):
+            elif np.ptp(goldens.to_numpy(float)) <= 1e-6 * max(1.0, abs(goldens.iloc[0])):
                 ax.axhline(goldens.iloc[0], color="0.3", ls="--", lw=1, label="golden")
             else:
                 for mit, gold in goldens.items():
                     ax.axhline(gold, color="0.5", ls=":", lw=1, label=f"golden ({mit})")
             _log_x(ax, panel["ber"].to_numpy(float))
+            log = heavy and heavy_tailed(panel[[center, low, high]].to_numpy(),
+                                         panel["golden"].to_numpy())
+            if log:  # only the panels that span orders of magnitude
+                _log_y(ax, panel[[center, low, high, "golden"]].to_numpy(float))
             ax.set_xlabel("bit error rate")
-            ax.set_ylabel(metric)
+            ax.set_ylabel(f"{metric} ({center}{', log scale' if log else ''})")
             ax.set_title(f"target: {target}" if target is not None else "")
             ax.grid(alpha=0.3, which="both")
-            ax.legend(fontsize=7, title=f"{confidence:.0%} CI bands", title_fontsize=7)
+            ax.legend(fontsize=7, title=band_title, title_fontsize=7)
+        note = ("\nheavy-tailed: median and interquartile range, log axis where values span "
+                "orders of magnitude (the mean is dominated by a few exploded trials; the tables "
+                "have it)") if heavy else ""
         fig.suptitle(f"{metric}{_direction_note(sub)} vs BER — "
-                     + ", ".join(str(k) for k in key))
+                     + ", ".join(str(k) for k in key) + note)
         paths.append(_save(fig, Path(out_dir) / f"{slug(metric, 'vs_ber', *key)}.png"))
     return paths
 
@@ -155,22 +194,35 @@ def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[P
     groups = list(table.groupby(panels, sort=True, dropna=False))
     colors = _colors(table["mitigation"])
     fig, axes = _grid(len(groups))
+    y_lo, y_hi = RECOVERY_YLIM
+    clipped = False
     for ax, (key, sub) in zip(axes, groups):
         key = key if isinstance(key, tuple) else (key,)
         for mit, line in sub.groupby("mitigation", sort=True):
             line = line.sort_values("ber")
-            _band(ax, line["ber"].to_numpy(float), line["mean"].to_numpy(float),
-                  line["ci_low"].to_numpy(float), line["ci_high"].to_numpy(float), str(mit),
+            x, mean = line["ber"].to_numpy(float), line["mean"].to_numpy(float)
+            shown = np.clip(mean, y_lo, y_hi)  # the line stays on the panel...
+            _band(ax, x, shown, np.clip(line["ci_low"].to_numpy(float), y_lo, y_hi),
+                  np.clip(line["ci_high"].to_numpy(float), y_lo, y_hi), str(mit),
                   colors[str(mit)])
+            for side, marker in ((mean > y_hi, "^"), (mean < y_lo, "v")):  # ...and says so
+                if side.any():
+                    clipped = True
+                    ax.plot(x[side], shown[side], ls="none", marker=marker, ms=9,
+                            color=colors[str(mit)], markeredgecolor="k", label="_clipped")
         ax.axhline(0.0, color="0.3", lw=0.8)
         ax.axhline(1.0, color="0.3", ls="--", lw=0.8)
+        ax.set_ylim(y_lo - 0.05, y_hi + 0.05)
         _log_x(ax, sub["ber"].to_numpy(float))
         ax.set_xlabel("bit error rate")
         ax.set_ylabel(f"fraction of lost {metric} recovered")
         ax.set_title(" / ".join(str(k) for k in key), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Mitigation recovery of {metric} (paired by trial, mean and CI)")
+    fig.suptitle(f"Mitigation recovery of {metric} (paired by trial, mean and CI; pairs whose "
+                 "unmitigated trial lost more than the SDC threshold)"
+                 + (f"\n▲/▼: mean beyond the [{y_lo:g}, {y_hi:g}] axis (exact values in the "
+                    "table)" if clipped else ""))
     return [_save(fig, Path(out_dir) / f"{slug(metric, 'recovery')}.png")]
 
 
