@@ -244,7 +244,8 @@ def write_report(
         metric: Metric(s) to report; all when None.
         threshold: Relative drop below golden counted as silent data corruption.
         confidence: Level of every interval.
-        higher_is_better: Metric direction (bool, ``{metric: bool}``, or None to guess).
+        higher_is_better: Metric direction (bool, ``{metric: bool}`` with ``"*"`` for the
+            metrics it does not name, or None to guess from the names).
         baseline: ``mitigation`` value meaning "unmitigated"; guessed when None.
         precision: Wanted CI half-width relative to |golden| (default ``threshold``).
         nonfinite_as_sdc: Count non-finite metrics as SDC.
