@@ -66,7 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, help="number of Ray workers (ray executor)")
     p.add_argument("--num-gpus", type=float, metavar="N",
                    help="GPUs per Ray worker, fractions allowed (0.5: two workers share a "
-                        "GPU; 0: CPU workers); default: the campaign's num_gpus_per_worker")
+                        "GPU; 0: CPU workers); default: the campaign's num_gpus_per_worker, else 1 "
+                        "when the cluster has GPUs (one worker per GPU), else 0")
     p.add_argument("--num-cpus", type=float, metavar="N",
                    help="CPUs per Ray worker, fractions allowed; default: the campaign's "
                         "num_cpus_per_worker")

@@ -176,7 +176,8 @@ class Campaign:
             mitigations (e.g. Ranger) record bounds; defaults to ``evaluate``.
         chunk_size: trials sent to a worker at once (executors batch by model).
         num_cpus_per_worker: CPUs each Ray worker reserves.
-        num_gpus_per_worker: GPUs (or a fraction) each Ray worker reserves; 0 runs on CPU.
+        num_gpus_per_worker: GPUs (or a fraction) each Ray worker reserves; 0 runs on CPU;
+            None (default): one GPU per worker when the cluster has GPUs, else CPU workers.
 
     Example:
         >>> import torch
@@ -205,7 +206,7 @@ class Campaign:
     calibrate: Callable[[Any, Any], Any] | None = None
     chunk_size: int = 16
     num_cpus_per_worker: float = 1.0
-    num_gpus_per_worker: float = 0.0
+    num_gpus_per_worker: float | None = None
 
     def __post_init__(self) -> None:
         def put(attr: str, value: object) -> None:
@@ -229,8 +230,9 @@ class Campaign:
         put("chunk_size", _check_int("chunk_size", self.chunk_size, 1))
         put("num_cpus_per_worker",
             _check_number("num_cpus_per_worker", self.num_cpus_per_worker, 0.0, strict=True))
-        put("num_gpus_per_worker",
-            _check_number("num_gpus_per_worker", self.num_gpus_per_worker, 0.0, strict=False))
+        if self.num_gpus_per_worker is not None:
+            put("num_gpus_per_worker", _check_number(
+                "num_gpus_per_worker", self.num_gpus_per_worker, 0.0, strict=False))
 
     @property
     def n_trials(self) -> int:

@@ -160,7 +160,10 @@ class RayExecutor(Executor):
         runtime = self._connect()
         campaign = job.campaign()
         num_cpus = float(self.options.get("num_cpus", campaign.num_cpus_per_worker))
-        num_gpus = float(self.options.get("num_gpus", campaign.num_gpus_per_worker))
+        num_gpus = self.options.get("num_gpus", campaign.num_gpus_per_worker)
+        if num_gpus is None:  # default: one worker per GPU where there are GPUs, else CPU workers
+            num_gpus = 1.0 if ray.cluster_resources().get("GPU", 0) >= 1 else 0.0
+        num_gpus = float(num_gpus)
         n = check_feasible(num_cpus, num_gpus, self.config.num_workers,
                            autoscaling=not runtime.started)
         self._actor_opts = dict(num_cpus=num_cpus, num_gpus=num_gpus, max_task_retries=0,
