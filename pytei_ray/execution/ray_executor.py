@@ -102,7 +102,8 @@ class RayTrialActor:
 @dataclass
 class _Chunk:
     trials: list[Trial]
-    attempts: int = 0  # runs that ended with the worker dead
+    attempts: int = 0  # runs, alone on a worker, that ended with the worker dead
+    suspect: bool = False  # was in flight when a worker died: now runs alone on a worker
 
 
 @dataclass
@@ -224,12 +225,19 @@ class RayExecutor(Executor):
 
         while True:
             # fill: the least busy ready worker first, until every one has per_worker chunks
+            # A suspect (in flight when a worker died) runs alone on an idle worker, so a death
+            # while it runs is unambiguously its own; no other chunk joins that worker meanwhile.
             while True:
-                ready = [s for s in self._slots if s.ready and len(s.inflight) < per_worker]
-                if not ready:
-                    break
                 chunk = next_chunk()
                 if chunk is None:
+                    break
+                if chunk.suspect:
+                    ready = [s for s in self._slots if s.ready and not s.inflight]
+                else:
+                    ready = [s for s in self._slots if s.ready and len(s.inflight) < per_worker
+                             and not any(c.suspect for c in s.inflight.values())]
+                if not ready:
+                    retry.appendleft(chunk)  # first in line once a worker is free
                     break
                 slot = min(ready, key=lambda s: len(s.inflight))
                 slot.inflight[slot.handle.run_chunk.remote(chunk.trials)] = chunk
@@ -256,18 +264,19 @@ class RayExecutor(Executor):
             if slot.ping == ref:
                 self._on_ping(slot, ref)
                 continue
-            running = next(iter(slot.inflight)) == ref  # oldest in flight: the one executing
             chunk = slot.inflight.pop(ref)
             try:
                 result: ChunkResult = ray.get(ref)
             except _WORKER_LOST as exc:
+                if chunk.suspect:  # it ran alone: the death is its own
+                    chunk.attempts += 1
+                chunk.suspect = True  # from now on it runs alone
                 self._on_worker_lost(slot, exc)
                 self.stats.chunks_retried += 1
-                chunk.attempts += running  # chunks queued behind it are not to blame
                 if chunk.attempts < max_attempts:
                     retry.appendleft(chunk)
                 elif len(chunk.trials) > 1:  # find the trial that kills workers: run them alone
-                    retry.extendleft(_Chunk([t], max_attempts - 1) for t in chunk.trials)
+                    retry.extendleft(_Chunk([t], max_attempts - 1, True) for t in chunk.trials)
                 else:
                     lost.extend(chunk.trials)
                     self.stats.trials_lost += 1
