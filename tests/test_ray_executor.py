@@ -86,26 +86,15 @@ def test_same_rows_as_local_executor(local_ray, job_dir, local_rows, workers, ch
 def test_default_is_one_worker_per_gpu(local_ray, job_dir):
     # num_gpus_per_worker=None (the Campaign default): the local Ray has 2 (logical) GPUs
     job = job_ref(job_dir, num_gpus=None)
-    ex = RayExecutor(ExecutorConfig())
-    try:
-        rows: list = []
-        ex.run(job, chunks_of(job)[:2], lambda r: rows.extend(r.rows))
-        infos = ex.worker_info()
-    finally:
-        ex.close()
+    rows, _, _, infos = _run_ray(job, chunks_of(job)[:2])
     assert len(rows) == 8
     assert sorted(i["cuda_visible_devices"] for i in infos) == ["0", "1"]
 
 
 def test_workers_pinned_to_logical_gpus(local_ray, job_dir):
     job = job_ref(job_dir, num_gpus=0.5)
-    ex = RayExecutor(ExecutorConfig(num_workers=4, options={"num_cpus": 0.5}))
-    try:
-        rows: list = []
-        ex.run(job, chunks_of(job)[:4], lambda r: rows.extend(r.rows))
-        infos = ex.worker_info()
-    finally:
-        ex.close()
+    rows, _, _, infos = _run_ray(job, chunks_of(job)[:4], num_workers=4,
+                                 options={"num_cpus": 0.5})
     assert len(rows) == 16
     visible = sorted(i["cuda_visible_devices"] for i in infos)
     assert visible == ["0", "0", "1", "1"]  # 0.5 GPU each: two replicas share each GPU
