@@ -241,9 +241,10 @@ def _words_faults(
     a = np.asarray(a, dtype=lay.np_int)
     x = np.asarray(x, dtype=lay.np_int)
     if k > 1 and words.size > 1:
-        dup = np.flatnonzero(words[1:] == words[:-1]) + 1
+        same = words[1:] == words[:-1]
+        dup = np.flatnonzero(same) + 1
         if dup.size:  # several sites in one word: fold them into the word's first entry
-            first = np.flatnonzero(np.concatenate(([True], words[1:] != words[:-1])))
+            first = np.flatnonzero(np.concatenate(([True], ~same)))
             into = first[np.searchsorted(first, dup, side="right") - 1]
             np.bitwise_and.at(a, into, a[dup])  # sites touch disjoint bits, so AND/OR compose
             np.bitwise_or.at(x, into, x[dup])

@@ -171,25 +171,25 @@ class InjectionHandle:
         return stats
 
 
-def _write_quantized(site: Site, tf: TensorFaults) -> _Write:
-    original = site.tensor
-    ints = original.int_repr().contiguous()
-    flat = ints.view(layout_of(original.dtype).int_dtype).view(-1)
-    idx = torch.from_numpy(tf.index).to(flat.device)
-    old = flat[idx]
-    new = (old & torch.from_numpy(tf.and_mask).to(flat.device)) ^ torch.from_numpy(tf.xor_mask).to(
-        flat.device
-    )
-    flat.index_copy_(0, idx, new)
-    _set_quantized(site, _requantize(original, ints))
-    return _Write(site, tf, old, new, idx, original)
-
-
-def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
-    flat = _flat_words(site.tensor).numpy()  # zero-copy view of the tensor's storage
+def _write_words(words: torch.Tensor, tf: TensorFaults) -> tuple[np.ndarray, np.ndarray]:
+    """Apply ``tf``'s masks to a CPU tensor's words in place (zero-copy numpy view)."""
+    flat = _flat_words(words).numpy()
     old = flat[tf.index]
     new = (old & tf.and_mask) ^ tf.xor_mask
     flat[tf.index] = new
+    return old, new
+
+
+def _write_quantized(site: Site, tf: TensorFaults) -> _Write:
+    original = site.tensor  # kept whole: restore puts this very object back
+    ints = original.int_repr().contiguous()
+    old, new = _write_words(ints, tf)
+    _set_quantized(site, _requantize(original, ints))
+    return _Write(site, tf, old, new, tf.index, original)
+
+
+def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
+    old, new = _write_words(site.tensor, tf)
     return _Write(site, tf, old, new, tf.index, None)
 
 

@@ -10,7 +10,7 @@ from torch import nn
 from ..faults.faultmap import FaultMap, sample_fault_map
 from ..faults.models import ErrorModel
 from .apply import InjectionHandle, apply_faults
-from .targets import Targets, resolve_targets
+from .targets import Site, Targets, resolve_targets
 
 
 class Injector:
@@ -63,8 +63,12 @@ class Injector:
 
     def sample(self, model: nn.Module) -> FaultMap:
         """The faults this injector puts into ``model``, without touching it."""
+        return self._sample(model)[1]
+
+    def _sample(self, model: nn.Module) -> tuple[dict[str, Site], FaultMap]:
         sites = resolve_targets(model, self.targets, self.include_buffers)
-        return sample_fault_map([s.info for s in sites], self.error, self.seed)
+        faults = sample_fault_map([s.info for s in sites], self.error, self.seed)
+        return {s.name: s for s in sites}, faults
 
     def inject(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> InjectionHandle:
         """Write sampled faults into ``model``; the returned handle restores it exactly.
@@ -72,9 +76,8 @@ class Injector:
         Use as ``with injector.inject(model) as faults:``; mitigations (e.g. ``SBP()``, ``Clip()``)
         filter the faults and/or attach hooks, removed on exit.
         """
-        sites = resolve_targets(model, self.targets, self.include_buffers)
-        faults = sample_fault_map([s.info for s in sites], self.error, self.seed)
-        return apply_faults(faults, model, mitigations, {s.name: s for s in sites})
+        sites, faults = self._sample(model)
+        return apply_faults(faults, model, mitigations, sites)  # no second lookup of the sites
 
     def __repr__(self) -> str:
         return (
