@@ -333,3 +333,86 @@ def test_accelerator_write_path_matches_cpu_path(error):
     for w in reversed(writes):
         w.restore()
     assert all(torch.equal(before[n], words(model)[n]) for n in before)
+
+
+def _reference_words(error, dtype, positions):
+    """Masks per hit word, built one site at a time from the model's documented ``transform``."""
+    lay = layout_of(dtype)
+    k = error.sites_per_word(lay)
+    per_word: dict[int, list[int]] = {}
+    for p in positions.tolist():
+        per_word.setdefault(p // k, []).append(p % k)
+    words_, ands, xors = [], [], []
+    rng = np.random.default_rng(0)  # bit models draw nothing
+    for w, slots in sorted(per_word.items()):
+        a, x = error.transform(lay, np.asarray(slots, dtype=np.int64), rng)
+        words_.append(w)
+        ands.append(np.bitwise_and.reduce(np.asarray(a, dtype=lay.np_int)))
+        xors.append(np.bitwise_or.reduce(np.asarray(x, dtype=lay.np_int)))
+    return np.array(words_), np.array(ands, dtype=lay.np_int), np.array(xors, dtype=lay.np_int)
+
+
+@pytest.mark.parametrize(
+    "dtype", [torch.float32, torch.float16, torch.int8, torch.float64], ids=str
+)
+@pytest.mark.parametrize(
+    "error",
+    [
+        BitFlip(0.3),
+        StuckAt(0.3, value=0),
+        StuckAt(0.3, value=1),
+        BitFlip(0.4, bits=[0, 3, 5, 6]),  # four sites per word, not bits 0..3
+        BitFlip(0.4, bits=[1, 2, 7]),  # three sites per word
+        StuckAt(0.4, value=1, bits=["sign", 6]),
+    ],
+    ids=repr,
+)
+def test_fault_masks_match_the_documented_transform(dtype, error):
+    # Built-in models compute masks on a fast path and fold several sites of one word together;
+    # both must give what `transform`, applied one site at a time, says.
+    from pytei_ray.faults.faultmap import SiteInfo, _words_faults
+    from pytei_ray.faults.sampling import bernoulli_positions
+
+    lay = layout_of(dtype)
+    site = SiteInfo("w", dtype, (300,))
+    n_sites = 300 * error.sites_per_word(lay)
+    for seed in range(3):
+        positions = bernoulli_positions(n_sites, error.rate, np.random.default_rng(seed))
+        assert np.any(np.diff(positions // error.sites_per_word(lay)) == 0)  # words hit twice+
+        expected = _reference_words(error, dtype, positions)
+        tf = _words_faults(site, error, positions.copy(), np.random.default_rng(0))
+        assert tf.n_sites == positions.size
+        for got, want in zip((tf.index, tf.and_mask, tf.xor_mask), expected):
+            np.testing.assert_array_equal(np.asarray(got), want)
+
+
+def test_fault_map_is_freed_without_the_garbage_collector():
+    # Map and handle hold no reference cycle: dropping them frees their arrays at once (a cycle
+    # left them for the next collection and cost page faults on every following injection).
+    import gc
+    import weakref
+
+    model = make_mlp(0)
+    gc.disable()
+    try:
+        with Injector(error=BitFlip(0.2), seed=3).inject(model) as faults:
+            pass
+        summary = faults.summary()  # statistics of the application survive the `with` block
+        assert summary.totals["n_bits_changed"] == faults.n_faults > 0
+        assert faults.n_nonfinite is not None
+        ref = weakref.ref(faults)
+        del faults
+        assert ref() is None
+    finally:
+        gc.enable()
+
+
+def test_saved_map_of_constant_masks_loads_writable(tmp_path, recwarn):
+    faults = Injector(error=BitFlip(0.05), seed=2).sample(make_mlp(1))
+    faults.save(tmp_path / "m.pt")
+    loaded = FaultMap.load(tmp_path / "m.pt")
+    assert not [w for w in recwarn if "writable" in str(w.message)]
+    for a, b in zip(faults.tensors, loaded.tensors):
+        for got, want in ((b.index, a.index), (b.and_mask, a.and_mask), (b.xor_mask, a.xor_mask)):
+            np.testing.assert_array_equal(got, want)
+            assert got.flags.writeable

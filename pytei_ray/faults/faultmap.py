@@ -23,7 +23,7 @@ from .sampling import bernoulli_positions, distinct_positions, rng_for
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from ..injection.apply import InjectionHandle
+    from ..injection.apply import AppliedWrites, InjectionHandle
 
 
 @dataclass(frozen=True)
@@ -100,7 +100,7 @@ class FaultMap:
     error: str
     unit: str
     seed: int | None = None
-    _applied: InjectionHandle | None = field(default=None, repr=False, compare=False)
+    _applied: AppliedWrites | None = field(default=None, repr=False, compare=False)
 
     # ---- statistics --------------------------------------------------------------------------
     @property
@@ -191,8 +191,8 @@ class FaultMap:
                     "dtype": dtype_name(t.dtype),
                     "shape": list(t.shape),
                     "index": torch.from_numpy(t.index),
-                    "and_mask": torch.from_numpy(t.and_mask),
-                    "xor_mask": torch.from_numpy(t.xor_mask),
+                    "and_mask": torch.from_numpy(np.require(t.and_mask, requirements="CW")),
+                    "xor_mask": torch.from_numpy(np.require(t.xor_mask, requirements="CW")),
                     "n_sites": t.n_sites,
                 }
                 for t in self.tensors
@@ -225,33 +225,44 @@ class FaultMap:
 def _words_faults(
     site: SiteInfo, error: ErrorModel, positions: np.ndarray, rng: np.random.Generator
 ) -> TensorFaults:
-    """Turn sorted site positions of one tensor into per-word masks."""
+    """Turn sorted site positions of one tensor into per-word masks (``positions`` is reused)."""
     lay = layout_of(site.dtype)
-    if positions.size == 0:  # the common case at low BER: no work, no allocation
+    n_sites = int(positions.size)
+    if n_sites == 0:  # the common case at low BER: no work, no allocation
         empty = np.empty(0, dtype=lay.np_int)
         return TensorFaults(site.name, site.dtype, site.shape, positions, empty, empty, 0)
-    k = error.sites_per_word(lay)
-    if k == 1:
-        words, slots = positions, np.zeros(positions.size, dtype=np.int64)
-    elif k & (k - 1) == 0:  # all bits of a word (or a power-of-two subset): shifts, not division
-        words, slots = positions >> (k.bit_length() - 1), positions & (k - 1)
-    else:
-        words, slots = np.divmod(positions, k)
-    a, x = error.transform(lay, slots, rng)
-    a = np.asarray(a, dtype=lay.np_int)
-    x = np.asarray(x, dtype=lay.np_int)
-    if k > 1 and words.size > 1:
-        same = words[1:] == words[:-1]
-        dup = np.flatnonzero(same) + 1
+    words, a, x = error._word_masks(lay, positions, rng)
+    if error.sites_per_word(lay) > 1 and words.size > 1:
+        dup = np.flatnonzero(words[1:] == words[:-1])
         if dup.size:  # several sites in one word: fold them into the word's first entry
-            first = np.flatnonzero(np.concatenate(([True], ~same)))
-            into = first[np.searchsorted(first, dup, side="right") - 1]
-            np.bitwise_and.at(a, into, a[dup])  # sites touch disjoint bits, so AND/OR compose
-            np.bitwise_or.at(x, into, x[dup])
-            keep = np.ones(words.size, dtype=bool)
-            keep[dup] = False
-            words, a, x = words[keep], a[keep], x[keep]
-    return TensorFaults(site.name, site.dtype, site.shape, words, a, x, int(positions.size))
+            dup += 1
+            words, a, x = _fold_duplicates(words, a, x, dup)
+    return TensorFaults(site.name, site.dtype, site.shape, words, a, x, n_sites)
+
+
+def _fold_duplicates(
+    words: np.ndarray, a: np.ndarray, x: np.ndarray, dup: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge entries ``dup`` (each equal to the word before it) into their run's first entry.
+
+    Sites of one word touch disjoint bits, so their masks compose by AND (keep) and OR (set).
+    Work is O(duplicates) apart from the final compaction.
+    """
+    # first entry of each run: the entry before a run's first duplicate, carried along the run
+    starts = np.where(np.diff(dup, prepend=-2) != 1, dup - 1, 0)
+    into = np.maximum.accumulate(starts)
+    at = into - np.searchsorted(dup, into)  # where each run's first entry lands after deletion
+    keep = np.ones(words.size, dtype=bool)
+    keep[dup] = False
+    out = []
+    for mask, ufunc in ((a, np.bitwise_and), (x, np.bitwise_or)):
+        if mask.strides == (0,):  # a constant mask: c & c == c | c == c, nothing to fold
+            out.append(mask[: mask.size - dup.size])
+        else:
+            merged = mask[keep]
+            ufunc.at(merged, at, mask[dup])
+            out.append(merged)
+    return words[keep], out[0], out[1]
 
 
 def sample_fault_map(sites: Sequence[SiteInfo], error: ErrorModel, seed: int) -> FaultMap:
@@ -284,8 +295,10 @@ def sample_fault_map(sites: Sequence[SiteInfo], error: ErrorModel, seed: int) ->
     bounds = np.zeros(len(ordered) + 1, dtype=np.int64)
     np.cumsum(sizes, out=bounds[1:])
     cuts = np.searchsorted(pos, bounds)
-    out = [
-        _words_faults(s, error, pos[cuts[i] : cuts[i + 1]] - bounds[i], rng)
-        for i, s in enumerate(ordered)
-    ]
+    out = []
+    for i, s in enumerate(ordered):
+        seg = pos[cuts[i] : cuts[i + 1]]  # a view: `pos` is ours, so offsets are removed in place
+        if seg.size:
+            seg -= bounds[i]
+        out.append(_words_faults(s, error, seg, rng))
     return FaultMap(out, key, error.unit, seed)

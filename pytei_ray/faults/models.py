@@ -30,6 +30,24 @@ import torch
 
 from .dtypes import BitLayout, dtype_name
 
+_CONSTANTS: dict[tuple[int, np.dtype], np.ndarray] = {}
+_CONSTANT_LEN = np.iinfo(np.intp).max // 8  # longer than any tensor; a slice of it is cheap
+
+
+def constant_mask(value: int, size: int, dtype: np.dtype) -> np.ndarray:
+    """A read-only mask of ``size`` copies of ``value`` that takes no memory (stride 0)."""
+    key = (value, np.dtype(dtype))
+    const = _CONSTANTS.get(key)
+    if const is None:
+        const = np.broadcast_to(np.asarray(value, dtype=dtype), (_CONSTANT_LEN,))
+        _CONSTANTS[key] = const
+    return const[:size]
+
+
+def is_constant(mask: np.ndarray, value: int) -> bool:
+    """True when ``mask`` is known to hold only ``value`` without reading it (a stride-0 view)."""
+    return mask.size == 0 or (mask.strides == (0,) and int(mask[0]) == value)
+
 
 def _check_rate(name: str, value: float | None) -> float | None:
     if value is None:
@@ -101,6 +119,27 @@ class ErrorModel:
         """
         raise NotImplementedError
 
+    def _word_masks(
+        self, layout: BitLayout, positions: np.ndarray, rng: np.random.Generator
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sorted site positions of one tensor -> ``(words, and_mask, xor_mask)``, one per site.
+
+        ``positions`` is owned by the caller and may be reused in place (it becomes ``words``).
+        Built-in models override this with a faster path; custom models only write
+        :meth:`transform`.
+        """
+        k = self.sites_per_word(layout)
+        if k == 1:
+            words, slots = positions, np.zeros(positions.size, dtype=np.int64)
+        elif k & (k - 1) == 0:  # a power of two: shifts, not division
+            slots = positions & (k - 1)
+            words = positions
+            words >>= k.bit_length() - 1
+        else:
+            words, slots = np.divmod(positions, k)
+        a, x = self.transform(layout, slots, rng)
+        return words, np.asarray(a, dtype=layout.np_int), np.asarray(x, dtype=layout.np_int)
+
     def key(self) -> str:
         """A stable, exact description (used to derive seeds and to name the model in results)."""
         return repr(self)
@@ -162,15 +201,43 @@ class _BitModel(ErrorModel):
             cache[layout.dtype] = layout.resolve_bits(self.bits)
         return cache[layout.dtype]
 
-    def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
-        """One-bit masks for ``slots`` (indices into this model's site bits for ``layout``)."""
-        tables = self.__dict__.setdefault("_mask_tables", {})  # per dtype: slot -> mask
-        table = tables.get(layout.dtype)
-        if table is None:
-            bits = np.asarray(self.site_bits(layout), dtype=np.uint64)
-            table = (np.uint64(1) << bits).astype(layout.np_uint).view(layout.np_int)
+    def _table(self, layout: BitLayout) -> np.ndarray | None:
+        """Slot -> one-bit mask (``layout.np_uint``) for ``layout``; None when slot i is bit i."""
+        tables = self.__dict__.setdefault("_mask_tables", {})  # per dtype; models are immutable
+        if layout.dtype not in tables:
+            bits = self.site_bits(layout)
+            table = None
+            if bits != tuple(range(layout.width)):
+                arr = np.asarray(bits, dtype=np.uint64)
+                table = (np.uint64(1) << arr).astype(layout.np_uint)
             tables[layout.dtype] = table
-        return table[slots]
+        return tables[layout.dtype]
+
+    def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
+        """One-bit masks (``layout.np_int``) for ``slots``, indices into this model's site bits."""
+        table = self._table(layout)
+        if table is None:
+            return np.left_shift(1, slots.astype(layout.np_uint)).view(layout.np_int)
+        return table[slots].view(layout.np_int)
+
+    def _one_bit_masks(
+        self, layout: BitLayout, positions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(words, one-bit masks)`` for sorted site positions, computed in place with one
+        word-width allocation; None when the sites per word are not a power of two."""
+        k = self.sites_per_word(layout)
+        if k & (k - 1):
+            return None
+        uint = layout.np_uint
+        mask = np.empty(positions.size, dtype=uint)
+        np.bitwise_and(positions, k - 1, out=mask, casting="unsafe")
+        table = self._table(layout)
+        if table is None:
+            np.left_shift(uint.type(1), mask, out=mask)
+        else:
+            mask = table[mask]
+        positions >>= k.bit_length() - 1
+        return positions, mask.view(layout.np_int)
 
     def _params(self) -> dict[str, object]:
         params = super()._params()
@@ -196,6 +263,13 @@ class BitFlip(_BitModel):
     def transform(self, layout, slots, rng):
         xor = self._bit_masks(layout, slots)
         return np.full_like(xor, -1), xor
+
+    def _word_masks(self, layout, positions, rng):
+        fast = self._one_bit_masks(layout, positions)
+        if fast is None:
+            return super()._word_masks(layout, positions, rng)
+        words, xor = fast
+        return words, constant_mask(-1, xor.size, layout.np_int), xor
 
 
 class StuckAt(_BitModel):
@@ -224,6 +298,13 @@ class StuckAt(_BitModel):
     def transform(self, layout, slots, rng):
         m = self._bit_masks(layout, slots)
         return ~m, (m if self.value else np.zeros_like(m))
+
+    def _word_masks(self, layout, positions, rng):
+        fast = self._one_bit_masks(layout, positions)
+        if fast is None:
+            return super()._word_masks(layout, positions, rng)
+        words, m = fast
+        return words, ~m, (m if self.value else constant_mask(0, m.size, layout.np_int))
 
     def _params(self) -> dict[str, object]:
         params = super()._params()

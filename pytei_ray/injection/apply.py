@@ -16,20 +16,22 @@ from torch import nn
 
 from ..faults.dtypes import dtype_name, layout_of
 from ..faults.faultmap import FaultMap, TensorFaults
+from ..faults.models import is_constant
 from .targets import Site, candidate_sites
 
 
 class _Write:
     """One tensor's applied faults: enough to restore it and to report what changed.
 
-    ``old``/``new``/``idx`` are numpy arrays for CPU tensors (written through a zero-copy numpy
-    view) and torch tensors on the tensor's device otherwise.
+    ``flat``/``old``/``new``/``idx`` are numpy arrays for CPU tensors (``flat`` is a zero-copy
+    numpy view of the words) and torch tensors on the tensor's device otherwise.
     """
 
     def __init__(
         self,
         site: Site,
         faults: TensorFaults,
+        flat: Any,
         old: Any,
         new: Any,
         idx: Any,
@@ -37,6 +39,7 @@ class _Write:
     ) -> None:
         self.site = site
         self.faults = faults
+        self.flat = flat  # the flat integer view written through (None for quantized sites)
         self.old = old  # original words at idx
         self.new = new  # faulty words written
         self.idx = idx  # flat indices
@@ -46,10 +49,10 @@ class _Write:
     def restore(self) -> None:
         if self.original is not None:
             _set_quantized(self.site, self.original)
-        elif isinstance(self.idx, np.ndarray):
-            _flat_words(self.site.tensor).numpy()[self.idx] = self.old
+        elif isinstance(self.flat, np.ndarray):
+            self.flat[self.idx] = self.old
         else:
-            _flat_words(self.site.tensor).index_copy_(0, self.idx, self.old)
+            self.flat.index_copy_(0, self.idx, self.old)
 
     @property
     def nonfinite(self) -> int | None:
@@ -116,6 +119,34 @@ def _check_compatible(faults: TensorFaults, site: Site) -> None:
         )
 
 
+class AppliedWrites:
+    """The words one application wrote, kept by the :class:`FaultMap` for its statistics.
+
+    It holds no reference back to the map, so map and handle form no reference cycle and their
+    arrays are freed as soon as the caller drops them (not at the next garbage collection).
+    """
+
+    def __init__(self, writes: list[_Write]) -> None:
+        self.writes = writes
+
+    @property
+    def n_nonfinite(self) -> int:
+        """NaN/Inf words produced (floating-point tensors only)."""
+        return sum(w.nonfinite or 0 for w in self.writes)
+
+    def per_tensor_stats(self) -> dict[str, dict[str, int]]:
+        """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""
+        stats = {}
+        for w in self.writes:
+            lay = layout_of(w.faults.dtype)
+            old, new = w.words()
+            stats[w.faults.name] = {
+                "n_bits_changed": int(np.bitwise_count((old ^ new).view(lay.np_uint)).sum()),
+                "n_nonfinite": w.nonfinite or 0,
+            }
+        return stats
+
+
 class InjectionHandle:
     """Faults written into a model; ``restore()`` (or leaving the ``with`` block) undoes them.
 
@@ -125,6 +156,7 @@ class InjectionHandle:
     def __init__(self, faults: FaultMap, writes: list[_Write], hooks: list[Any]) -> None:
         self.faults = faults
         self._writes = writes
+        self._applied = AppliedWrites(writes)
         self._hooks = hooks  # handles of mitigation hooks, removed on restore
         self.restored = False
 
@@ -156,41 +188,38 @@ class InjectionHandle:
     @property
     def n_nonfinite(self) -> int:
         """NaN/Inf words produced by this application (floating-point tensors only)."""
-        return sum(w.nonfinite or 0 for w in self._writes)
+        return self._applied.n_nonfinite
 
     def per_tensor_stats(self) -> dict[str, dict[str, int]]:
         """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""
-        stats = {}
-        for w in self._writes:
-            lay = layout_of(w.faults.dtype)
-            old, new = w.words()
-            stats[w.faults.name] = {
-                "n_bits_changed": int(np.bitwise_count((old ^ new).view(lay.np_uint)).sum()),
-                "n_nonfinite": w.nonfinite or 0,
-            }
-        return stats
+        return self._applied.per_tensor_stats()
 
 
-def _write_words(words: torch.Tensor, tf: TensorFaults) -> tuple[np.ndarray, np.ndarray]:
-    """Apply ``tf``'s masks to a CPU tensor's words in place (zero-copy numpy view)."""
-    flat = _flat_words(words).numpy()
-    old = flat[tf.index]
-    new = (old & tf.and_mask) ^ tf.xor_mask
+def _write_words(
+    words: torch.Tensor, tf: TensorFaults
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Apply ``tf``'s masks to a CPU tensor's words in place; returns (flat view, old, new)."""
+    flat = _flat_words(words).numpy()  # zero-copy
+    old = np.take(flat, tf.index)  # faster than flat[tf.index] for a gather
+    if is_constant(tf.and_mask, -1):  # flips only: one pass, no AND
+        new = old ^ tf.xor_mask
+    else:
+        new = old & tf.and_mask
+        new ^= tf.xor_mask
     flat[tf.index] = new
-    return old, new
+    return flat, old, new
 
 
 def _write_quantized(site: Site, tf: TensorFaults) -> _Write:
     original = site.tensor  # kept whole: restore puts this very object back
     ints = original.int_repr().contiguous()
-    old, new = _write_words(ints, tf)
+    _, old, new = _write_words(ints, tf)
     _set_quantized(site, _requantize(original, ints))
-    return _Write(site, tf, old, new, tf.index, original)
+    return _Write(site, tf, None, old, new, tf.index, original)
 
 
 def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
-    old, new = _write_words(site.tensor, tf)
-    return _Write(site, tf, old, new, tf.index, None)
+    return _Write(site, tf, *_write_words(site.tensor, tf), tf.index, None)
 
 
 def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) -> list[_Write]:
@@ -213,7 +242,7 @@ def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) 
         at = 0
         for i, tf in zip(positions, group):
             a = tf.and_mask
-            keep_all = bool((a == -1).all())  # pure flips: no AND needed
+            keep_all = is_constant(a, -1) or bool((a == -1).all())  # pure flips: no AND
             masks[i] = (
                 None if keep_all else dev[0, at : at + tf.n_words],
                 dev[1, at : at + tf.n_words],
@@ -228,7 +257,7 @@ def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) 
         old = flat.index_select(0, idx)
         new = (old ^ x) if a is None else (old & a) ^ x
         flat.index_copy_(0, idx, new)
-        writes.append(_Write(site, tf, old, new, idx, None))
+        writes.append(_Write(site, tf, flat, old, new, idx, None))
     return writes
 
 
@@ -288,5 +317,5 @@ def apply_faults(
         InjectionHandle(faults, writes, hooks).restore()
         raise
     handle = InjectionHandle(faults, writes, hooks)
-    faults._applied = handle
+    faults._applied = handle._applied
     return handle
