@@ -17,8 +17,8 @@ class Injector:
     """Samples faults for a model's targeted tensors and writes them in place, reversibly.
 
     Faults are a pure function of ``(seed, targets, error, model layout)``: sampled on the CPU
-    tensor by tensor from streams keyed by tensor name, then moved to each tensor's device. So the
-    same injector gives the same faults on CPU and CUDA, in any order, on any worker.
+    from one stream over the targeted tensors ordered by name, then moved to each tensor's device.
+    So the same injector gives the same faults on CPU and CUDA, in any order, on any worker.
 
     Args:
         targets: tensor names, globs, ``nn.Module`` types, or a ``Path`` to a PyTEI target file
