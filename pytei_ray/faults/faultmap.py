@@ -44,7 +44,11 @@ class SiteInfo:
 
 @dataclass
 class TensorFaults:
-    """Faults of one tensor: flat word indices (sorted, distinct) and their masks."""
+    """Faults of one tensor: flat word indices (sorted, distinct) and their masks.
+
+    Treat the arrays as read-only: an AND mask that keeps every bit (pure flips) is a stride-0
+    constant view, so a map of N flips costs N index and N XOR entries, not a third array.
+    """
 
     name: str
     dtype: torch.dtype
