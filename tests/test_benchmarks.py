@@ -1,0 +1,41 @@
+"""The benchmark scripts run end to end at toy sizes (their figures are not checked: speed is
+claimed by running them on demand, never by a timed test)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_injection_benchmark_runs_and_checks_its_methods(tmp_path):
+    out = tmp_path / "bench.json"
+    cmd = [
+        sys.executable, "-m", "benchmarks.injection", "--sizes", "65536", "--width", "256",
+        "--bers", "1e-5", "1e-3", "--reps", "3", "--budget-s", "0.01",
+        "--methods", "ours", "dense", "--json", str(out),
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["failures"] == []
+    assert [r["ber"] for r in data["results"]] == [1e-5, 1e-3]
+    for row in data["results"]:
+        ours, dense = row["ours"], row["dense"]
+        assert ours["exact_restore"] and ours["flips_plausible"] and dense["exact_restore"]
+        assert ours["ms"] > 0 and dense["ms"] > 0 and ours["page_faults_per_inject"] >= 0
+    assert "dense/ours" in proc.stdout
+
+
+def test_orchestrator_benchmark_runs(tmp_path):
+    cmd = [
+        sys.executable, "benchmarks/orchestrator.py", "--trial-ms", "1", "--trials", "24",
+        "--workers", "2", "--skip-tune",
+    ]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "(a) pytei_ray orchestrator" in proc.stdout
+    assert "(b) serial loop" in proc.stdout
