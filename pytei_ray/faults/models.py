@@ -239,6 +239,22 @@ class _BitModel(ErrorModel):
         positions >>= k.bit_length() - 1
         return positions, mask.view(layout.np_int)
 
+    def _masks_of_bits(
+        self, layout: BitLayout, m: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """``(and_mask, xor_mask)`` of sites given their one-bit masks ``m`` (``layout.np_int``)."""
+        raise NotImplementedError
+
+    def transform(self, layout, slots, rng):
+        return self._masks_of_bits(layout, self._bit_masks(layout, slots))
+
+    def _word_masks(self, layout, positions, rng):
+        fast = self._one_bit_masks(layout, positions)
+        if fast is None:  # sites per word not a power of two: divide, then `transform`
+            return super()._word_masks(layout, positions, rng)
+        words, m = fast
+        return (words, *self._masks_of_bits(layout, m))
+
     def _params(self) -> dict[str, object]:
         params = super()._params()
         if self.bits is not None:
@@ -260,16 +276,8 @@ class BitFlip(_BitModel):
         BitFlip(ber=1e-06, bits=('exponent',))
     """
 
-    def transform(self, layout, slots, rng):
-        xor = self._bit_masks(layout, slots)
-        return np.full_like(xor, -1), xor
-
-    def _word_masks(self, layout, positions, rng):
-        fast = self._one_bit_masks(layout, positions)
-        if fast is None:
-            return super()._word_masks(layout, positions, rng)
-        words, xor = fast
-        return words, constant_mask(-1, xor.size, layout.np_int), xor
+    def _masks_of_bits(self, layout, m):
+        return constant_mask(-1, m.size, layout.np_int), m  # keep every bit, flip the site's
 
 
 class StuckAt(_BitModel):
@@ -295,16 +303,8 @@ class StuckAt(_BitModel):
         super().__init__(ber, n=n, bits=bits)
         self.value = int(value)
 
-    def transform(self, layout, slots, rng):
-        m = self._bit_masks(layout, slots)
-        return ~m, (m if self.value else np.zeros_like(m))
-
-    def _word_masks(self, layout, positions, rng):
-        fast = self._one_bit_masks(layout, positions)
-        if fast is None:
-            return super()._word_masks(layout, positions, rng)
-        words, m = fast
-        return words, ~m, (m if self.value else constant_mask(0, m.size, layout.np_int))
+    def _masks_of_bits(self, layout, m):
+        return ~m, (m if self.value else constant_mask(0, m.size, layout.np_int))
 
     def _params(self) -> dict[str, object]:
         params = super()._params()
