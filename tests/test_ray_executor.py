@@ -143,6 +143,30 @@ def test_trial_that_always_kills_its_worker_is_given_up(local_ray, job_dir, loca
     assert ex.stats.trials_lost == 1
 
 
+def test_chunks_in_flight_on_a_worker_dead_for_good_are_queued_again(local_ray):
+    # The worker's death can be seen first through its info() ping (restarts used up) while
+    # chunks are still in flight on it: those chunks must come back to be run elsewhere.
+    from pytei_ray.execution.ray_executor import _Chunk, _Slot
+
+    @ray.remote(num_cpus=0)
+    class Dead:
+        def info(self):
+            return {}
+
+    handle = Dead.remote()
+    ray.get(handle.info.remote())
+    ray.kill(handle, no_restart=True)
+    chunks = [_Chunk(["t1"]), _Chunk(["t2", "t3"])]
+    slot = _Slot(handle, inflight={"ref1": chunks[0], "ref2": chunks[1]},
+                 ping=handle.info.remote())
+    ex = RayExecutor(ExecutorConfig())
+    ex._slots = [slot]
+    ex.stats.replaced = 100  # no replacement actor for this test
+    orphans = ex._on_ping(slot, slot.ping)
+    assert [c for c, _ in orphans] == chunks and not slot.inflight and ex._slots == []
+    assert all(isinstance(exc, ray.exceptions.RayActorError) for _, exc in orphans)
+
+
 def test_setup_error_in_a_worker_propagates(local_ray, job_dir):
     job = job_ref(job_dir, broken=True)
     with pytest.raises(TrialSetupError, match="factory of model 'a'"):

@@ -137,12 +137,10 @@ class RayExecutor(Executor):
         super().__init__(config)
         self.options = parse_options(self.config.options)
         self.stats = RunStats()
-        self.workers_seen: dict[str, dict[str, Any]] = {}  # "host:pid" -> info() of that actor
         self.runtime: RayRuntime | None = None
         self._slots: list[_Slot] = []  # one per live worker
-        self._job_key: tuple | None = None  # (path, source hash, params) the actors were built for
         self._actor_opts: dict[str, Any] = {}
-        self._job: JobRef | None = None
+        self._job: JobRef | None = None  # the job the live actors were built for
 
     # ---- setup -----------------------------------------------------------------------------
     def _connect(self) -> RayRuntime:
@@ -154,8 +152,7 @@ class RayExecutor(Executor):
         return self.runtime
 
     def _start_workers(self, job: JobRef) -> None:
-        key = (job.path, job.source_sha256, repr(sorted(job.params.items())))
-        if self._slots and key == self._job_key:
+        if self._slots and job == self._job:
             return
         self._kill_workers()
         runtime = self._connect()
@@ -172,7 +169,6 @@ class RayExecutor(Executor):
         if self.options.get("spread", True):
             self._actor_opts["scheduling_strategy"] = "SPREAD"
         self._job = job  # by value: a restarted actor must not depend on an object ref
-        self._job_key = key
         self._slots = [self._new_slot() for _ in range(n)]
         log.info("Ray executor: %d workers (%g CPU, %g GPU each) on %s", n, num_cpus, num_gpus,
                  runtime.describe())
@@ -201,15 +197,30 @@ class RayExecutor(Executor):
 
     def _run(self, source: Iterator[Sequence[Trial]], on_result: ResultCallback) -> None:
         per_worker = max(1, int(self.config.max_in_flight or 2))
-        runtime = self.runtime
-        default_timeout = 60.0 if runtime is not None and runtime.started else 900.0
-        timeout = float(self.options.get("resource_timeout", default_timeout))
+        timeout = self._resource_timeout()
         max_attempts = max(1, int(self.options.get("max_attempts", 3)))
         retry: deque[_Chunk] = deque()  # chunks whose worker died, run before new ones
         reported: set[str] = set()  # trial ids already handed to on_result in this run
         lost: list[Trial] = []  # trials given up
         exhausted = False
         last_progress = time.monotonic()
+
+        def worker_died(chunk: _Chunk, exc: BaseException) -> None:
+            """Queue a chunk whose worker died under it again; split or give up when it kept
+            killing workers while running alone."""
+            if chunk.suspect:  # it ran alone: the death is its own
+                chunk.attempts += 1
+            chunk.suspect = True  # from now on it runs alone
+            self.stats.chunks_retried += 1
+            if chunk.attempts < max_attempts:
+                retry.appendleft(chunk)
+            elif len(chunk.trials) > 1:  # find the trial that kills workers: run them alone
+                retry.extendleft(_Chunk([t], max_attempts - 1, True) for t in chunk.trials)
+            else:
+                lost.extend(chunk.trials)
+                self.stats.trials_lost += 1
+                log.error("Giving up trial %s: its worker died %d times running it (%s).",
+                          chunk.trials[0].trial_id, chunk.attempts, _short(exc))
 
         def next_chunk() -> _Chunk | None:
             nonlocal exhausted
@@ -262,30 +273,18 @@ class RayExecutor(Executor):
             ref = done[0]
             slot = next(s for s in self._slots if s.ping == ref or ref in s.inflight)
             if slot.ping == ref:
-                self._on_ping(slot, ref)
+                for orphan, exc in self._on_ping(slot, ref):  # a worker dead for good
+                    worker_died(orphan, exc)
                 continue
             chunk = slot.inflight.pop(ref)
             try:
                 result: ChunkResult = ray.get(ref)
             except _WORKER_LOST as exc:
-                if chunk.suspect:  # it ran alone: the death is its own
-                    chunk.attempts += 1
-                chunk.suspect = True  # from now on it runs alone
                 self._on_worker_lost(slot, exc)
-                self.stats.chunks_retried += 1
-                if chunk.attempts < max_attempts:
-                    retry.appendleft(chunk)
-                elif len(chunk.trials) > 1:  # find the trial that kills workers: run them alone
-                    retry.extendleft(_Chunk([t], max_attempts - 1, True) for t in chunk.trials)
-                else:
-                    lost.extend(chunk.trials)
-                    self.stats.trials_lost += 1
-                    log.error("Giving up trial %s: its worker died %d times running it (%s).",
-                              chunk.trials[0].trial_id, chunk.attempts, _short(exc))
+                worker_died(chunk, exc)
                 continue
             except rex.RayTaskError as exc:  # the job's code raised outside a trial
-                cause = getattr(exc, "cause", None)
-                raise (cause if isinstance(cause, BaseException) else exc) from None
+                raise _task_error_cause(exc) from None
             rows = [r for r in result.rows if r["trial_id"] not in reported]
             self.stats.duplicates_dropped += len(result.rows) - len(rows)
             reported.update(r["trial_id"] for r in rows)
@@ -309,7 +308,7 @@ class RayExecutor(Executor):
             return {}
         try:
             self._start_workers(job)
-            timeout = float(self.options.get("resource_timeout", 60.0))
+            timeout = self._resource_timeout()
             deadline = time.monotonic() + timeout
             while not any(s.ready for s in self._slots):
                 pings = [s.ping for s in self._slots if s.ping is not None]
@@ -328,8 +327,7 @@ class RayExecutor(Executor):
                 try:
                     seconds.update(ray.get(ref))
                 except rex.RayTaskError as exc:
-                    cause = getattr(exc, "cause", None)
-                    raise (cause if isinstance(cause, BaseException) else exc) from None
+                    raise _task_error_cause(exc) from None
                 except _WORKER_LOST:  # built again by the first chunk of that model
                     seconds[refs[ref]] = 0.0
             return seconds
@@ -337,13 +335,21 @@ class RayExecutor(Executor):
             self._kill_workers()
             raise
 
-    def _on_ping(self, slot: _Slot, ref: Any) -> None:
+    def _resource_timeout(self) -> float:
+        """Seconds to wait with no worker ready: 60 on a local Ray started here, 900 on a
+        joined cluster (which may be adding nodes), or the ``resource_timeout`` option."""
+        started = self.runtime is not None and self.runtime.started
+        return float(self.options.get("resource_timeout", 60.0 if started else 900.0))
+
+    def _on_ping(self, slot: _Slot, ref: Any) -> list[tuple[_Chunk, BaseException]]:
+        """Handle a worker's ``info()`` reply. A worker dead for good is replaced; the chunks
+        still in flight on it are returned (with the error) to be queued again."""
         slot.ping = None
         try:
             info = ray.get(ref)
         except rex.ActorUnavailableError:  # transient (e.g. restarting): ask again
             slot.ping = slot.handle.info.remote()
-            return
+            return []
         except _WORKER_LOST as exc:  # dead for good (restarts used up): replace it
             self._slots.remove(slot)
             if self.stats.replaced < 2 * max(1, len(self._slots) + 1):
@@ -351,12 +357,14 @@ class RayExecutor(Executor):
                             _short(exc))
                 self.stats.replaced += 1
                 self._slots.append(self._new_slot())
-            return
+            orphans = [(chunk, exc) for chunk in slot.inflight.values()]
+            slot.inflight.clear()
+            return orphans
         if slot.pid is not None and info["pid"] != slot.pid:
             self.stats.restarts += 1
         slot.pid = info["pid"]
         slot.ready = True
-        self.workers_seen[info["worker"]] = info
+        return []
 
     def _on_worker_lost(self, slot: _Slot, exc: BaseException) -> None:
         if slot.ready:  # first failure seen for this process: count it, probe the actor
@@ -393,7 +401,7 @@ class RayExecutor(Executor):
             except Exception:  # noqa: BLE001 - already dead or Ray gone: nothing to release
                 pass
         self._slots = []
-        self._job_key = None
+        self._job = None
 
     def close(self) -> None:
         """Kill the actors and shut down a local Ray started for the run; idempotent."""
@@ -402,6 +410,12 @@ class RayExecutor(Executor):
         if self.runtime is not None:
             self.runtime.close()
             self.runtime = None
+
+
+def _task_error_cause(exc: rex.RayTaskError) -> BaseException:
+    """The job's own exception inside a Ray task error (the task error itself if none)."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
 
 
 def _short(exc: BaseException) -> str:
