@@ -24,6 +24,7 @@ from pytei_ray.errors import (
     PyteiRayError,
     SpecChangedError,
     TrialSetupError,
+    TrialsLostError,
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
@@ -249,8 +250,11 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     stats = getattr(ex, "stats", None)  # the Ray executor's RunStats (worker failures)
     stats = stats if isinstance(stats, RunStats) else RunStats()
 
+    delivered: set[str] = set()  # trial ids with a row from this run
+
     def on_result(result: Any) -> None:
         writer.add(result.rows, result.golden)
+        delivered.update(r["trial_id"] for r in result.rows)
         summary.ran += len(result.rows)
         summary.failed += sum(r["status"] != "ok" for r in result.rows)
         for name in result.rebuilt:
@@ -272,6 +276,13 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             bar = tqdm(total=len(pending), unit="trial", desc=campaign.name,
                        disable=not progress, dynamic_ncols=True, file=sys.stderr)
             ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
+            missing = [t.trial_id for t in pending if t.trial_id not in delivered]
+            if missing:  # an executor must report every trial or raise; never lose one quietly
+                raise TrialsLostError(
+                    f"The {ex.name} executor finished without a row for {len(missing)} "
+                    f"trial(s): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+                    "\nEvery row it reported is stored; run the same command again to run only "
+                    "these.", missing)
     finally:
         if bar is not None:
             bar.close()

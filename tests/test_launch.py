@@ -257,6 +257,26 @@ def test_lost_trials_exit_3_keep_the_rest_and_rerun_only_them(tmp_path, capsys, 
         capsys.readouterr().out)
 
 
+class _DroppingExecutor(LocalExecutor):
+    """Silently skips the last chunk and returns normally: a buggy executor."""
+
+    def run(self, job, chunks, on_result) -> None:
+        super().run(job, [list(c) for c in chunks][:-1], on_result)
+
+
+def test_trials_an_executor_drops_quietly_exit_3_and_are_rerun(tmp_path, capsys, monkeypatch):
+    job = write_job(tmp_path / "job.py")
+    out = tmp_path / "out"
+    monkeypatch.setattr("pytei_ray.driver.get_executor",
+                        lambda name, config: _DroppingExecutor(config))
+    assert launch(job, "--out", out, "--chunk-size", "4") == 3
+    assert "finished without a row for 4 trial(s)" in capsys.readouterr().err
+    assert len(pd.read_parquet(out)) == 12  # every reported row is stored
+    monkeypatch.undo()
+    assert launch(job, "--out", out) == 0
+    assert "4 trials run (0 failed), 12 skipped" in capsys.readouterr().out
+
+
 def test_executor_is_closed_when_describe_fails(tmp_path, monkeypatch):
     fake = _LosingExecutor()
 
