@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from .dtypes import BitLayout, dtype_from_name, dtype_name, layout_of
-from .models import ErrorModel
+from .models import ErrorModel, keeps_every_bit
 from .sampling import bernoulli_positions, distinct_positions, rng_for
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -67,8 +67,12 @@ class TensorFaults:
         return int(self.index.size)
 
     def faulty_words(self, words: np.ndarray) -> np.ndarray:
-        """Apply the masks to original words (numpy, same dtype as the masks)."""
-        return (words & self.and_mask) ^ self.xor_mask
+        """Apply the masks to original words (numpy, same dtype as the masks); a new array."""
+        if keeps_every_bit(self.and_mask):  # flips only: one pass, no AND
+            return words ^ self.xor_mask
+        new = words & self.and_mask
+        new ^= self.xor_mask
+        return new
 
 
 @dataclass

@@ -44,9 +44,15 @@ def constant_mask(value: int, size: int, dtype: np.dtype) -> np.ndarray:
     return const[:size]
 
 
-def is_constant(mask: np.ndarray, value: int) -> bool:
-    """True when ``mask`` is known to hold only ``value`` without reading it (a stride-0 view)."""
-    return mask.size == 0 or (mask.strides == (0,) and int(mask[0]) == value)
+def keeps_every_bit(and_mask: np.ndarray) -> bool:
+    """True when an AND mask is all ones (pure flips), so applying it can be skipped.
+
+    Free for the zero-memory constant the built-in flip model makes; one pass otherwise (a map
+    loaded from a file or filtered by SBP, a custom model's ``np.full_like(m, -1)``).
+    """
+    if and_mask.size == 0 or and_mask.strides == (0,):
+        return and_mask.size == 0 or int(and_mask[0]) == -1
+    return bool((and_mask == -1).all())
 
 
 def _check_rate(name: str, value: float | None) -> float | None:
@@ -213,12 +219,20 @@ class _BitModel(ErrorModel):
             tables[layout.dtype] = table
         return tables[layout.dtype]
 
-    def _bit_masks(self, layout: BitLayout, slots: np.ndarray) -> np.ndarray:
-        """One-bit masks (``layout.np_int``) for ``slots``, indices into this model's site bits."""
+    def _bit_masks(
+        self, layout: BitLayout, slots: np.ndarray, in_place: bool = False
+    ) -> np.ndarray:
+        """One-bit masks (``layout.np_int``) for ``slots``, indices into this model's site bits.
+
+        ``in_place``: ``slots`` is a ``layout.np_uint`` array of ours that may become the masks.
+        """
         table = self._table(layout)
-        if table is None:
-            return np.left_shift(1, slots.astype(layout.np_uint)).view(layout.np_int)
-        return table[slots].view(layout.np_int)
+        if table is not None:
+            return table[slots].view(layout.np_int)
+        uint = layout.np_uint
+        if in_place:
+            return np.left_shift(uint.type(1), slots, out=slots).view(layout.np_int)
+        return np.left_shift(uint.type(1), slots.astype(uint)).view(layout.np_int)
 
     def _one_bit_masks(
         self, layout: BitLayout, positions: np.ndarray
@@ -228,16 +242,10 @@ class _BitModel(ErrorModel):
         k = self.sites_per_word(layout)
         if k & (k - 1):
             return None
-        uint = layout.np_uint
-        mask = np.empty(positions.size, dtype=uint)
-        np.bitwise_and(positions, k - 1, out=mask, casting="unsafe")
-        table = self._table(layout)
-        if table is None:
-            np.left_shift(uint.type(1), mask, out=mask)
-        else:
-            mask = table[mask]
+        slots = np.empty(positions.size, dtype=layout.np_uint)
+        np.bitwise_and(positions, k - 1, out=slots, casting="unsafe")
         positions >>= k.bit_length() - 1
-        return positions, mask.view(layout.np_int)
+        return positions, self._bit_masks(layout, slots, in_place=True)
 
     def _masks_of_bits(
         self, layout: BitLayout, m: np.ndarray

@@ -16,7 +16,7 @@ from torch import nn
 
 from ..faults.dtypes import dtype_name, layout_of
 from ..faults.faultmap import FaultMap, TensorFaults
-from ..faults.models import is_constant
+from ..faults.models import keeps_every_bit
 from .targets import Site, candidate_sites
 
 
@@ -155,7 +155,6 @@ class InjectionHandle:
 
     def __init__(self, faults: FaultMap, writes: list[_Write], hooks: list[Any]) -> None:
         self.faults = faults
-        self._writes = writes
         self._applied = AppliedWrites(writes)
         self._hooks = hooks  # handles of mitigation hooks, removed on restore
         self.restored = False
@@ -171,7 +170,7 @@ class InjectionHandle:
             except Exception as e:  # keep restoring the weights regardless
                 errors.append(e)
         with torch.no_grad():
-            for w in reversed(self._writes):
+            for w in reversed(self._applied.writes):
                 w.restore()
         self.restored = True
         if errors:
@@ -201,11 +200,7 @@ def _write_words(
     """Apply ``tf``'s masks to a CPU tensor's words in place; returns (flat view, old, new)."""
     flat = _flat_words(words).numpy()  # zero-copy
     old = np.take(flat, tf.index)  # faster than flat[tf.index] for a gather
-    if is_constant(tf.and_mask, -1):  # flips only: one pass, no AND
-        new = old ^ tf.xor_mask
-    else:
-        new = old & tf.and_mask
-        new ^= tf.xor_mask
+    new = tf.faulty_words(old)
     flat[tf.index] = new
     return flat, old, new
 
@@ -224,7 +219,8 @@ def _write_cpu(site: Site, tf: TensorFaults) -> _Write:
 
 def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) -> list[_Write]:
     """Write the faults of every tensor on one accelerator: one host-to-device copy of all
-    indices, one of the masks per word width, then three or four kernels per tensor."""
+    indices, one of the XOR masks per word width (and one of the AND masks of the tensors that
+    need them: none for pure flips), then three or four kernels per tensor."""
     idx_all = torch.from_numpy(np.concatenate([tf.index for _, tf in items])).to(device)
     by_dtype: dict[torch.dtype, list[int]] = {}
     for i, (_, tf) in enumerate(items):
@@ -232,21 +228,17 @@ def _write_device(device: torch.device, items: list[tuple[Site, TensorFaults]]) 
     masks: dict[int, tuple[torch.Tensor | None, torch.Tensor]] = {}
     for positions in by_dtype.values():
         group = [items[i][1] for i in positions]
-        host = np.stack(
-            [
-                np.concatenate([tf.and_mask for tf in group]),
-                np.concatenate([tf.xor_mask for tf in group]),
-            ]
-        )
-        dev = torch.from_numpy(host).to(device)
-        at = 0
-        for i, tf in zip(positions, group):
-            a = tf.and_mask
-            keep_all = is_constant(a, -1) or bool((a == -1).all())  # pure flips: no AND
-            masks[i] = (
-                None if keep_all else dev[0, at : at + tf.n_words],
-                dev[1, at : at + tf.n_words],
-            )
+        needs_and = [not keeps_every_bit(tf.and_mask) for tf in group]
+        xor_dev = torch.from_numpy(np.concatenate([tf.xor_mask for tf in group])).to(device)
+        ands = [tf.and_mask for tf, needs in zip(group, needs_and) if needs]
+        and_dev = torch.from_numpy(np.concatenate(ands)).to(device) if ands else None
+        at = at_and = 0
+        for i, tf, needs in zip(positions, group, needs_and):
+            a = None
+            if needs:
+                a = and_dev[at_and : at_and + tf.n_words]
+                at_and += tf.n_words
+            masks[i] = (a, xor_dev[at : at + tf.n_words])
             at += tf.n_words
     writes, at = [], 0
     for i, (site, tf) in enumerate(items):
