@@ -25,7 +25,14 @@ from typing import Any
 import pandas as pd
 
 from . import plots as _plots
-from .data import Dataset, SkippedPartWarning, load_dataset, load_results, metric_columns
+from .data import (
+    Dataset,
+    SkippedPartWarning,
+    _is_uri,
+    load_dataset,
+    load_results,
+    metric_columns,
+)
 from .html import Page, display_table, render_html
 from .stats import higher_is_better, mean_ci, metric_bounds, paired_recovery, wilson_interval
 from .summary import (
@@ -96,7 +103,7 @@ class Report:
 def default_output_dir(path: str | os.PathLike[str]) -> Path:
     """``<DIR>/_report`` for a local dataset; ``./<name>_report`` for a cloud URI."""
     text = os.fspath(path)
-    if "://" in text and not text.startswith("file://"):
+    if _is_uri(text):
         return Path.cwd() / f"{_plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
     local = Path(text.removeprefix("file://")).expanduser()
     return (local.parent if local.is_file() else local) / REPORT_DIR

@@ -21,8 +21,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pytei_ray.storage import JOB_COPY
+
 __all__ = [
-    "BASE_FACTORS",
     "SCHEMA_COLUMNS",
     "Dataset",
     "SkippedPartWarning",
@@ -32,8 +33,6 @@ __all__ = [
     "metric_columns",
 ]
 
-#: Factors every result row carries (CONTRACTS.md); ``repetition`` is not a cell key.
-BASE_FACTORS = ("model", "target", "error_model", "ber", "mitigation")
 #: Non-metric columns of the result-row schema.
 SCHEMA_COLUMNS = frozenset(
     {"campaign", "trial_id", "model", "target", "error_model", "ber", "repetition", "mitigation",
@@ -41,7 +40,6 @@ SCHEMA_COLUMNS = frozenset(
      "started_at", "duration_s", "version", "attempt", "chunk", "host", "node"}
 )
 MANIFEST_NAMES = ("_manifest.json", "manifest.json")
-JOB_COPY = "_job.py"  # the campaign's job source, kept by the results store
 
 
 class SkippedPartWarning(UserWarning):
@@ -58,9 +56,7 @@ class Dataset:
         parts: Part files read.
         skipped: ``(part, reason)`` for every part left out.
         manifest: Parsed manifest.json of the campaign, or ``{}``.
-        remote: Whether ``path`` is a cloud URI.
         job_copy: Path (as given, under ``path``) of the stored job source ``_job.py``, if any.
-        job_source: Text of that job source, if any.
     """
 
     path: str
@@ -68,9 +64,7 @@ class Dataset:
     parts: list[str] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     manifest: dict[str, Any] = field(default_factory=dict)
-    remote: bool = False
     job_copy: str | None = None
-    job_source: str | None = None
 
 
 def _is_uri(path: str) -> bool:
@@ -174,15 +168,14 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
     frame = _concat(tables)
     if dedupe:
         frame = _dedupe(frame)
-    job = source = None
+    job = None
     try:
-        with fs.open_input_stream(f"{root}/{JOB_COPY}") as f:
-            source = f.read().decode("utf-8", errors="replace")
-        job = f"{text.rstrip('/')}/{JOB_COPY}"
-    except (FileNotFoundError, OSError):
+        if fs.get_file_info(f"{root}/{JOB_COPY}").type == pafs.FileType.File:
+            job = f"{text.rstrip('/')}/{JOB_COPY}"
+    except OSError:
         pass
     return Dataset(text, frame.reset_index(drop=True), parts, skipped,
-                   _read_manifest(fs, root), _is_uri(text), job, source)
+                   _read_manifest(fs, root), job)
 
 
 def _concat(tables: list[pa.Table]) -> pd.DataFrame:

@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .summary import BASELINE_NAMES
+
 __all__ = ["heavy_tailed", "plot_bits", "plot_metric_vs_ber", "plot_recovery", "slug"]
 
 DPI = 100
@@ -67,9 +69,8 @@ def heavy_tailed(values: np.ndarray, golden: np.ndarray, span: float = HEAVY_SPA
 def _colors(values: object) -> dict[str, object]:
     """A stable color per mitigation across panels; the unmitigated baseline in dark gray."""
     palette = [c for i, c in enumerate(f"C{j}" for j in range(10)) if i != 7]
-    base = ("none", "", "off", "no", "baseline", "unmitigated")
     names = sorted({str(v) for v in values})
-    others = [n for n in names if n.strip().lower() not in base]
+    others = [n for n in names if n.strip().lower() not in BASELINE_NAMES]
     colors: dict[str, object] = {n: "0.15" for n in names if n not in others}
     colors.update({n: palette[i % len(palette)] for i, n in enumerate(others)})
     return colors
