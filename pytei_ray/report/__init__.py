@@ -282,13 +282,18 @@ def write_report(
         else pd.DataFrame()
     keys = cell_keys(df, ds.manifest) if has_rows else []
     figures: list[Path] = []
-    for m in metrics if plots else []:
+    if plots and metrics:  # the plots' own groupings, summarized once for every metric
         by = [k for k in PLOT_KEYS if k in keys or k == "error_model" and k in df]
-        figures += _plots.plot_metric_vs_ber(summarize(ds, m, by=by, **opts), m, out, confidence)
-        figures += _plots.plot_recovery(rec, m, out)
+        curves = summarize(ds, metrics, by=by, **opts)
+        bits = None
         if "bit" in df and df["bit"].nunique() > 1:
             bit_by = [k for k in ("model", "mitigation") if k in df] + ["bit"]
-            figures += _plots.plot_bits(summarize(ds, m, by=bit_by, **opts), m, out)
+            bits = summarize(ds, metrics, by=bit_by, **opts)
+        for m in metrics:
+            figures += _plots.plot_metric_vs_ber(curves, m, out, confidence)
+            figures += _plots.plot_recovery(rec, m, out)
+            if bits is not None:
+                figures += _plots.plot_bits(bits, m, out)
     repetitions = command = None
     primary = metrics[0] if metrics else None
     advice: dict[str, int | None] = {}
