@@ -43,7 +43,15 @@ from .data import ClickLog, split, synthetic_criteo
 from .layers import CrossNetwork, DotInteraction, FMInteraction
 from .loaders import load_criteo, load_movielens
 from .models import MODELS, build_model
-from .train import SETTINGS, DRSSetting, evaluate, predict, train
+from .train import (
+    SETTINGS,
+    DRSSetting,
+    checkpoint_payload,
+    evaluate,
+    load_checkpoint,
+    predict,
+    train,
+)
 
 __all__ = ["CLAMP_LAYERS", "DATASETS", "ClickData", "DRSStudy", "EvalData", "torch_threads"]
 
@@ -240,18 +248,17 @@ class DRSStudy:
                 "best_val_auc": result.best_val_auc, "best_epoch": result.best_epoch,
                 "train_seconds": result.seconds, "data": _plain(asdict(self.data))}
         buf = io.BytesIO()
-        torch.save({"state_dict": result.state_dict, "meta": meta}, buf)
+        torch.save(checkpoint_payload(result.state_dict, meta), buf)
         return buf.getvalue()
 
     @staticmethod
     def _load(data: bytes) -> nn.Module:
-        payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        meta = payload["meta"]
+        state_dict, meta = load_checkpoint(io.BytesIO(data))
         kwargs = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in meta["model_kwargs"].items()}
         model = build_model(meta["model"], meta["field_dims"], meta["n_dense"],
                             seed=meta["model_seed"], **kwargs)
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
         return model.eval()
 
     # ---- data and metrics ------------------------------------------------------------------

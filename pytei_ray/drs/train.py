@@ -14,14 +14,13 @@ Non-finite outputs are routine under fault injection, so the metrics define them
 
 from __future__ import annotations
 
-import copy
 import math
 import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torch.nn.functional as F
@@ -258,9 +257,19 @@ def train(
                     break
     model.load_state_dict(best_state)
     model.eval()
-    return TrainResult(
-        copy.deepcopy(best_state), history, float(best_auc), best_epoch, time.perf_counter() - start
-    )
+    # best_state holds its own clones: load_state_dict copied them into the model
+    return TrainResult(best_state, history, float(best_auc), best_epoch,
+                       time.perf_counter() - start)
+
+
+def checkpoint_payload(
+    state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The checkpoint format, ``{"state_dict", "meta"}`` with CPU tensors, for ``torch.save``."""
+    return {
+        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
+        "meta": dict(meta or {}),
+    }
 
 
 def save_checkpoint(
@@ -285,12 +294,8 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    payload = {
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "meta": dict(meta or {}),
-    }
     try:
-        torch.save(payload, tmp)
+        torch.save(checkpoint_payload(state_dict, meta), tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -298,12 +303,14 @@ def save_checkpoint(
 
 
 def load_checkpoint(
-    path: str | os.PathLike[str], map_location: str | torch.device = "cpu"
+    path: str | os.PathLike[str] | BinaryIO, map_location: str | torch.device = "cpu"
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a :func:`save_checkpoint` file with ``torch.load(weights_only=True)``.
+    """Read a :func:`save_checkpoint` file (or an open binary file of one) with
+    ``torch.load(weights_only=True)``.
 
     Returns:
         ``(state_dict, meta)``.
     """
-    payload = torch.load(Path(path), map_location=map_location, weights_only=True)
+    source = path if hasattr(path, "read") else Path(path)
+    payload = torch.load(source, map_location=map_location, weights_only=True)
     return payload["state_dict"], payload["meta"]
