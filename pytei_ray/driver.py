@@ -28,7 +28,6 @@ from pytei_ray.errors import (
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
-from pytei_ray.execution.ray_options import RunStats
 from pytei_ray.storage import JOB_COPY, ResultsStore, ResultsWriter
 
 __all__ = ["RunSummary", "run", "default_out"]
@@ -247,8 +246,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     from tqdm.auto import tqdm
 
     bar: Any = None  # created once the models are prepared, so its rate and ETA are the trials'
-    stats = getattr(ex, "stats", None)  # the Ray executor's RunStats (worker failures)
-    stats = stats if isinstance(stats, RunStats) else RunStats()
+    stats = ex.stats
 
     delivered: set[str] = set()  # trial ids with a row from this run
 

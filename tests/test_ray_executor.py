@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -156,6 +157,15 @@ def test_chunks_in_flight_on_a_worker_dead_for_good_are_queued_again(local_ray):
     handle = Dead.remote()
     ray.get(handle.info.remote())
     ray.kill(handle, no_restart=True)
+    deadline = time.monotonic() + 60
+    while True:  # ray.kill is asynchronous: wait until a call fails for good
+        try:
+            ray.get(handle.info.remote(), timeout=10)
+        except ray.exceptions.ActorUnavailableError:
+            pass
+        except ray.exceptions.RayActorError:
+            break
+        assert time.monotonic() < deadline, "the killed actor still answers"
     chunks = [_Chunk(["t1"]), _Chunk(["t2", "t3"])]
     slot = _Slot(handle, inflight={"ref1": chunks[0], "ref2": chunks[1]},
                  ping=handle.info.remote())

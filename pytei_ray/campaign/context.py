@@ -79,13 +79,10 @@ class BuildContext:
     # ---- locations -------------------------------------------------------------------------
     def _filesystem(self) -> tuple[Any, str]:
         if self._fs is None:
-            import pyarrow.fs as pafs  # lazy: contexts without a location need no pyarrow
+            # lazy: contexts without a location need no pyarrow
+            from pytei_ray.storage.store import resolve_location
 
-            uri = self.results_uri or ""
-            if "://" in uri:
-                fs, path = pafs.FileSystem.from_uri(uri)
-            else:
-                fs, path = pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
+            fs, path = resolve_location(self.results_uri or "")
             self._fs, self._root = fs, f"{path.rstrip('/')}/{ARTIFACTS_DIR}"
         return self._fs, str(self._root)
 

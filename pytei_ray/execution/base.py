@@ -18,6 +18,8 @@ from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.campaign.worker import ChunkResult, TrialWorker
 
+from .ray_options import RunStats
+
 __all__ = ["Executor", "ExecutorConfig", "ResultCallback"]
 
 #: Called in the driver's thread with each finished chunk, in completion order.
@@ -73,6 +75,8 @@ class Executor(ABC):
 
     def __init__(self, config: ExecutorConfig | None = None) -> None:
         self.config = config or ExecutorConfig()
+        #: worker failures, restarts and retries of the last run (zeros for in-process runs)
+        self.stats = RunStats()
 
     @abstractmethod
     def run(self, job: JobRef, chunks: Iterable[Sequence[Trial]],

@@ -136,7 +136,6 @@ class RayExecutor(Executor):
     def __init__(self, config: ExecutorConfig | None = None) -> None:
         super().__init__(config)
         self.options = parse_options(self.config.options)
-        self.stats = RunStats()
         self.runtime: RayRuntime | None = None
         self._slots: list[_Slot] = []  # one per live worker
         self._actor_opts: dict[str, Any] = {}

@@ -51,7 +51,9 @@ QUARANTINE_DIR = "_quarantine"
 _MAGIC = b"PAR1"
 
 
-def _resolve(uri: str) -> tuple[pafs.FileSystem, str]:
+def resolve_location(uri: str) -> tuple[pafs.FileSystem, str]:
+    """``(filesystem, path)`` of a results location: a URI through pyarrow, else a local path
+    (``~`` expanded, made absolute)."""
     if "://" in uri:
         try:
             return pafs.FileSystem.from_uri(uri)
@@ -102,7 +104,7 @@ class ResultsStore:
         if filesystem is not None:
             self.fs, self.path = filesystem, self.uri
         else:
-            self.fs, self.path = _resolve(self.uri)
+            self.fs, self.path = resolve_location(self.uri)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
 
     @property
