@@ -8,19 +8,38 @@ The command line is :mod:`pytei_ray.launch`; docs/campaign.md describes both.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
 import time
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from pytei_ray.campaign.jobfile import JobRef, load_job
+from pytei_ray.campaign.rounds import (
+    DecisionRows,
+    Round,
+    decision_columns,
+    foreign_rows,
+    next_active,
+    round_trials,
+)
 from pytei_ray.campaign.spec import compare_specs, spec_hash
-from pytei_ray.campaign.trials import FACTORS, Trial, count_by_factor, expand, make_chunks
+from pytei_ray.campaign.trials import (
+    FACTORS,
+    POINT_FACTORS,
+    Trial,
+    count_by_factor,
+    make_chunks,
+    points,
+)
 from pytei_ray.errors import (
+    CampaignSpecError,
+    JobFileError,
     PyteiRayError,
     SpecChangedError,
     TrialSetupError,
@@ -45,6 +64,9 @@ class RunSummary:
         complete: every trial of the grid has a row.  dry_run: nothing was run.
         worker_failures: worker processes found dead (Ray executor), ``worker_events`` says
             what followed (``"2 worker failures (1 restarted, 2 chunks retried)"``).
+        rounds: rounds reached (an adaptive campaign adds repetitions in rounds; 1 otherwise).
+        at_cap: cells of an adaptive campaign still open at ``max_reps``, one line each with
+            why (more repetitions would not settle them cheaply).
     """
 
     campaign: str
@@ -57,16 +79,28 @@ class RunSummary:
     dry_run: bool = False
     worker_failures: int = 0
     worker_events: str = ""
+    rounds: int = 1
+    at_cap: list[str] = field(default_factory=list)
 
     def line(self) -> str:
-        """The one-line summary printed at the end of a run."""
+        """The summary printed at the end of a run (one line, plus the cells at the cap)."""
+        rounds = f" in {self.rounds} rounds" if self.rounds > 1 else ""
         if self.ran == 0 and self.complete:
-            return (f"{self.campaign}: complete, all {self.total} trials already stored in "
-                    f"{self.out} (nothing to run).")
-        state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
-        workers = f"; {self.worker_events}" if self.worker_events else ""
-        return (f"{self.campaign}: {self.ran} trials run ({self.failed} failed), {self.skipped} "
-                f"skipped (already stored){workers}; {state}; results in {self.out}")
+            text = (f"{self.campaign}: complete, all {self.total} trials{rounds} already stored "
+                    f"in {self.out} (nothing to run).")
+        else:
+            state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
+            workers = f"; {self.worker_events}" if self.worker_events else ""
+            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
+                    f"{self.skipped} skipped (already stored){workers}; {state}; results in "
+                    f"{self.out}")
+        if self.at_cap:
+            shown = "\n  ".join(self.at_cap[:10])
+            more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
+            text += (f"\n{len(self.at_cap)} cell(s) stopped at the maximum repetitions without "
+                     f"reaching the precision target (more repetitions would not settle them "
+                     f"cheaply):\n  {shown}{more}")
+        return text
 
 
 def default_out(campaign_name: str) -> str:
@@ -112,6 +146,9 @@ def run(
     retry_failed: bool = False,
     dry_run: bool = False,
     repetitions: int | None = None,
+    precision: Any = None,
+    max_reps: int | None = None,
+    confidence: float | None = None,
     chunk_size: int | None = None,
     flush_seconds: float = 10.0,
     rows_per_part: int = 10_000,
@@ -132,6 +169,10 @@ def run(
         repetitions: override the campaign's repetitions (``--repetitions N``; the job's
             parameters are unchanged). Without it, a directory that was extended this way
             keeps its larger count (see :func:`_repetitions`).
+        precision, max_reps, confidence: a precision target that replaces the campaign's
+            (``--precision auc=0.005`` text or a :class:`~pytei_ray.stats.Precision`), or
+            changes of its maximum repetitions / confidence; recorded in the manifest so that a
+            plain rerun keeps them (see :func:`_stopping`).
         chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
         flush_seconds, rows_per_part: when buffered rows are written as a part file.
         progress: show a tqdm bar.
@@ -148,9 +189,10 @@ def run(
     store.check_location()
     manifest = store.read_manifest()
     job = _repetitions(job, manifest, repetitions, store.location, echo)
+    job = _stopping(job, manifest, precision, max_reps, confidence, store.location, echo)
     job = job.replace(results_uri=store.location)
     campaign = job.campaign()
-    trials = expand(campaign)
+    trials = round_trials(campaign, 0, points(campaign)).trials  # the first (or only) round
     spec = campaign.spec(job.params)
     summary = RunSummary(campaign.name, store.location, len(trials), dry_run=dry_run)
     grid_ids = {t.trial_id for t in trials}
@@ -161,6 +203,12 @@ def run(
                     "error_model": len(campaign.error_models), "ber": len(campaign.bers),
                     "repetition": campaign.repetitions, "mitigation": len(campaign.mitigations)}
         echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
+        if campaign.precision is not None:
+            looks = campaign.looks()
+            per_point = len(campaign.mitigations)
+            echo(f"Adaptive: {campaign.precision.describe()}; the trials above are the first "
+                 f"round; points still open get more repetitions at the looks {looks} (at most "
+                 f"{len(points(campaign)) * looks[-1] * per_point} trials).")
         if manifest is None:
             echo(f"Output: {store.location} (new)")
         elif diff is not None and not diff.same:
@@ -193,29 +241,33 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                 retry_failed: bool, chunk_size: int | None, flush_seconds: float,
                 rows_per_part: int, progress: bool, echo: Callable[[str], None]) -> RunSummary:
     campaign = job.campaign()
-    grid_ids = {t.trial_id for t in trials}
     store.quarantine_bad_parts()
-    status = store.read_trial_status()
+    decide = DecisionRows(decision_columns(campaign))
+    stored_rows = store.read_rows(["trial_id", "status", *FACTORS, *decide.columns])
+    status = {r["trial_id"]: r["status"] for r in stored_rows}
     if diff is not None and not diff.same:
         if not status and not store.part_paths(golden=True):
             # Nothing computed yet (e.g. a typo stopped the first run): nothing to protect.
             echo("note: the campaign changed but no results are stored yet; the stored spec is "
                  "replaced:\n  " + "\n  ".join(diff.changes))
         elif not (extend and diff.extendable):
-            new = len(grid_ids - set(status))
+            new = len({t.trial_id for t in trials} - set(status))
             raise _refusal(diff.changes, diff.extendable, store.location, len(status), new)
-    foreign = set(status) - grid_ids
+    foreign = foreign_rows(campaign, stored_rows)
     if foreign:
         raise SpecChangedError(
             f"{len(foreign)} rows stored in {store.location} belong to trials that are not in this "
             "campaign's grid (a trial definition changed). Use a new --out DIR.", [], False)
     if retry_failed:
-        failed = [t for t, s in status.items() if s != "ok"]
+        failed = {t for t, s in status.items() if s != "ok"}
         store.drop_trials(failed)
         for t in failed:
             del status[t]
+        stored_rows = [r for r in stored_rows if r["trial_id"] not in failed]
         if failed:
             echo(f"Retrying {len(failed)} failed trials.")
+    decide.add(stored_rows)
+    del stored_rows
 
     metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
     manifest = _updated_manifest(manifest, spec, job, len(trials), metrics, diff)
@@ -226,13 +278,6 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         warnings.warn(f"The job file changed since results were first stored in {store.location}, "
                       "but the campaign's factors did not; resuming.", stacklevel=2)
 
-    pending = [t for t in trials if t.trial_id not in status]
-    summary.skipped = len(trials) - len(pending)
-    if not pending:
-        summary.complete = True
-        echo(summary.line())
-        return summary
-
     def record_metrics(names: list[str]) -> None:
         manifest["metrics"] = names
         manifest["updated_at"] = _now()
@@ -242,54 +287,135 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
         on_new_metrics=record_metrics)
-    ex = executor if isinstance(executor, Executor) else get_executor(executor, config)
-    from tqdm.auto import tqdm
-
-    bar: Any = None  # created once the models are prepared, so its rate and ETA are the trials'
-    stats = ex.stats
-
-    delivered: set[str] = set()  # trial ids with a row from this run
-
-    def on_result(result: Any) -> None:
-        writer.add(result.rows, result.golden)
-        delivered.update(r["trial_id"] for r in result.rows)
-        summary.ran += len(result.rows)
-        summary.failed += sum(r["status"] != "ok" for r in result.rows)
-        for name in result.rebuilt:
-            echo(f"warning: replica of {name!r} on {result.worker} was modified; rebuilt it.")
-        bar.update(len(result.rows))
-        postfix = {k: v for k, v in (("failed", summary.failed),
-                                      ("workers_lost", stats.worker_failures)) if v}
-        if postfix:
-            bar.set_postfix(postfix)
-
+    runner = _RoundRunner(job, executor, config, writer, decide, summary,
+                          chunk_size or campaign.chunk_size, progress, echo, store.location)
+    looks = campaign.looks()
+    active = points(campaign)
+    summary.total = summary.skipped = 0
     try:
-        with ex:
-            # describe() starts or joins Ray (once: prepare and run reuse it) to name it here;
-            # inside `with ex` so that a Ray started by it is shut down whatever happens next
-            echo(f"{campaign.name}: running {len(pending)} of {len(trials)} trials on "
-                 f"{ex.describe()} -> {store.location}")
-            _prepare(ex, job, [m for m in campaign.models if any(t.model == m for t in pending)],
-                     echo)
-            bar = tqdm(total=len(pending), unit="trial", desc=campaign.name,
-                       disable=not progress, dynamic_ncols=True, file=sys.stderr)
-            ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
-            missing = [t.trial_id for t in pending if t.trial_id not in delivered]
-            if missing:  # an executor must report every trial or raise; never lose one quietly
-                raise TrialsLostError(
-                    f"The {ex.name} executor finished without a row for {len(missing)} "
-                    f"trial(s): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
-                    "\nEvery row it reported is stored; run the same command again to run only "
-                    "these.", missing)
+        for index in range(len(looks)):
+            rnd = round_trials(campaign, index, active)
+            pending = [t for t in rnd.trials if t.trial_id not in status]
+            summary.total += len(rnd.trials)
+            summary.skipped += len(rnd.trials) - len(pending)
+            summary.rounds = index + 1
+            if pending:
+                runner.run_round(rnd, pending, len(looks))
+            active = next_active(campaign, decide, index, active)
+            if not active:
+                break
+        summary.complete = True
+        if campaign.precision is not None:
+            summary.at_cap = _at_cap(campaign, decide)
     finally:
-        if bar is not None:
-            bar.close()
-        writer.close()
-        summary.complete = summary.ran == len(pending)
-        summary.worker_failures = stats.worker_failures
-        summary.worker_events = stats.failures()
+        runner.close()  # flushes the writer before the executor (and a local Ray) goes away
         echo(summary.line())
     return summary
+
+
+class _RoundRunner:
+    """Runs the pending trials of each round on one executor, started at the first round
+    that has any, and writes their rows; one progress bar whose total grows per round."""
+
+    def __init__(self, job: JobRef, executor: str | Executor, config: ExecutorConfig | None,
+                 writer: ResultsWriter, decide: DecisionRows, summary: RunSummary,
+                 chunk_size: int, progress: bool, echo: Callable[[str], None],
+                 location: str) -> None:
+        self.job, self.writer, self.decide, self.summary = job, writer, decide, summary
+        self.chunk_size, self.progress, self.echo, self.location = (chunk_size, progress, echo,
+                                                                    location)
+        self._executor, self._config = executor, config
+        self.ex: Executor | None = None
+        self._stack = contextlib.ExitStack()
+        self._prepared: set[str] = set()
+        self.bar: Any = None
+
+    def _start(self, n_pending: int) -> Executor:
+        if self.ex is None:
+            ex = self._executor
+            ex = ex if isinstance(ex, Executor) else get_executor(ex, self._config)
+            self._stack.enter_context(ex)
+            self.ex = ex
+            campaign = self.job.campaign()
+            # describe() starts or joins Ray (once: prepare and run reuse it) to name it here;
+            # inside the executor's context so that a Ray it started is shut down in any case
+            echo_total = f" of {self.summary.total}" if campaign.precision is None else ""
+            self.echo(f"{campaign.name}: running {n_pending}{echo_total} trials on "
+                      f"{ex.describe()} -> {self.location}")
+        return self.ex
+
+    def run_round(self, rnd: Round, pending: list[Trial], n_looks: int) -> None:
+        from tqdm.auto import tqdm
+
+        ex = self._start(len(pending))
+        campaign = self.job.campaign()
+        models = [m for m in campaign.models if m not in self._prepared
+                  and any(t.model == m for t in pending)]
+        _prepare(ex, self.job, models, self.echo)
+        self._prepared.update(models)
+        desc = campaign.name if n_looks == 1 else (
+            f"{campaign.name} round {rnd.index + 1}/{n_looks} ({rnd.n_points} points to "
+            f"{rnd.reps} reps)")
+        if self.bar is None:  # after prepare, so that its rate and ETA are the trials'
+            self.bar = tqdm(total=len(pending), unit="trial", desc=desc,
+                            disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
+        else:
+            self.bar.total += len(pending)
+            self.bar.set_description(desc)
+            self.bar.refresh()
+        delivered: set[str] = set()  # trial ids with a row from this round
+        stats, summary, bar = ex.stats, self.summary, self.bar
+
+        def on_result(result: Any) -> None:
+            self.writer.add(result.rows, result.golden)
+            self.decide.add(result.rows)
+            delivered.update(r["trial_id"] for r in result.rows)
+            summary.ran += len(result.rows)
+            summary.failed += sum(r["status"] != "ok" for r in result.rows)
+            for name in result.rebuilt:
+                self.echo(f"warning: replica of {name!r} on {result.worker} was modified; "
+                          "rebuilt it.")
+            bar.update(len(result.rows))
+            postfix = {k: v for k, v in (("failed", summary.failed),
+                                          ("workers_lost", stats.worker_failures)) if v}
+            if postfix:
+                bar.set_postfix(postfix)
+
+        ex.run(self.job, make_chunks(pending, self.chunk_size), on_result)
+        summary.worker_failures = stats.worker_failures
+        summary.worker_events = stats.failures()
+        missing = [t.trial_id for t in pending if t.trial_id not in delivered]
+        if missing:  # an executor must report every trial or raise; never lose one quietly
+            raise TrialsLostError(
+                f"The {ex.name} executor finished without a row for {len(missing)} "
+                f"trial(s): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+                "\nEvery row it reported is stored; run the same command again to run only "
+                "these.", missing)
+        # the next decision reads these rows: store them first, so that a crash after the
+        # decision never leaves a dataset that the decision did not see
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        try:
+            self.writer.close()
+        finally:
+            if self.ex is not None:
+                self.summary.worker_failures = self.ex.stats.worker_failures
+                self.summary.worker_events = self.ex.stats.failures()
+            self._stack.close()
+
+
+def _at_cap(campaign: Any, decide: DecisionRows) -> list[str]:
+    """The cells still open at the last look (they stopped at ``max_reps``), with why."""
+    from pytei_ray.stats import open_cells
+
+    looks = campaign.looks()
+    cells = open_cells(decide.frame(), campaign.precision, campaign.repetitions,
+                       len(looks) - 1, point_cols=POINT_FACTORS)
+    return [f"{'/'.join(str(c[k]) for k in (*POINT_FACTORS, 'mitigation'))}: {c['reason']}"
+            for c in cells]
 
 
 def _repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions: int | None,
@@ -318,6 +444,52 @@ def _repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions: int 
     else:
         effective = own
     return job.replace(overrides={"repetitions": effective} if effective != own else {})
+
+
+def _stopping(job: JobRef, manifest: dict[str, Any] | None, precision: Any,
+              max_reps: int | None, confidence: float | None, location: str,
+              echo: Callable[[str], None]) -> JobRef:
+    """Apply ``--precision`` / ``--max-reps`` / ``--confidence``, or a recorded precision.
+
+    ``--precision`` replaces the campaign's target (any job can be made adaptive);
+    ``--max-reps`` and ``--confidence`` change the target in use (the job's, or the flag's).
+    The manifest records the override (``job.precision_override``) and a later run without the
+    flags uses it, so a plain rerun resumes the same adaptive campaign.
+    """
+    stored = ((manifest or {}).get("job") or {}).get("precision_override")
+    if precision is None and max_reps is None and confidence is None and not stored:
+        return job
+    from pytei_ray.stats import Precision  # lazy: scipy only for adaptive campaigns
+
+    base = job.replace(overrides={k: v for k, v in job.overrides.items() if k != "precision"})
+    own = base.campaign().precision
+    if isinstance(precision, str):
+        target = Precision.parse(precision)
+    elif precision is not None:
+        target = precision
+    elif max_reps is not None or confidence is not None:
+        target = own or (Precision.from_spec(stored) if stored else None)
+        if target is None:
+            raise CampaignSpecError(
+                "Expected --max-reps / --confidence together with a precision target, but the "
+                "campaign has none.\nAdd one, e.g. --precision auc=0.005 (the half-width of the "
+                "mean of metric auc), or set Campaign(precision=Precision(...)) in the job.")
+    else:
+        target = Precision.from_spec(stored)
+        if target != own:
+            echo(f"note: using the precision target recorded in {location} "
+                 f"({target.describe()}); pass --precision to choose another.")
+    changes = {k: v for k, v in (("max_reps", max_reps), ("confidence", confidence))
+               if v is not None}
+    if changes:
+        target = dataclasses.replace(target, **changes)
+    if target == own:
+        return job
+    try:
+        base.replace(overrides={**base.overrides, "precision": target}).campaign()
+    except JobFileError as exc:
+        raise CampaignSpecError(str(exc)) from exc
+    return base.replace(overrides={**base.overrides, "precision": target})
 
 
 def _prepare(ex: Executor, job: JobRef, models: list[str], echo: Callable[[str], None]) -> None:
@@ -351,14 +523,16 @@ def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: Job
                 "spec_hash": h, "n_trials": n_trials, "metrics": metrics,
                 "job": {"path": job.path, "source_sha256": job.source_sha256,
                         "params": spec["params"],
-                        "repetitions_override": _override(job)},
+                        "repetitions_override": _override(job),
+                        "precision_override": _precision_override(job)},
                 "version": __version__, "created_at": _now(), "updated_at": _now(),
                 "history": [{"at": _now(), "event": "created", "spec_hash": h}]}
     new = dict(old, metrics=metrics, updated_at=_now())
     if diff is not None and not diff.same:  # an accepted extension
         new.update(spec=spec, spec_hash=h, n_trials=n_trials)
         new["job"] = dict(old["job"], source_sha256=job.source_sha256,
-                          repetitions_override=_override(job))
+                          repetitions_override=_override(job),
+                          precision_override=_precision_override(job))
         new["history"] = old.get("history", []) + [
             {"at": _now(), "event": "extended", "spec_hash": h, "changes": diff.changes}]
     return new
@@ -367,6 +541,11 @@ def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: Job
 def _override(job: JobRef) -> int | None:
     value = job.overrides.get("repetitions")
     return int(value) if value is not None else None
+
+
+def _precision_override(job: JobRef) -> dict[str, Any] | None:
+    value = job.overrides.get("precision")
+    return value.to_spec() if value is not None else None
 
 
 #: ``main``'s exit statuses (also in ``--help``)

@@ -54,6 +54,16 @@ def _parser() -> argparse.ArgumentParser:
                    help="run N repetitions instead of the job's (its params unchanged); with "
                         "--extend it adds repetitions to a stored campaign. Recorded in the "
                         "results: a later run without the flag keeps the larger count")
+    p.add_argument("--precision", metavar="SPEC",
+                   help="repeat until every cell is conclusive (an adaptive campaign): "
+                        "METRIC=H (half-width H of the mean, e.g. auc=0.005), METRIC=H%% "
+                        "(relative to |golden|, auc=1%%) or METRIC.sdc_rate=H (of the SDC rate); "
+                        "the first round runs the job's repetitions, open points get more, "
+                        "doubling, up to --max-reps. Recorded: a later run keeps it")
+    p.add_argument("--max-reps", type=int, metavar="N",
+                   help="most repetitions per point of an adaptive campaign (default 160)")
+    p.add_argument("--confidence", type=float, metavar="C",
+                   help="confidence level of a precision target (default 0.95)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run trials whose stored status is 'failed' again")
     p.add_argument("--executor", choices=available_executors(), default=default_executor(),
@@ -114,7 +124,8 @@ def main(argv: list[str] | None = None) -> int:
                                 num_workers=args.workers, options=_executor_options(args))
         run(args.job, args.out, params=parse_params(args.params), executor=args.executor,
             config=config, extend=args.extend, retry_failed=args.retry_failed,
-            dry_run=args.dry_run, repetitions=args.repetitions, chunk_size=args.chunk_size,
+            dry_run=args.dry_run, repetitions=args.repetitions, precision=args.precision,
+            max_reps=args.max_reps, confidence=args.confidence, chunk_size=args.chunk_size,
             flush_seconds=args.flush_every, rows_per_part=args.part_rows,
             progress=not args.no_progress)
     except TrialSetupError as exc:

@@ -73,8 +73,9 @@ class JobRef:
         params: keyword arguments for ``make_campaign`` (empty: use ``campaign``).
         results_uri: the run's results location; hooks get it through their
             :class:`~pytei_ray.campaign.context.BuildContext` (set by the launcher).
-        overrides: Campaign fields replaced after the job builds it; only ``repetitions``
-            (the launcher's ``--repetitions N``).
+        overrides: Campaign fields replaced after the job builds it: ``repetitions`` (the
+            launcher's ``--repetitions N``) and ``precision`` (``--precision``, a
+            :class:`~pytei_ray.stats.Precision`).
     """
 
     path: str
@@ -85,10 +86,10 @@ class JobRef:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - {"repetitions"})
+        unknown = sorted(set(self.overrides) - {"repetitions", "precision"})
         if unknown:
-            raise JobFileError(f"Expected JobRef overrides among ['repetitions'], but got "
-                               f"{unknown}.")
+            raise JobFileError(f"Expected JobRef overrides among ['precision', 'repetitions'], "
+                               f"but got {unknown}.")
 
     @property
     def source_sha256(self) -> str:

@@ -178,6 +178,10 @@ class Campaign:
         num_cpus_per_worker: CPUs each Ray worker reserves.
         num_gpus_per_worker: GPUs (or a fraction) each Ray worker reserves; 0 runs on CPU;
             None (default): one GPU per worker when the cluster has GPUs, else CPU workers.
+        precision: a :class:`~pytei_ray.stats.Precision` target: run ``repetitions`` per point
+            first, then add repetitions (doubling, up to ``precision.max_reps``) only to the
+            points whose cells are not yet conclusive (an adaptive campaign, docs/campaign.md).
+            None (default): exactly ``repetitions`` per point.
 
     Example:
         >>> import torch
@@ -207,6 +211,7 @@ class Campaign:
     chunk_size: int = 16
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float | None = None
+    precision: Any = None
 
     def __post_init__(self) -> None:
         def put(attr: str, value: object) -> None:
@@ -233,6 +238,20 @@ class Campaign:
         if self.num_gpus_per_worker is not None:
             put("num_gpus_per_worker", _check_number(
                 "num_gpus_per_worker", self.num_gpus_per_worker, 0.0, strict=False))
+        if self.precision is not None:
+            from pytei_ray.stats import Precision  # lazy: scipy only for adaptive campaigns
+
+            if not isinstance(self.precision, Precision):
+                raise _fail("precision", "None or a Precision (e.g. Precision('auc', 0.005))",
+                            self.precision)
+            self.precision.looks(self.repetitions)  # raises if max_reps < repetitions
+
+    def looks(self) -> list[int]:
+        """Repetition counts at which an adaptive campaign decides which points continue
+        (``[repetitions]`` for a fixed campaign)."""
+        if self.precision is None:
+            return [self.repetitions]
+        return list(self.precision.looks(self.repetitions))
 
     @property
     def n_trials(self) -> int:
@@ -263,6 +282,9 @@ class Campaign:
             **self.factor_levels(),
             "bers": list(self.bers),
             "repetitions": self.repetitions,
+            # only when set, so that the specs (and hashes) of fixed campaigns are unchanged
+            **({"stopping": {**self.precision.to_spec(), "min_reps": self.repetitions}}
+               if self.precision is not None else {}),
         }
 
 
@@ -342,8 +364,51 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
                                        f"removed {removed}" if removed else "") if x)
         changes.append(f"bers: {o_bers} -> {n_bers} ({detail})")
         extendable = extendable and not removed
-    o_rep, n_rep = old.get("repetitions"), new.get("repetitions")
-    if o_rep != n_rep:
-        changes.append(f"repetitions: {o_rep} -> {n_rep}")
-        extendable = extendable and isinstance(n_rep, int) and n_rep > (o_rep or 0)
+    o_stop, n_stop = old.get("stopping"), new.get("stopping")
+    if o_stop is None and n_stop is None:
+        o_rep, n_rep = old.get("repetitions"), new.get("repetitions")
+        if o_rep != n_rep:
+            changes.append(f"repetitions: {o_rep} -> {n_rep}")
+            extendable = extendable and isinstance(n_rep, int) and n_rep > (o_rep or 0)
+    elif o_stop != n_stop:
+        more, why = _stopping_asks_more(old, new)
+        changes.append(f"stopping rule: {_show_stopping(old)} -> {_show_stopping(new)}"
+                       + ("" if more else f" ({why})"))
+        extendable = extendable and more
     return SpecDiff(changes, extendable and bool(changes))
+
+
+def _show_stopping(spec: Mapping[str, Any]) -> str:
+    stop = spec.get("stopping")
+    if stop is None:
+        return f"{spec.get('repetitions')} repetitions"
+    what = f"{stop['metric']}" + (".sdc_rate" if stop.get("on") == "sdc_rate" else "")
+    width = (f"{stop['halfwidth'] * 100:g}% of golden" if stop.get("relative")
+             else f"{stop['halfwidth']:g}")
+    return (f"{what} half-width <= {width} at {stop['confidence']:g}, "
+            f"{stop['min_reps']}..{stop['max_reps']} repetitions")
+
+
+def _stopping_asks_more(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[bool, str]:
+    """Whether the new stopping rule keeps every trial the old one ran and only adds trials.
+
+    Decisions are monotone in the rule: a narrower target, a higher confidence or a larger
+    maximum make every look's interval at least as wide relative to its target, so every point
+    that continued under the old rule continues under the new one. Changing what is measured,
+    or the first round (``min_reps``, which moves every look), is not an extension.
+    """
+    o, n = old.get("stopping"), new.get("stopping")
+    if n is None:
+        return False, "a fixed count cannot replace a stopping rule; use a new --out DIR"
+    if o is None:  # fixed -> adaptive: the stored repetitions are inside the first round
+        o_rep = old.get("repetitions") or 0
+        ok = n["min_reps"] >= o_rep
+        return ok, "" if ok else f"the first round ({n['min_reps']}) is below the stored {o_rep}"
+    same = ("metric", "on", "relative", "threshold", "higher_is_better", "min_reps")
+    changed = [k for k in same if o.get(k) != n.get(k)]
+    if changed:
+        return False, f"{', '.join(changed)} changed"
+    if n["halfwidth"] > o["halfwidth"] or n["confidence"] < o["confidence"] \
+            or n["max_reps"] < o["max_reps"]:
+        return False, "it asks for less (a wider target, lower confidence or a smaller maximum)"
+    return True, ""

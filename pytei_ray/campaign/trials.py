@@ -17,7 +17,8 @@ from typing import Any
 
 from .spec import Campaign
 
-__all__ = ["Trial", "expand", "make_chunks", "trial_id", "trial_seed", "count_by_factor"]
+__all__ = ["POINT_FACTORS", "Point", "Trial", "count_by_factor", "expand", "make_chunks", "points",
+           "trial_id", "trial_seed"]
 
 FACTORS = ("model", "target", "error_model", "ber", "repetition", "mitigation")
 
@@ -79,9 +80,30 @@ def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, 
     return _digest(payload).hex()[:16]
 
 
-def expand(campaign: Campaign) -> list[Trial]:
+#: The factors that define a *point*: every mitigation of a point sees the same faults, and an
+#: adaptive campaign adds repetitions per point (all its mitigations together, to stay paired).
+POINT_FACTORS = ("model", "target", "error_model", "ber")
+
+Point = tuple[str, str, str, float]
+
+
+def points(campaign: Campaign) -> list[Point]:
+    """Every point ``(model, target, error_model, ber)`` of ``campaign``, in expansion order."""
+    return [(m, t, e, b) for m in campaign.models for t in campaign.targets
+            for e in campaign.error_models for b in campaign.bers]
+
+
+def expand(campaign: Campaign, repetitions: range | None = None,
+           only: Iterable[Point] | None = None) -> list[Trial]:
     """Every trial of ``campaign``, ordered by model, target, error model, BER, repetition,
     mitigation (so consecutive trials share a model replica and the faults of a point).
+
+    Args:
+        campaign: the campaign.
+        repetitions: the repetitions to expand (default ``range(campaign.repetitions)``); an
+            adaptive campaign expands one round at a time. Repetition ``r`` of a point always
+            gets the same seed and id, whatever the range.
+        only: restrict to these points (default: all of them).
 
     Example:
         >>> import torch
@@ -90,19 +112,22 @@ def expand(campaign: Campaign) -> list[Trial]:
         ...              mitigations={"none": None, "none2": None})
         >>> [(t.repetition, t.mitigation) for t in expand(c)]
         [(0, 'none'), (0, 'none2'), (1, 'none'), (1, 'none2')]
+        >>> [t.repetition for t in expand(c, range(2, 4))][::2]
+        [2, 3]
     """
     levels = campaign.factor_levels()
+    reps = range(campaign.repetitions) if repetitions is None else repetitions
+    wanted = None if only is None else {(m, t, e, float(b)) for m, t, e, b in only}
     out: list[Trial] = []
-    for model in campaign.models:
-        for target in campaign.targets:
-            for error in campaign.error_models:
-                for ber in campaign.bers:
-                    for rep in range(campaign.repetitions):
-                        seed = trial_seed(campaign.seed, model, target, error, ber, rep)
-                        for mit in campaign.mitigations:
-                            tid = trial_id(campaign.seed, levels, model, target, error, ber, rep,
-                                           mit)
-                            out.append(Trial(tid, model, target, error, ber, rep, mit, seed))
+    for point in points(campaign):
+        if wanted is not None and point not in wanted:
+            continue
+        model, target, error, ber = point
+        for rep in reps:
+            seed = trial_seed(campaign.seed, model, target, error, ber, rep)
+            for mit in campaign.mitigations:
+                tid = trial_id(campaign.seed, levels, model, target, error, ber, rep, mit)
+                out.append(Trial(tid, model, target, error, ber, rep, mit, seed))
     return out
 
 
