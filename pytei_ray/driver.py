@@ -270,6 +270,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     del stored_rows
 
     metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
+    if metrics:  # known from stored rows: refuse a target on another metric before any work
+        _check_target_metric(campaign, [{"status": "ok", **{f"golden_{m}": 0.0 for m in metrics}}])
     manifest = _updated_manifest(manifest, spec, job, len(trials), metrics, diff)
     store.write_manifest(manifest)
     if manifest["job"]["source_sha256"] == job.source_sha256:
@@ -367,6 +369,7 @@ class _RoundRunner:
         stats, summary, bar = ex.stats, self.summary, self.bar
 
         def on_result(result: Any) -> None:
+            _check_target_metric(campaign, result.rows)
             self.writer.add(result.rows, result.golden)
             self.decide.add(result.rows)
             delivered.update(r["trial_id"] for r in result.rows)
@@ -405,6 +408,21 @@ class _RoundRunner:
                 self.summary.worker_failures = self.ex.stats.worker_failures
                 self.summary.worker_events = self.ex.stats.failures()
             self._stack.close()
+
+
+def _check_target_metric(campaign: Any, rows: list[dict[str, Any]]) -> None:
+    """Refuse a precision target for a metric that ``evaluate`` does not return (checked on
+    the first rows, before they are stored: no row of a run that cannot stop is kept)."""
+    target = campaign.precision
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if target is None or not ok or f"golden_{target.metric}" in ok[0]:
+        return
+    found = sorted(k[len("golden_"):] for k in ok[0] if k.startswith("golden_"))
+    raise CampaignSpecError(
+        f"Expected the precision target's metric to be one that evaluate() returns, but got "
+        f"{target.metric!r}.\n  evaluate() returns: {found}\nPass --precision with one of "
+        "them (e.g. --precision {}=0.01); nothing was stored.".format(found[0] if found
+                                                                      else "METRIC"))
 
 
 def _at_cap(campaign: Any, decide: DecisionRows) -> list[str]:
