@@ -1,0 +1,42 @@
+"""Statistics of fault-injection campaigns: intervals, p0-aware estimators, stopping rules.
+
+Pure (numpy, scipy, pandas): nothing here imports ray or pyarrow, reads files or draws random
+numbers. The report (:mod:`pytei_ray.report`) and the adaptive campaign driver both use it, so
+"conclusive" has one definition (:func:`judge_cell`).
+"""
+
+from .estimate import HEAVY_MAD, MeanEstimate, estimate_mean, estimate_rate, looks_heavy_tailed
+from .intervals import (
+    check_confidence,
+    clopper_pearson,
+    mean_ci,
+    reps_for_halfwidth,
+    student_t_ppf,
+    wilson_interval,
+)
+from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, open_points
+from .metrics import checked_bounds, higher_is_better, metric_bounds
+from .precision import Precision
+
+__all__ = [
+    "HEAVY_MAD",
+    "POINT_COLS",
+    "CellJudgement",
+    "MeanEstimate",
+    "Precision",
+    "cell_inputs",
+    "check_confidence",
+    "checked_bounds",
+    "clopper_pearson",
+    "estimate_mean",
+    "estimate_rate",
+    "higher_is_better",
+    "judge_cell",
+    "looks_heavy_tailed",
+    "mean_ci",
+    "metric_bounds",
+    "open_points",
+    "reps_for_halfwidth",
+    "student_t_ppf",
+    "wilson_interval",
+]
