@@ -238,6 +238,17 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         manifest["updated_at"] = _now()
         store.write_manifest(manifest)
 
+    def record_nondeterministic(models: list[str]) -> None:
+        # models whose evaluate() varied between two golden runs: none of their trials skipped
+        known = manifest.get("nondeterministic_evaluate", [])
+        new = [m for m in models if m not in known]
+        if new:
+            echo(f"warning: evaluate() of {new} is not deterministic; every trial of it is "
+                 "evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
+            manifest["nondeterministic_evaluate"] = sorted([*known, *new])
+            manifest["updated_at"] = _now()
+            store.write_manifest(manifest)
+
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
@@ -252,6 +263,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
 
     def on_result(result: Any) -> None:
         writer.add(result.rows, result.golden)
+        record_nondeterministic(result.nondeterministic)
         delivered.update(r["trial_id"] for r in result.rows)
         summary.ran += len(result.rows)
         summary.failed += sum(r["status"] != "ok" for r in result.rows)
