@@ -285,12 +285,24 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         manifest["updated_at"] = _now()
         store.write_manifest(manifest)
 
+    def record_nondeterministic(models: list[str]) -> None:
+        # models whose evaluate() varied between two golden runs: none of their trials skipped
+        known = manifest.get("nondeterministic_evaluate", [])
+        new = [m for m in models if m not in known]
+        if new:
+            echo(f"warning: evaluate() of {new} is not deterministic; every trial of it is "
+                 "evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
+            manifest["nondeterministic_evaluate"] = sorted([*known, *new])
+            manifest["updated_at"] = _now()
+            store.write_manifest(manifest)
+
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
         on_new_metrics=record_metrics)
     runner = _RoundRunner(job, executor, config, writer, decide, summary,
-                          chunk_size or campaign.chunk_size, progress, echo, store.location)
+                          chunk_size or campaign.chunk_size, progress, echo, store.location,
+                          record_nondeterministic)
     looks = campaign.looks()
     active = points(campaign)
     summary.total = summary.skipped = 0
@@ -322,11 +334,12 @@ class _RoundRunner:
     def __init__(self, job: JobRef, executor: str | Executor, config: ExecutorConfig | None,
                  writer: ResultsWriter, decide: DecisionRows, summary: RunSummary,
                  chunk_size: int, progress: bool, echo: Callable[[str], None],
-                 location: str) -> None:
+                 location: str, on_nondeterministic: Callable[[list[str]], None]) -> None:
         self.job, self.writer, self.decide, self.summary = job, writer, decide, summary
         self.chunk_size, self.progress, self.echo, self.location = (chunk_size, progress, echo,
                                                                     location)
         self._executor, self._config = executor, config
+        self.on_nondeterministic = on_nondeterministic
         self.ex: Executor | None = None
         self._stack = contextlib.ExitStack()
         self._prepared: set[str] = set()
@@ -371,6 +384,7 @@ class _RoundRunner:
         def on_result(result: Any) -> None:
             _check_target_metric(campaign, result.rows)
             self.writer.add(result.rows, result.golden)
+            self.on_nondeterministic(result.nondeterministic)
             self.decide.add(result.rows)
             delivered.update(r["trial_id"] for r in result.rows)
             summary.ran += len(result.rows)

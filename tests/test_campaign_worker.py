@@ -103,7 +103,9 @@ def test_golden_once_per_model_and_mitigation():
     second = w.run_chunk(expand(c)[8:])
     keys = [(g["model"], g["mitigation"]) for g in first.golden + second.golden]
     assert sorted(keys) == sorted({(t.model, t.mitigation) for t in expand(c)})
-    assert len(calls) == len(keys) + c.n_trials
+    # two golden runs per (model, mitigation) (the determinism check), one per evaluated trial
+    n_evaluated = sum(r["evaluated"] for r in first.rows + second.rows)
+    assert len(calls) == 2 * len(keys) + n_evaluated
     clean = _build()(_data("a")).mean().item()
     for r in first.rows + second.rows:
         if r["mitigation"] == "none":
@@ -145,8 +147,9 @@ def test_nan_metric_is_an_outcome_not_a_failure():
 
 def test_bad_metrics_fail_the_trial():
     outputs = iter([{"a": 1.0}, {"b": 1.0}, "oops", {"a": "x"}, {"status": 1.0}])
+    # skip_ineffective=False: BER 0 trials must run evaluate (and the golden run only once)
     c = _campaign(evaluate=lambda m, x: next(outputs), bers=[0.0], repetitions=4,
-                  models={"a": _build}, mitigations={"none": None})
+                  models={"a": _build}, mitigations={"none": None}, skip_ineffective=False)
     rows = TrialWorker(c, device="cpu").run_chunk(expand(c)).rows
     assert [r["status"] for r in rows] == ["failed"] * 4
     assert "golden run ['a'], but got ['b']" in rows[0]["error"]

@@ -182,6 +182,11 @@ class Campaign:
             first, then add repetitions (doubling, up to ``precision.max_reps``) only to the
             points whose cells are not yet conclusive (an adaptive campaign, docs/campaign.md).
             None (default): exactly ``repetitions`` per point.
+        skip_ineffective: give a trial whose faults change no weight (none sampled, all
+            masked by a mitigation, or every write leaving its word as it was) the golden
+            metrics without running ``evaluate`` (its row says ``evaluated=False``). Sound only
+            for a deterministic ``evaluate``, which each worker checks (two golden runs, bit
+            for bit) before skipping any trial of a model. False evaluates every trial.
 
     Example:
         >>> import torch
@@ -212,6 +217,7 @@ class Campaign:
     num_cpus_per_worker: float = 1.0
     num_gpus_per_worker: float | None = None
     precision: Any = None
+    skip_ineffective: bool = True
 
     def __post_init__(self) -> None:
         def put(attr: str, value: object) -> None:
@@ -245,6 +251,8 @@ class Campaign:
                 raise _fail("precision", "None or a Precision (e.g. Precision('auc', 0.005))",
                             self.precision)
             self.precision.looks(self.repetitions)  # raises if max_reps < repetitions
+        if not isinstance(self.skip_ineffective, bool):
+            raise _fail("skip_ineffective", "a bool", self.skip_ineffective)
 
     def looks(self) -> list[int]:
         """Repetition counts at which an adaptive campaign decides which points continue
@@ -271,10 +279,13 @@ class Campaign:
     def spec(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Everything that determines the results, as JSON-able data (stored in the manifest).
 
+        ``skip_ineffective`` appears only when False, so the spec (and its hash) of a campaign
+        with the default is the one stored before the option existed.
+
         Args:
             params: the job parameters the campaign was made with (``--set k=v``).
         """
-        return {
+        spec = {
             "format": SPEC_FORMAT,
             "name": self.name,
             "seed": self.seed,
@@ -286,6 +297,9 @@ class Campaign:
             **({"stopping": {**self.precision.to_spec(), "min_reps": self.repetitions}}
                if self.precision is not None else {}),
         }
+        if not self.skip_ineffective:
+            spec["skip_ineffective"] = False
+        return spec
 
 
 def _jsonable(obj: Any) -> Any:
@@ -330,8 +344,9 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
     """Compare a stored spec with a new one, field by field.
 
     Adding BERs, repetitions or levels of a named factor (a model, a mitigation, ...) is an
-    extension; changing the name, seed, params, or the definition of an existing level, or
-    removing anything, is a change that existing results cannot be mixed with.
+    extension; changing the name, seed, params, ``skip_ineffective`` (it decides the
+    ``evaluated`` column of every row), or the definition of an existing level, or removing
+    anything, is a change that existing results cannot be mixed with.
 
     Example:
         >>> old = {"name": "a", "bers": [0.1], "repetitions": 2}
@@ -344,6 +359,10 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         if old.get(key) != new.get(key):
             changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
             extendable = False
+    o_skip, n_skip = old.get("skip_ineffective", True), new.get("skip_ineffective", True)
+    if o_skip != n_skip:  # absent means the default (True)
+        changes.append(f"skip_ineffective: {o_skip!r} -> {n_skip!r}")
+        extendable = False
     for key in ("models", "targets", "error_models", "mitigations"):
         o, n = old.get(key, {}), new.get(key, {})
         for level in o:

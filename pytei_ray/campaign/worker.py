@@ -3,14 +3,19 @@
 A :class:`TrialWorker` builds each model (and loads its data) once, keeps the replica, and runs
 chunks of trials on it: inject in place, evaluate, restore. Before each chunk it checks that the
 replica is bit-identical to the pristine model (``state_checksum``) and rebuilds it if not.
+A trial whose faults change no word (none sampled, all masked, every write a no-op) is the
+golden run: it gets the golden metrics without an evaluation (``evaluated=False``), provided
+``evaluate`` proved deterministic on this worker (two golden runs, bit for bit).
 The in-process executor calls it directly; the Ray executor wraps one in each actor.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 import os
 import socket
+import struct
 import time
 import traceback
 import warnings
@@ -43,12 +48,16 @@ class ChunkResult:
         golden: golden rows computed while running this chunk (first use of a model/mitigation).
         worker: the worker's id (``host:pid``).
         rebuilt: models whose replica was found modified and rebuilt before this chunk.
+        nondeterministic: every model whose golden ``evaluate`` gave different metrics on two
+            runs on this worker so far (sorted; no trial of those is skipped). Cumulative, so
+            the driver can merge it from any chunk.
     """
 
     rows: list[dict[str, Any]]
     golden: list[dict[str, Any]] = field(default_factory=list)
     worker: str = ""
     rebuilt: list[str] = field(default_factory=list)
+    nondeterministic: list[str] = field(default_factory=list)
 
 
 def _version() -> str:
@@ -77,6 +86,14 @@ def _check_metrics(out: object, expected: Sequence[str] | None) -> dict[str, flo
                              f"{list(expected)}, but got {list(metrics)}.")
         metrics = {k: metrics[k] for k in expected}
     return metrics
+
+
+def _same_bits(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    """Two metric dicts are equal bit for bit (same names in the same order; NaN equals NaN)."""
+    if list(a) != list(b):
+        return False
+    return all(struct.pack("<d", x) == struct.pack("<d", y) or (math.isnan(x) and math.isnan(y))
+               for x, y in zip(a.values(), b.values()))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -125,8 +142,8 @@ class TrialWorker:
         ...              bers=[0.0], repetitions=1)
         >>> result = TrialWorker(c, device="cpu").run_chunk(expand(c))
         >>> row = result.rows[0]
-        >>> row["status"], row["n_faults"], row["out"] == row["golden_out"]
-        ('ok', 0, True)
+        >>> row["status"], row["n_faults"], row["evaluated"], row["out"] == row["golden_out"]
+        ('ok', 0, False, True)
     """
 
     def __init__(self, campaign: Campaign, *, device: str | torch.device | None = None,
@@ -144,6 +161,7 @@ class TrialWorker:
         self._mits: dict[tuple[str, str], list[Any]] = {}  # (model, mitigation) -> instances
         self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
         self._new_golden: list[dict[str, Any]] = []  # golden rows not yet returned
+        self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
 
     @classmethod
     def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
@@ -256,6 +274,12 @@ class TrialWorker:
             handles = [m.attach(model) for m in instances]
             metrics = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
                                      None)
+            duration = time.perf_counter() - t0
+            if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
+                again = _check_metrics(self._run_eval(self.campaign.evaluate, model,
+                                                      model_name), list(metrics))
+                if not _same_bits(metrics, again):
+                    self._not_deterministic(model_name, mit_name, metrics, again)
         except Exception as exc:
             raise self._setup_error(
                 f"The golden (fault-free) evaluation of {model_name!r} with mitigation "
@@ -267,9 +291,27 @@ class TrialWorker:
         self._new_golden.append({
             "campaign": self.campaign.name, "model": model_name, "mitigation": mit_name,
             **metrics, "worker": self.worker_id, "device": str(self.device),
-            "started_at": started, "duration_s": time.perf_counter() - t0,
-            "version": self._version,
+            "started_at": started, "duration_s": duration, "version": self._version,
         })
+
+    def _not_deterministic(self, model_name: str, mit_name: str, first: dict[str, float],
+                           second: dict[str, float]) -> None:
+        """Record (and warn once per model) that two golden runs of a model differed."""
+        if model_name in self._nondeterministic:
+            return
+        self._nondeterministic.add(model_name)
+        warnings.warn(
+            f"evaluate() of model {model_name!r} (mitigation {mit_name!r}) is not deterministic "
+            f"on {self.worker_id}: two fault-free runs gave different metrics.\n"
+            f"  first:  {first}\n  second: {second}\n"
+            "Every trial of this model is evaluated (none is skipped as fault-free), and the "
+            "model is listed under 'nondeterministic_evaluate' in the results manifest. Seed or "
+            "remove the randomness in evaluate() to let fault-free trials be skipped.",
+            stacklevel=2)
+
+    def _may_skip(self, model_name: str) -> bool:
+        """Trials of this model whose faults change no word may take the golden metrics."""
+        return self.campaign.skip_ineffective and model_name not in self._nondeterministic
 
     def ensure_pristine(self, model_name: str) -> bool:
         """Rebuild the replica if its state differs from the pristine checksum.
@@ -302,17 +344,21 @@ class TrialWorker:
             row, sampled = self._run_trial(t, sampled)
             rows.append(row)
         golden, self._new_golden = self._new_golden, []
-        return ChunkResult(rows, golden, self.worker_id, rebuilt)
+        return ChunkResult(rows, golden, self.worker_id, rebuilt, sorted(self._nondeterministic))
 
-    def _run_trial(self, t: Trial, sampled: tuple[tuple, Any] | None
-                   ) -> tuple[dict[str, Any], tuple[tuple, Any] | None]:
+    def _run_trial(self, t: Trial, sampled: tuple[tuple, Any, float] | None
+                   ) -> tuple[dict[str, Any], tuple[tuple, Any, float] | None]:
+        """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault), reused when
+        ``t`` has the same point (the mitigations of a point share its faults)."""
         from pytei_ray import Injector
 
         mits = self._mitigations(t.model, t.mitigation)
         model = self._models[t.model]
         golden = self._golden[(t.model, t.mitigation)]
         row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
-                               "n_faults": None, "n_words": None, "n_nonfinite": None}
+                               "n_faults": None, "n_words": None, "n_nonfinite": None,
+                               "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
+                               "evaluated": False}
         started, t0 = datetime.now(timezone.utc), time.perf_counter()
         metrics: dict[str, float] = {}
         try:
@@ -321,11 +367,20 @@ class TrialWorker:
                 error = self.campaign.error_models[t.error_model](t.ber)
                 injector = Injector(targets=self.campaign.targets[t.target], error=error,
                                     seed=t.seed)
-                sampled = (point, injector.sample(model))
-            with sampled[1].apply(model, mitigations=mits) as faults:
+                fmap = injector.sample(model)
+                sampled = (point, fmap, error.p_no_fault(fmap.n_targeted))
+            _, fmap, p_no_fault = sampled
+            row.update(n_faults_sampled=fmap.n_faults, n_sites=fmap.n_targeted,
+                       p_no_fault=p_no_fault)
+            handle = fmap.apply(model, mitigations=mits)
+            with handle as faults:  # `faults`: the map after the mitigations filtered it
                 row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
                 row["n_nonfinite"] = faults.n_nonfinite
-                out = self._run_eval(self.campaign.evaluate, model, t.model)
+                if self._may_skip(t.model) and handle.n_words_changed == 0:
+                    out: Any = golden  # the model is the golden one, bit for bit
+                else:
+                    row["evaluated"] = True
+                    out = self._run_eval(self.campaign.evaluate, model, t.model)
             metrics = _check_metrics(out, list(golden))
             row.update(status="ok", error=None)
         except Exception as exc:

@@ -288,7 +288,8 @@ class RayExecutor(Executor):
             self.stats.duplicates_dropped += len(result.rows) - len(rows)
             reported.update(r["trial_id"] for r in rows)
             if rows or result.golden:
-                on_result(ChunkResult(rows, result.golden, result.worker, result.rebuilt))
+                on_result(ChunkResult(rows, result.golden, result.worker, result.rebuilt,
+                                      result.nondeterministic))
         if lost:
             ids = [t.trial_id for t in lost]
             raise TrialsLostError(

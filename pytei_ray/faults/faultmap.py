@@ -102,12 +102,17 @@ class FaultMap:
         error: the error model's key (e.g. ``"BitFlip(ber=1e-06)"``).
         unit: ``"bit"`` or ``"element"``: what one fault site is.
         seed: the seed the map was sampled with (None when loaded from elsewhere).
+        n_targeted: fault sites the sampling drew from (the ``N`` of ``Binomial(N, rate)``:
+            every targeted bit for bit models, every targeted element for element models);
+            None for a map loaded from a file written before it was recorded. Filtering
+            (SBP) keeps it: it describes the sampling, not what survived it.
     """
 
     tensors: list[TensorFaults]
     error: str
     unit: str
     seed: int | None = None
+    n_targeted: int | None = None
     _applied: AppliedWrites | None = field(default=None, repr=False, compare=False)
 
     # ---- statistics --------------------------------------------------------------------------
@@ -172,7 +177,7 @@ class FaultMap:
             else:
                 n_sites = int(idx.size)
             out.append(replace(t, index=idx, and_mask=a, xor_mask=x, n_sites=n_sites))
-        return FaultMap(out, self.error, self.unit, self.seed)
+        return FaultMap(out, self.error, self.unit, self.seed, self.n_targeted)
 
     # ---- applying ----------------------------------------------------------------------------
     def apply(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> InjectionHandle:
@@ -193,6 +198,7 @@ class FaultMap:
             "error": self.error,
             "unit": self.unit,
             "seed": -1 if self.seed is None else self.seed,
+            "n_targeted": -1 if self.n_targeted is None else self.n_targeted,
             "tensors": [
                 {
                     "name": t.name,
@@ -227,7 +233,9 @@ class FaultMap:
             for t in payload["tensors"]
         ]
         seed = None if payload["seed"] < 0 else int(payload["seed"])
-        return cls(tensors, payload["error"], payload["unit"], seed)
+        n_targeted = int(payload.get("n_targeted", -1))  # absent in files of older versions
+        return cls(tensors, payload["error"], payload["unit"], seed,
+                   None if n_targeted < 0 else n_targeted)
 
 
 def _words_faults(
@@ -309,4 +317,4 @@ def sample_fault_map(sites: Sequence[SiteInfo], error: ErrorModel, seed: int) ->
         if seg.size:
             seg -= bounds[i]
         out.append(_words_faults(s, error, seg, rng))
-    return FaultMap(out, key, error.unit, seed)
+    return FaultMap(out, key, error.unit, seed, n_targeted=total)

@@ -103,6 +103,28 @@ class ErrorModel:
         """Number of fault sites in one word of ``layout``."""
         return len(self.site_bits(layout)) if self.unit == "bit" else 1
 
+    def p_no_fault(self, n_sites: int) -> float:
+        """Probability that sampling over ``n_sites`` targeted sites draws no fault.
+
+        In rate mode ``(1 - rate) ** n_sites``, computed as ``exp(n_sites * log1p(-rate))`` so
+        that it stays accurate for tiny rates and huge ``n_sites``; in exact-count mode 0.0 for
+        ``n >= 1`` and 1.0 for ``n = 0``. Trials with no fault cost no evaluation, so this is
+        the expected fraction of a cell's trials that are the golden run.
+
+        Example:
+            >>> BitFlip(1e-9).p_no_fault(32 * 10**6)  # doctest: +ELLIPSIS
+            0.968...
+            >>> BitFlip(n=1).p_no_fault(32)
+            0.0
+        """
+        if self.rate is None:
+            return 0.0 if (self.n or 0) >= 1 else 1.0
+        if n_sites == 0 or self.rate == 0.0:
+            return 1.0
+        if self.rate >= 1.0:
+            return 0.0
+        return math.exp(n_sites * math.log1p(-self.rate))
+
     def check_dtype(self, layout: BitLayout) -> None:
         """Raise ``ValueError``/``TypeError`` if this model cannot act on ``layout``."""
         self.site_bits(layout)

@@ -68,6 +68,14 @@ class _Write:
             self._nonfinite = int((~torch.isfinite(values)).sum())
         return self._nonfinite
 
+    def changed(self) -> int | torch.Tensor:
+        """Words whose new value differs from the old one, compared as integers (so exact, NaN
+        payloads included): an int for numpy words, a 0-d tensor on the device otherwise (no
+        synchronization here; the caller sums and reads them once)."""
+        if isinstance(self.old, np.ndarray):
+            return int(np.count_nonzero(self.old != self.new))
+        return (self.old != self.new).sum()
+
     def words(self) -> tuple[np.ndarray, np.ndarray]:
         """(old, new) words as numpy arrays."""
         if isinstance(self.old, np.ndarray):
@@ -128,11 +136,36 @@ class AppliedWrites:
 
     def __init__(self, writes: list[_Write]) -> None:
         self.writes = writes
+        self._n_words_changed: int | None = None  # cache of n_words_changed
 
     @property
     def n_nonfinite(self) -> int:
         """NaN/Inf words produced (floating-point tensors only)."""
         return sum(w.nonfinite or 0 for w in self.writes)
+
+    @property
+    def n_words_changed(self) -> int:
+        """Written words whose value actually changed (computed on first use, then cached).
+
+        A write can leave a word as it was: a stuck-at bit that already holds its value, a
+        random value equal to the old one. When this is 0 the model is bit-identical to the
+        fault-free one, so evaluating it would only reproduce the golden run. Exact (the words
+        are compared as integers) and cheap: O(words written), one synchronization per
+        accelerator at most.
+        """
+        if self._n_words_changed is None:
+            host = 0
+            on_device: dict[torch.device, list[torch.Tensor]] = {}  # device -> 0-d counts
+            for w in self.writes:
+                c = w.changed()
+                if isinstance(c, int):
+                    host += c
+                else:
+                    on_device.setdefault(c.device, []).append(c)
+            for counts in on_device.values():
+                host += int(torch.stack(counts).sum())  # the one sync of this device
+            self._n_words_changed = host
+        return self._n_words_changed
 
     def per_tensor_stats(self) -> dict[str, dict[str, int]]:
         """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""
@@ -188,6 +221,23 @@ class InjectionHandle:
     def n_nonfinite(self) -> int:
         """NaN/Inf words produced by this application (floating-point tensors only)."""
         return self._applied.n_nonfinite
+
+    @property
+    def n_words_changed(self) -> int:
+        """Words this application actually changed (0: the model holds its original values).
+
+        Example:
+            >>> import torch
+            >>> from pytei_ray import FaultMap, Injector, StuckAt
+            >>> lin = torch.nn.Linear(4, 4)
+            >>> with torch.no_grad():
+            ...     _ = lin.weight.fill_(-1.0)  # sign bit already 1 in every word
+            >>> h = Injector(["weight"], StuckAt(n=3, value=1, bits="sign")).inject(lin)
+            >>> h.faults.n_faults, h.n_words_changed
+            (3, 0)
+            >>> h.restore()
+        """
+        return self._applied.n_words_changed
 
     def per_tensor_stats(self) -> dict[str, dict[str, int]]:
         """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""

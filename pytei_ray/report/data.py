@@ -36,8 +36,9 @@ __all__ = [
 #: Non-metric columns of the result-row schema.
 SCHEMA_COLUMNS = frozenset(
     {"campaign", "trial_id", "model", "target", "error_model", "ber", "repetition", "mitigation",
-     "seed", "n_faults", "n_words", "n_nonfinite", "status", "error", "worker", "device",
-     "started_at", "duration_s", "version", "attempt", "chunk", "host", "node"}
+     "seed", "n_faults", "n_words", "n_nonfinite", "n_faults_sampled", "n_sites", "p_no_fault",
+     "evaluated", "status", "error", "worker", "device", "started_at", "duration_s", "version",
+     "attempt", "chunk", "host", "node"}
 )
 MANIFEST_NAMES = ("_manifest.json", "manifest.json")
 

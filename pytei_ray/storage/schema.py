@@ -34,9 +34,13 @@ HEAD_FIELDS: tuple[pa.Field, ...] = (
     pa.field("repetition", pa.int64()),
     pa.field("mitigation", pa.string()),
     pa.field("seed", pa.int64()),
-    pa.field("n_faults", pa.int64()),
+    pa.field("n_faults", pa.int64()),  # fault sites that reached the weights (after mitigations)
     pa.field("n_words", pa.int64()),
     pa.field("n_nonfinite", pa.int64()),
+    pa.field("n_faults_sampled", pa.int64()),  # fault sites sampled, before any mitigation
+    pa.field("n_sites", pa.int64()),  # targeted fault sites: the N of Binomial(N, rate)
+    pa.field("p_no_fault", pa.float64()),  # probability that sampling draws no fault
+    pa.field("evaluated", pa.bool_()),  # False: no weight changed, golden metrics recorded
 )
 TAIL_FIELDS: tuple[pa.Field, ...] = (
     pa.field("status", pa.string()),
