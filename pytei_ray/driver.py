@@ -23,6 +23,7 @@ from pytei_ray.campaign.jobfile import JobRef, load_job
 from pytei_ray.campaign.rounds import (
     DecisionRows,
     Round,
+    cells_at_cap,
     decision_columns,
     foreign_rows,
     next_active,
@@ -31,7 +32,6 @@ from pytei_ray.campaign.rounds import (
 from pytei_ray.campaign.spec import compare_specs, spec_hash
 from pytei_ray.campaign.trials import (
     FACTORS,
-    POINT_FACTORS,
     Trial,
     count_by_factor,
     make_chunks,
@@ -60,7 +60,9 @@ class RunSummary:
 
     Attributes:
         campaign: campaign name.  out: results location.  total: trials in the grid.
-        ran: trials run now.  failed: of those, ``status="failed"``.  skipped: already stored.
+        ran: trials run now.  evaluated: of those, trials whose ``evaluate`` ran (the others had
+        no effective fault and got the golden metrics).  failed: of those, ``status="failed"``.
+        skipped: already stored.
         complete: every trial of the grid has a row.  dry_run: nothing was run.
         worker_failures: worker processes found dead (Ray executor), ``worker_events`` says
             what followed (``"2 worker failures (1 restarted, 2 chunks retried)"``).
@@ -73,6 +75,7 @@ class RunSummary:
     out: str
     total: int
     ran: int = 0
+    evaluated: int = 0
     failed: int = 0
     skipped: int = 0
     complete: bool = False
@@ -91,7 +94,9 @@ class RunSummary:
         else:
             state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
             workers = f"; {self.worker_events}" if self.worker_events else ""
-            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
+            golden = self.ran - self.evaluated
+            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed, "
+                    f"{golden} without an effective fault, so not evaluated), "
                     f"{self.skipped} skipped (already stored){workers}; {state}; results in "
                     f"{self.out}")
         if self.at_cap:
@@ -320,7 +325,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                 break
         summary.complete = True
         if campaign.precision is not None:
-            summary.at_cap = _at_cap(campaign, decide)
+            summary.at_cap = cells_at_cap(campaign, decide)
     finally:
         runner.close()  # flushes the writer before the executor (and a local Ray) goes away
         echo(summary.line())
@@ -388,6 +393,7 @@ class _RoundRunner:
             self.decide.add(result.rows)
             delivered.update(r["trial_id"] for r in result.rows)
             summary.ran += len(result.rows)
+            summary.evaluated += sum(bool(r.get("evaluated", True)) for r in result.rows)
             summary.failed += sum(r["status"] != "ok" for r in result.rows)
             for name in result.rebuilt:
                 self.echo(f"warning: replica of {name!r} on {result.worker} was modified; "
@@ -437,17 +443,6 @@ def _check_target_metric(campaign: Any, rows: list[dict[str, Any]]) -> None:
         f"{target.metric!r}.\n  evaluate() returns: {found}\nPass --precision with one of "
         "them (e.g. --precision {}=0.01); nothing was stored.".format(found[0] if found
                                                                       else "METRIC"))
-
-
-def _at_cap(campaign: Any, decide: DecisionRows) -> list[str]:
-    """The cells still open at the last look (they stopped at ``max_reps``), with why."""
-    from pytei_ray.stats import open_cells
-
-    looks = campaign.looks()
-    cells = open_cells(decide.frame(), campaign.precision, campaign.repetitions,
-                       len(looks) - 1, point_cols=POINT_FACTORS)
-    return [f"{'/'.join(str(c[k]) for k in (*POINT_FACTORS, 'mitigation'))}: {c['reason']}"
-            for c in cells]
 
 
 def _repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions: int | None,

@@ -53,6 +53,12 @@ def _job(tmp_path: Path, precision="Precision('accuracy', 0.08, max_reps=16)") -
     return str(path)
 
 
+def _stored(out: Path) -> int:
+    if not out.is_dir() or not any(p.startswith("part-") for p in os.listdir(out)):
+        return 0
+    return len(pd.read_parquet(out))
+
+
 def _quiet(**kw):
     return dict(executor="local", progress=False, echo=lambda s: None, **kw)
 
@@ -145,13 +151,12 @@ def test_sigkill_during_adaptive_rounds_then_rerun_gives_the_uninterrupted_datas
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
         deadline = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < deadline:
-            n = len(pd.read_parquet(out)) if any(
-                p.startswith("part-") for p in os.listdir(out)) else 0 if out.exists() else 0
-            if n >= kill_at * n_ref:
+            if _stored(out) >= kill_at * n_ref:
                 break
             time.sleep(0.02)
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
+        assert proc.poll() is None, proc.stdout.read().decode()  # killed mid-run, not after
+        os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        assert 0 < _stored(out) < n_ref
         run(job, str(out), **_quiet())
         pd.testing.assert_frame_equal(table(out), table(ref))

@@ -63,6 +63,10 @@ def _job_frame_line(exc: BaseException, path: str) -> str:
     return f"{path}:{frames[-1].lineno}" if frames else path
 
 
+#: Campaign fields a JobRef may replace after the job builds it.
+_OVERRIDABLE = ("precision", "repetitions", "skip_ineffective")
+
+
 @dataclass(frozen=True)
 class JobRef:
     """A job file by value: enough to rebuild its campaign anywhere.
@@ -75,7 +79,8 @@ class JobRef:
             :class:`~pytei_ray.campaign.context.BuildContext` (set by the launcher).
         overrides: Campaign fields replaced after the job builds it: ``repetitions`` (the
             launcher's ``--repetitions N``) and ``precision`` (``--precision``, a
-            :class:`~pytei_ray.stats.Precision`).
+            :class:`~pytei_ray.stats.Precision`); ``skip_ineffective`` (benchmarks compare
+            with and without skipping).
     """
 
     path: str
@@ -86,10 +91,10 @@ class JobRef:
     overrides: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        unknown = sorted(set(self.overrides) - {"repetitions", "precision"})
+        unknown = sorted(set(self.overrides) - set(_OVERRIDABLE))
         if unknown:
-            raise JobFileError(f"Expected JobRef overrides among ['precision', 'repetitions'], "
-                               f"but got {unknown}.")
+            raise JobFileError(f"Expected JobRef overrides among {list(_OVERRIDABLE)}, but got "
+                               f"{unknown}.")
 
     @property
     def source_sha256(self) -> str:
