@@ -470,7 +470,9 @@ def _repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions: int 
              f"--repetitions {stored}; the job says {own}). Pass --repetitions N to choose.")
     else:
         effective = own
-    return job.replace(overrides={"repetitions": effective} if effective != own else {})
+    others = {k: v for k, v in job.overrides.items() if k != "repetitions"}
+    return job.replace(overrides={**others, **({"repetitions": effective} if effective != own
+                                               else {})})
 
 
 def _stopping(job: JobRef, manifest: dict[str, Any] | None, precision: Any,
