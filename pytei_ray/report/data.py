@@ -37,7 +37,8 @@ __all__ = [
 SCHEMA_COLUMNS = frozenset(
     {"campaign", "trial_id", "model", "target", "error_model", "ber", "repetition", "mitigation",
      "seed", "n_faults", "n_words", "n_nonfinite", "status", "error", "worker", "device",
-     "started_at", "duration_s", "version", "attempt", "chunk", "host", "node"}
+     "started_at", "duration_s", "version", "attempt", "chunk", "host", "node",
+     "n_faults_sampled", "p_no_fault", "evaluated", "n_sites"}
 )
 MANIFEST_NAMES = ("_manifest.json", "manifest.json")
 
