@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..stats import Precision
 from . import plots as _plots
 from .data import (
     Dataset,
@@ -40,6 +41,7 @@ from .summary import (
     baseline_mitigation,
     cell_keys,
     recovery,
+    stopping_rule,
     suggest_repetitions,
     summarize,
 )
@@ -140,8 +142,9 @@ def _expected_trials(manifest: dict[str, Any]) -> int | None:
     return n
 
 
-def _launch_command(ds: Dataset, reps: int) -> str:
-    """The launcher call that extends the stored campaign to ``reps`` repetitions.
+def _launch_command(ds: Dataset, reps: int | None, flags: str | None = None) -> str:
+    """The launcher call that extends the stored campaign to ``reps`` repetitions (or, with
+    ``flags``, to a precision target: ``--precision auc=1% --max-reps 320``).
 
     ``--extend --repetitions N`` works for any job: the launcher replaces the campaign's
     repetitions after the job builds it, keeping the job parameters the campaign was made with
@@ -155,7 +158,8 @@ def _launch_command(ds: Dataset, reps: int) -> str:
     params = params if isinstance(params, dict) else {}
     sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
     words = ["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
-             "--out", shlex.quote(ds.path), "--extend", "--repetitions", str(reps),
+             "--out", shlex.quote(ds.path), "--extend",
+             *(flags.split() if flags else ["--repetitions", str(reps)]),
              *(f"--set {shlex.quote(s)}" for s in sets)]
     return " ".join(words)
 
@@ -199,6 +203,22 @@ def _advice_lines(summary: pd.DataFrame, advice: dict[str, int | None], primary:
         if m != primary and n:
             text += f" (not in the command; --metric {m} leads with it)"
         lines.append(text + ".")
+    return lines
+
+
+def _adaptive_lines(summary: pd.DataFrame, target: Precision) -> list[str]:
+    """Advice of an adaptive campaign: its rule, and the cells still open or at the cap."""
+    if summary.empty or not summary["inconclusive"].any():
+        return []
+    rows = summary[(summary["metric"] == target.metric) & summary["inconclusive"]]
+    at_cap = int(rows["at_cap"].sum())
+    lines = [f"Rule (adaptive campaign): {target.describe()}; each look's interval is computed "
+             "at the Bonferroni-corrected level, so stopping early keeps the coverage."]
+    if len(rows):
+        lines.append(f"{target.metric}: {len(rows)} cell(s) not yet conclusive, {at_cap} of them "
+                     f"at the cap of {target.max_reps} repetitions"
+                     + (f" (the command doubles it to {2 * target.max_reps})." if at_cap
+                        else " (the command resumes the campaign)."))
     return lines
 
 
@@ -254,7 +274,8 @@ def write_report(
         higher_is_better: Metric direction (bool, ``{metric: bool}`` with ``"*"`` for the
             metrics it does not name, or None to guess from the names).
         baseline: ``mitigation`` value meaning "unmitigated"; guessed when None.
-        precision: Wanted CI half-width relative to |golden| (default ``threshold``).
+        precision: Wanted CI half-width relative to |golden| (None: the campaign's stopping
+            rule when it has one, else the SDC-threshold rule; see :func:`summarize`).
         nonfinite_as_sdc: Count non-finite metrics as SDC.
         plots: Draw the figures (False: tables and page only, much faster).
 
@@ -298,17 +319,36 @@ def write_report(
     primary = metrics[0] if metrics else None
     advice: dict[str, int | None] = {}
     current = None
+    rule = stopping_rule(ds.manifest) if precision is None else None
+    extra: list[str] = []
     if not summary.empty:
         current = int(df["repetition"].nunique()) if "repetition" in df else None
-        advice = {m: suggest_repetitions(summary, current, metric=m) for m in metrics}
-        repetitions = advice.get(primary) if primary is not None else None
-        command = _launch_command(ds, repetitions) if repetitions else None
+        if rule is not None:  # adaptive: ask for the target again, or for a higher cap
+            target = rule[0]
+            rows = summary[(summary["metric"] == target.metric) & summary["inconclusive"]]
+            if not rows.empty:
+                cap = target.max_reps * 2 if rows["at_cap"].any() else target.max_reps
+                command = _launch_command(ds, None, target.cli_flags(cap))
+        else:
+            advice = {m: suggest_repetitions(summary, current, metric=m) for m in metrics}
+            repetitions = advice.get(primary) if primary is not None else None
+            command = _launch_command(ds, repetitions) if repetitions else None
+            if primary is not None and summary["inconclusive"].any() and current:
+                alt = Precision(primary, precision or threshold, relative=True,
+                                confidence=confidence, threshold=threshold)
+                flags = alt.cli_flags(max(ADVICE_FACTOR * current, repetitions or 0))
+                extra.append("Or let the campaign size itself (repetitions only where the "
+                             f"interval is still wider than {alt.describe()}): "
+                             + _launch_command(ds, None, flags))
         summary.to_csv(out / "summary.csv", index=False)
+        open_cells = summary[summary["inconclusive"]]
+        open_cells.to_csv(out / "cells.csv", index=False)
     if not rec.empty:
         rec.to_csv(out / "recovery.csv", index=False)
     page = _page(ds, summary, rec, keys, metrics, figures, command, threshold, confidence,
                  precision)
-    page.advice = _advice_lines(summary, advice, primary, current, metric is not None)
+    page.advice = (_adaptive_lines(summary, rule[0]) if rule is not None else
+                   _advice_lines(summary, advice, primary, current, metric is not None)) + extra
     html_path = out / "index.html"
     html_path.write_text(render_html(page), encoding="utf-8")
     report = Report(out, html_path, figures, summary, rec, ds, repetitions, command,
@@ -327,6 +367,8 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
     page.warnings += [f"skipped unreadable part {p}: {why}" for p, why in ds.skipped]
     if df.empty:
         page.warnings.append("the dataset has no result rows yet")
+    if metrics and not summary.empty:
+        page.findings = _findings(summary, metrics[0], keys)
     for m in metrics:
         rows = summary[summary["metric"] == m]
         way = "higher" if rows["higher_is_better"].iloc[0] else "lower"
@@ -342,12 +384,23 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         more = more.iloc[more["metric"].map(order).argsort(kind="stable")]
         page.more_reps = display_table(more, [*keys, "metric"])[
             [*keys, "metric", "trials", "golden", "mean", "95% CI", "note"]]
+        page.open_cells = [
+            ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
+                      for k, v in zip([*keys, "metric"], r[:-1])) + f": {r[-1]}"
+            for r in more[[*keys, "metric", "reason"]].itertuples(index=False)]
     level = f"{confidence:.0%}"
     page.notes = [
         f"SDC (silent data corruption): an ok trial whose metric is worse than its golden "
         f"metric by more than {threshold:.2%} relative (non-finite metrics count as SDC); "
-        f"rate over ok trials, {level} Wilson score interval.",
-        f"Mean metric over ok trials with a finite metric, {level} Student-t interval, clamped "
+        f"rate over ok trials, {level} Clopper-Pearson (exact) interval on the faulted trials, "
+        "scaled by the probability of a fault (1 − p0) when the rows record it.",
+        "Mean metric over ok trials with a finite metric. When rows record p0 (the probability "
+        "that a trial samples no fault) the mean is p0·golden + (1 − p0)·mean of the faulted "
+        "trials, its interval golden + (1 − p0)·(Student-t interval of the faulted trials − "
+        "golden), the metric's whole range while fewer than 2 faulted trials are seen; "
+        "without p0 a plain Student-t interval. 'no finite-sample guarantee' marks unbounded "
+        "metrics whose faulted values look heavy-tailed: read the median and the SDC rate. "
+        f"Intervals at {level} (adaptive campaigns: at each look's Bonferroni level), clamped "
         "to the metric's natural range when known ([0, 1] for accuracy/AUC/precision/recall/F1/"
         "rates, ≥ 0 for loss-like metrics; not when an observed value lies outside it); loss = "
         "golden − metric (positive = worse; reversed for lower-is-better metrics).",
@@ -365,6 +418,25 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         "Failed trials (status ≠ ok) carry no metric and are counted apart.",
     ]
     return page
+
+
+def _findings(summary: pd.DataFrame, metric: str, keys: list[str]) -> tuple[str, pd.DataFrame]:
+    """The headline table: mean ``metric`` by BER (rows) and mitigation (columns), averaged
+    over models (and any other cell factor but target / error model when they vary)."""
+    rows = summary[summary["metric"] == metric]
+    index = [k for k in ("target", "error_model") if k in keys and rows[k].nunique() > 1]
+    index.append("ber")
+    cols = "mitigation" if "mitigation" in rows else None
+    if cols is None or "ber" not in rows:
+        return f"{metric}: mean", pd.DataFrame()
+    table = rows.pivot_table(index=index, columns=cols, values="mean", aggfunc="mean")
+    golden = rows.groupby(index)["golden"].mean()
+    table.insert(0, "golden", golden)
+    shown = table.map(lambda v: f"{v:.4g}" if pd.notna(v) else "–").reset_index()
+    shown["ber"] = shown["ber"].map(lambda b: f"{b:.3g}")
+    way = "higher" if rows["higher_is_better"].iloc[0] else "lower"
+    models = f" over {rows['model'].nunique()} model(s)" if "model" in rows else ""
+    return f"{metric} by BER and mitigation (mean{models}; {way} is better)", shown
 
 
 def _text(page: Page, summary: pd.DataFrame, keys: list[str], html_path: Path,

@@ -17,6 +17,8 @@ import pandas as pd
 
 __all__ = ["Page", "display_table", "render_html"]
 
+OPEN_LINES = 12  # open cells listed on the page; the rest are in cells.csv
+
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2em auto;
 max-width:1200px;padding:0 1em;color:#222}
@@ -46,6 +48,9 @@ class Page:
         command: Launcher command that would add the repetitions, or None.
         advice: Lines explaining the advice (rule, per-metric counts).
         failures: Display frame of the distinct error messages, or None.
+        findings: ``(heading, table)`` of the headline table (primary metric by BER and
+            mitigation), shown right after the plots.
+        open_cells: One line per cell not yet conclusive (cell, metric: reason).
     """
 
     title: str
@@ -58,6 +63,8 @@ class Page:
     command: str | None = None
     failures: pd.DataFrame | None = None
     advice: list[str] = field(default_factory=list)
+    findings: tuple[str, pd.DataFrame] | None = None
+    open_cells: list[str] = field(default_factory=list)
 
 
 def _num(x: object, digits: int = 4) -> str:
@@ -90,10 +97,17 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                      zip(summary["sdc_low"], summary["sdc_high"])]
     out["non-finite"] = summary["nonfinite_rate"].map(_pct)
     at = summary["at_threshold"] if "at_threshold" in summary else [False] * len(summary)
-    out["note"] = ["" if not inc else "no finite metric" if not r else
+    cap = summary["at_cap"] if "at_cap" in summary else [False] * len(summary)
+    sure = summary["guaranteed"] if "guaranteed" in summary else [True] * len(summary)
+    out["note"] = [("" if sure_ else "no finite-sample guarantee (heavy tails): read the median "
+                    "and the SDC rate; ") + (
+                   "" if not inc else "no finite metric" if not r else
+                   "at the cap of the stopping rule" if capped else
                    f"at the threshold (~{r} reps): more will not settle it cheaply" if thr
-                   else f"needs ~{r} reps"
-                   for inc, r, thr in zip(summary["inconclusive"], summary["reps_needed"], at)]
+                   else f"needs ~{r} reps")
+                   for inc, r, thr, capped, sure_ in zip(summary["inconclusive"],
+                                                         summary["reps_needed"], at, cap, sure)]
+    out["note"] = out["note"].str.rstrip("; ")
     return out
 
 
@@ -119,23 +133,31 @@ def render_html(page: Page) -> str:
         '<p class="meta">' + "<br>".join(f"<b>{e(k)}:</b> {e(v)}" for k, v in page.meta) + "</p>",
     ]
     parts += [f'<p class="warn">⚠ {e(w)}</p>' for w in page.warnings]
-    parts.append("<h2>Cells that need more repetitions</h2>")
-    if page.more_reps is None or page.more_reps.empty:
-        parts.append('<p class="ok">Every cell is conclusive at the chosen precision.</p>')
-    else:
-        parts.append(f"<p>{len(page.more_reps)} cell(s) cannot be concluded yet (confidence "
-                     "interval too wide, or no finite metric); the table estimates the trials "
-                     "each needs.</p>")
-        if page.command:
-            parts.append(f"<p>To add repetitions:</p><pre>{e(page.command)}</pre>")
-        if page.advice:
-            parts.append("<ul>" + "".join(f"<li>{e(a)}</li>" for a in page.advice) + "</ul>")
-        parts.append(_table(page.more_reps))
     parts.append("<h2>Plots</h2>")
     parts += [_img(p) for p in page.figures] or [
         "<p>No plots (no data yet, or plots turned off).</p>"]
+    if page.findings is not None and not page.findings[1].empty:
+        parts += [f"<h2>{e(page.findings[0])}</h2>", _table(page.findings[1])]
     for heading, frame in page.tables:
-        parts += [f"<h2>{e(heading)}</h2>", _table(frame)]
+        if heading.startswith("Summary"):  # one row per cell: kept, but folded
+            parts += [f"<details><summary><b>{e(heading)}</b> ({len(frame)} cells)</summary>",
+                      _table(frame), "</details>"]
+        else:
+            parts += [f"<h2>{e(heading)}</h2>", _table(frame)]
+    parts.append("<h2>Still open</h2>")
+    if page.more_reps is None or page.more_reps.empty:
+        parts.append('<p class="ok">Every cell is conclusive at the chosen precision.</p>')
+    else:
+        shown = page.open_cells[:OPEN_LINES]
+        more = len(page.more_reps) - len(shown)
+        parts.append(f"<p>{len(page.more_reps)} cell(s) open (interval too wide, or no finite "
+                     "metric)" + (f"; the first {len(shown)}" if more > 0 else "") +
+                     " — full list in cells.csv:</p>")
+        parts.append("<ul>" + "".join(f"<li>{e(c)}</li>" for c in shown) + "</ul>")
+        if page.advice:
+            parts.append("<ul>" + "".join(f"<li>{e(a)}</li>" for a in page.advice) + "</ul>")
+        if page.command:
+            parts.append(f"<p>To continue the campaign:</p><pre>{e(page.command)}</pre>")
     if page.failures is not None and not page.failures.empty:
         parts += ["<h2>Failures</h2>", _table(page.failures)]
     if page.notes:

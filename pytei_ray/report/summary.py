@@ -28,11 +28,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..stats import Precision, cell_inputs, checked_bounds, judge_cell
 from .data import Dataset, extra_factors, load_dataset, metric_columns
 from .stats import higher_is_better as guess_direction
-from .stats import mean_ci, metric_bounds, paired_recovery, reps_for_halfwidth, wilson_interval
+from .stats import mean_ci, paired_recovery, reps_for_halfwidth, student_t_ppf
 
-__all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery",
+__all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
            "suggest_repetitions", "summarize"]
 
 MAX_REPS = 10_000  # cap of a repetition estimate (a mean sitting on the threshold needs ~inf)
@@ -90,14 +91,9 @@ def _bounds(df: pd.DataFrame, metric: str, bounds: BoundsArg) -> tuple[float, fl
     if isinstance(bounds, Mapping) and metric in bounds:
         lo, hi = bounds[metric]
         return float(lo), float(hi)
-    lo, hi = metric_bounds(metric)
-    seen = pd.concat([pd.to_numeric(df[metric], errors="coerce"),
-                      pd.to_numeric(df[f"golden_{metric}"], errors="coerce")]).to_numpy(float)
-    seen = seen[np.isfinite(seen)]
-    if seen.size and seen.min() < lo:
-        lo = -math.inf
-    if seen.size and seen.max() > hi:
-        hi = math.inf
+    lo, hi = checked_bounds(metric, pd.concat([
+        pd.to_numeric(df[metric], errors="coerce"),
+        pd.to_numeric(df[f"golden_{metric}"], errors="coerce")]).to_numpy(float))
     return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
 
 
@@ -131,62 +127,81 @@ def baseline_mitigation(values: Sequence[Any]) -> str | None:
     return None
 
 
+def stopping_rule(manifest: Mapping[str, Any] | None) -> tuple[Precision, int] | None:
+    """``(precision, min_reps)`` of an adaptive campaign (its manifest's ``spec["stopping"]``),
+    or None for a fixed-count campaign."""
+    spec = (manifest or {}).get("spec")
+    stop = spec.get("stopping") if isinstance(spec, Mapping) else None
+    if not isinstance(stop, Mapping):
+        return None
+    return Precision.from_spec(dict(stop)), int(stop.get("min_reps", 1))
+
+
+def _need(g: pd.DataFrame, j: Any, boundary: float, target: float | None, level: float) -> int:
+    """Trials an inconclusive cell needs: the current interval's implied spread, scaled to the
+    wanted half-width (0 = unknown: no finite metric, more of the same will not help)."""
+    e = j.estimate
+    if e.n == 0:
+        return 0
+    half = e.halfwidth
+    if e.n < 2 or not math.isfinite(half):  # too few (faulted) trials to see a spread
+        need = 3 if e.p0 >= 1 else max(3, math.ceil(3 / (1 - e.p0)))
+        return min(MAX_REPS, math.ceil(need * len(g) / e.n))
+    wanted = [t for t in (target,) if t is not None]
+    if target is None and e.low <= boundary <= e.high:  # CI straddles the threshold
+        wanted.append(abs(e.mean - boundary))
+    std = half * math.sqrt(e.n) / student_t_ppf(0.5 + level / 2.0, e.n - 1)
+    need = max(3, *(reps_for_halfwidth(std, t, level, MAX_REPS) for t in wanted)) if wanted \
+        else len(g)
+    # scaled up by the share of trials without a finite metric
+    return min(MAX_REPS, math.ceil(need * len(g) / e.n))
+
+
 def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confidence: float,
-          nonfinite_as_sdc: bool, precision: float | None,
-          bounds: tuple[float, float] | None = None) -> dict[str, Any]:
-    ok = g[g["status"].eq("ok")]
-    m = ok[metric].astype(float).to_numpy()
-    golden = ok[f"golden_{metric}"].astype(float).to_numpy()
+          nonfinite_as_sdc: bool, precision: Precision | None,
+          bounds: tuple[float, float] | None = None, level: float | None = None,
+          cap: int | None = None) -> dict[str, Any]:
+    values, golden, ok, faulted, p0 = cell_inputs(g, metric)
+    j = judge_cell(values, golden, faulted, p0, precision=precision, confidence=confidence,
+                   bounds=bounds, higher_is_better=higher, threshold=threshold,
+                   level_confidence=level, ok=ok, nonfinite_as_sdc=nonfinite_as_sdc)
+    e = j.estimate
+    m, gold_ok = values[ok], golden[ok]
     finite = np.isfinite(m)
     sign = 1.0 if higher else -1.0
-    loss = sign * (golden - m)
+    loss = sign * (gold_ok - m)
     with np.errstate(divide="ignore", invalid="ignore"):
-        rel = loss / np.maximum(np.abs(golden), np.finfo(float).tiny)
-    sdc = finite & (rel > threshold)
-    if nonfinite_as_sdc:
-        sdc |= ~finite
-    n_ok, n = len(ok), int(finite.sum())
-    mean, lo, hi = mean_ci(m[finite], confidence)  # unclamped: drives the advice
-    all_golden = g[f"golden_{metric}"].astype(float).to_numpy()  # failed rows carry it too
-    gold = float(np.nanmean(all_golden)) if np.isfinite(all_golden).any() else math.nan
-    s_lo, s_hi = wilson_interval(int(sdc.sum()), n_ok, confidence)
-    half = (hi - lo) / 2.0
+        rel = loss / np.maximum(np.abs(gold_ok), np.finfo(float).tiny)
+    n_ok, n = int(ok.sum()), e.n
+    gold = float(np.nanmean(golden)) if np.isfinite(golden).any() else math.nan
     scale = abs(gold) if math.isfinite(gold) and gold != 0 else 1.0
     boundary = gold - sign * threshold * scale  # metric value at the SDC threshold
-    targets = []
-    if n >= 2 and lo <= boundary <= hi:  # CI straddles the threshold: drop > threshold or not?
-        targets.append(abs(mean - boundary))
-    if precision is not None and n >= 2 and not half <= precision * scale:
-        targets.append(precision * scale)
-    inconclusive = n < 2 or bool(targets)
-    need = len(g)
-    if inconclusive:
-        std = float(np.std(m[finite], ddof=1)) if n >= 2 else math.nan
-        need = max(3, *(reps_for_halfwidth(std, t, confidence, MAX_REPS) for t in targets)) \
-            if n >= 2 else 3
-        # scaled up by the share of trials without a finite metric; 0 = unknown (none finite:
-        # more repetitions of a trial that always fails will not help)
-        need = min(MAX_REPS, math.ceil(need * len(g) / n)) if n else 0
+    target = None
+    if precision is not None and precision.on == "mean":
+        target = precision.halfwidth * (scale if precision.relative else 1.0)
+    need = len(g) if j.conclusive else _need(g, j, boundary, target, j.confidence)
     row = {
         "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
-        "mean": mean,
-        "ci_low": max(lo, bounds[0]) if bounds and n >= 2 else lo,
-        "ci_high": min(hi, bounds[1]) if bounds and n >= 2 else hi,
+        "mean": e.mean, "ci_low": e.low, "ci_high": e.high,
         "median": float(np.median(m[finite])) if n else math.nan,
         "q25": float(np.quantile(m[finite], 0.25)) if n else math.nan,
         "q75": float(np.quantile(m[finite], 0.75)) if n else math.nan,
         "mean_loss": float(np.mean(loss[finite])) if n else math.nan,
         "rel_loss": float(np.mean(rel[finite])) if n else math.nan,
-        "sdc": int(sdc.sum()), "sdc_rate": sdc.sum() / n_ok if n_ok else math.nan,
-        "sdc_low": s_lo, "sdc_high": s_hi,
+        "sdc": j.sdc, "sdc_rate": j.sdc_rate, "sdc_low": j.sdc_low, "sdc_high": j.sdc_high,
         "nonfinite": int((~finite).sum()), "nonfinite_rate": (~finite).sum() / n_ok if n_ok
         else math.nan,
     }
-    if "n_nonfinite" in ok:
-        nw = pd.to_numeric(ok["n_nonfinite"], errors="coerce").fillna(0).to_numpy()
+    if "n_nonfinite" in g:
+        nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
-    row.update(inconclusive=bool(inconclusive), reps_needed=int(need),
-               at_threshold=bool(inconclusive and need > ADVICE_FACTOR * len(g)))
+    row.update(p0=e.p0 if p0 is not None else math.nan, n_faulted=e.n_faulted,
+               ci_method=e.method, ci_level=j.confidence, guaranteed=e.guaranteed,
+               conclusive=j.conclusive, inconclusive=not j.conclusive, reason=j.reason,
+               reps_needed=int(need),
+               at_threshold=bool(cap is None and not j.conclusive
+                                 and need > ADVICE_FACTOR * len(g)),
+               at_cap=bool(cap is not None and not j.conclusive and len(g) >= cap))
     return row
 
 
@@ -199,7 +214,7 @@ def summarize(
     confidence: float = 0.95,
     higher_is_better: DirectionArg = None,
     nonfinite_as_sdc: bool = True,
-    precision: float | None = None,
+    precision: float | Precision | None = None,
     bounds: BoundsArg = None,
 ) -> pd.DataFrame:
     """Per-cell summary of a campaign, one row per (cell, metric).
@@ -216,14 +231,17 @@ def summarize(
             from the name (loss-like names are lower-is-better, see
             :func:`~pytei_ray.report.stats.higher_is_better`).
         nonfinite_as_sdc: Count ok trials with a non-finite metric as SDC.
-        precision: Optional wanted CI half-width of the mean, relative to |golden|. A cell is
-            ``inconclusive`` when its CI contains the SDC threshold level (one cannot tell
-            whether the mean dropped by more than ``threshold``), when it has fewer than 2
-            finite trials, or (if ``precision`` is set) when its CI half-width exceeds
-            ``precision * |golden|``; ``reps_needed`` then estimates the trials it needs
-            (0 when no trial has a finite metric: more of them would not help).
-            ``at_threshold`` marks those needing more than ``ADVICE_FACTOR`` (10) times their
-            current trials: the mean sits about on the threshold level.
+        precision: A precision target: a :class:`~pytei_ray.stats.Precision` (for its metric),
+            or a float = wanted half-width of every metric's mean relative to |golden|. A cell is
+            ``conclusive`` per :func:`pytei_ray.stats.judge_cell`: with a target, when its
+            targeted half-width is at most the target; without one, when it has 2 finite trials
+            and its interval does not contain the SDC threshold level. When None and the
+            dataset's manifest has ``spec["stopping"]`` (an adaptive campaign), that rule is
+            used for its metric, with intervals at its look confidence (Bonferroni over the
+            planned looks), and a cell that reached ``max_reps`` while inconclusive is
+            ``at_cap``. ``reps_needed`` estimates the trials an inconclusive cell needs (0 when
+            no trial has a finite metric); in a fixed campaign ``at_threshold`` marks those
+            needing more than ``ADVICE_FACTOR`` (10) times their trials.
         bounds: Natural range the mean's CI is clamped to: None guesses it from the name
             (:func:`~pytei_ray.report.stats.metric_bounds`: [0, 1] for accuracy-like names,
             >= 0 for loss-like ones; a guessed bound is dropped when an observed value lies
@@ -232,8 +250,13 @@ def summarize(
     Returns:
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
         ci_high, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low, sdc_high,
-        nonfinite, nonfinite_rate, [nonfinite_weights_rate,] inconclusive, reps_needed,
-        at_threshold``. ``mean_loss`` is positive when the metric got worse.
+        nonfinite, nonfinite_rate, [nonfinite_weights_rate,] p0, n_faulted, ci_method, ci_level,
+        guaranteed, conclusive, inconclusive, reason, reps_needed, at_threshold, at_cap``.
+        ``mean``/``ci_low``/``ci_high`` come from :func:`pytei_ray.stats.estimate_mean`
+        (p0-aware when the rows have ``p_no_fault`` and ``n_faults_sampled``; ``p0`` NaN
+        otherwise), the SDC rate and its interval from
+        :func:`pytei_ray.stats.estimate_rate` (Clopper-Pearson). ``mean_loss`` is positive
+        when the metric got worse.
 
     Example:
         >>> s = summarize("results/drs", metric="auc", threshold=0.01)     # doctest: +SKIP
@@ -249,14 +272,24 @@ def summarize(
         return pd.DataFrame()
     keys = list(by) if by is not None else cell_keys(df, manifest)
     _check_direction(df, higher_is_better)
+    rule = stopping_rule(manifest) if precision is None else None
     rows = []
     for m in _metrics(df, metric):
         higher = _direction(m, higher_is_better)
         clamp = _bounds(df, m, bounds)
+        target, level, cap = None, None, None
+        if isinstance(precision, Precision):
+            target = precision if precision.metric == m else None
+        elif precision is not None:
+            target = Precision(m, float(precision), relative=True, confidence=confidence)
+        if rule is not None:
+            cap = rule[0].max_reps
+            if rule[0].metric == m:
+                target, level = rule[0], rule[0].look_confidence(rule[1])
         for key, g in df.groupby(keys, sort=True, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
-            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, precision,
-                          clamp)
+            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, target,
+                          clamp, level, cap)
             rows.append({**dict(zip(keys, key)), "metric": m, "higher_is_better": higher, **stats})
     return pd.DataFrame(rows)
 

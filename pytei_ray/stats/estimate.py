@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -22,9 +23,10 @@ __all__ = ["HEAVY_MAD", "MeanEstimate", "estimate_mean", "estimate_rate", "looks
 
 #: A sample is called heavy-tailed when a value lies more than this many median absolute
 #: deviations (MAD) from its median. A normal sample's MAD is 0.67 sigma, so ten normal draws
-#: reach ~2.3 MADs and 160 reach ~4.2; an exponential sample of 160 ~9; an exploded trial 1e30.
+#: reach ~2.3 MADs (above 10 about 1% of the time: the MAD of 10 values is noisy) and 160
+#: reach ~4.2; an exponential sample of 160 ~9; an exploded trial 1e30.
 #: (The MAD, unlike the interquartile range, is not dragged along by one outlier in 4 values.)
-HEAVY_MAD = 10.0
+HEAVY_MAD = 15.0
 
 
 @dataclass(frozen=True)
@@ -184,5 +186,12 @@ def estimate_rate(
     scale = 1.0 - (float(p0) if p0 is not None and math.isfinite(p0) else 0.0)
     if n_faulted <= 0:
         return (0.0 if scale == 0 else math.nan), 0.0, scale
-    lo, hi = clopper_pearson(int(k), int(n_faulted), confidence)
+    lo, hi = _exact(int(k), int(n_faulted), float(confidence))
     return scale * k / n_faulted, scale * lo, scale * hi
+
+
+@lru_cache(maxsize=65536)
+def _exact(k: int, n: int, confidence: float) -> tuple[float, float]:
+    """Cached scalar Clopper-Pearson (counts are small integers, asked again at every look)."""
+    lo, hi = clopper_pearson(k, n, confidence)
+    return float(lo), float(hi)

@@ -106,8 +106,13 @@ def judge_cell(
     level = confidence if level_confidence is None else level_confidence
     x = np.asarray(values, dtype=float)
     ran = np.ones(x.shape, bool) if ok is None else np.asarray(ok, dtype=bool)
-    golds = np.broadcast_to(np.asarray(golden, dtype=float), x.shape)
-    gold = float(np.nanmean(golds)) if np.isfinite(golds).any() else math.nan
+    if np.ndim(golden) == 0:
+        gold = float(golden)
+        golds = np.full(x.shape, gold)
+    else:
+        golds = np.asarray(golden, dtype=float)
+        seen = golds[np.isfinite(golds)]
+        gold = float(seen.mean()) if seen.size else math.nan
     known = p0 is not None and math.isfinite(p0) and faulted is not None
     hit = np.asarray(faulted, dtype=bool) if known else np.ones(x.shape, bool)
     est = estimate_mean(x, gold, hit if known else None, p0 if known else None, level, bounds)
