@@ -28,11 +28,16 @@ from pytei_ray.errors import (
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
-from pytei_ray.storage import JOB_COPY, ResultsStore, ResultsWriter
+from pytei_ray.storage import (
+    QUARANTINE_DIR,
+    ResultsStore,
+    ResultsWriter,
+    default_out,
+    new_manifest,
+    updated_manifest,
+)
 
 __all__ = ["RunSummary", "run", "default_out"]
-
-MANIFEST_FORMAT = "pytei_ray.results/1"
 
 
 @dataclass
@@ -69,11 +74,6 @@ class RunSummary:
                 f"skipped (already stored){workers}; {state}; results in {self.out}")
 
 
-def default_out(campaign_name: str) -> str:
-    """Where results go without ``--out``: ``./results/<campaign name>``."""
-    return str(Path("results") / campaign_name)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -88,7 +88,7 @@ def _grid_text(trials: list[Trial], n_levels: Mapping[str, int]) -> str:
 
 
 def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
-             n_new: int) -> SpecChangedError:
+             n_new: int, job_copy: str) -> SpecChangedError:
     head = f"The campaign differs from the one whose results are stored in {out}:\n  "
     body = "\n  ".join(diff_changes)
     if extendable:
@@ -97,7 +97,7 @@ def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
     else:
         tail = ("\nStored results cannot be mixed with a changed campaign. Write to a new "
                 f"directory (--out NEW_DIR), or restore the job to the stored campaign (its "
-                f"source is kept in {out}/{JOB_COPY}).")
+                f"source is kept in {job_copy}).")
     return SpecChangedError(head + body + tail, diff_changes, extendable)
 
 
@@ -172,7 +172,7 @@ def run(
                 stored = set(store.read_trial_status()) & grid_ids
             except Exception as exc:  # a torn part: the real run quarantines it first
                 echo(f"note: a stored part is unreadable ({type(exc).__name__}); it will be "
-                     "moved to _quarantine/ and its trials rerun.")
+                     f"moved to {QUARANTINE_DIR}/ and its trials rerun.")
                 stored = set()
             summary.skipped = len(stored)
             echo(f"Output: {store.location} (exists: {len(stored)} of {len(trials)} trials stored, "
@@ -203,7 +203,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                  "replaced:\n  " + "\n  ".join(diff.changes))
         elif not (extend and diff.extendable):
             new = len(grid_ids - set(status))
-            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new)
+            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new,
+                           store.job_copy_path())
     foreign = set(status) - grid_ids
     if foreign:
         raise SpecChangedError(
@@ -218,7 +219,17 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             echo(f"Retrying {len(failed)} failed trials.")
 
     metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
-    manifest = _updated_manifest(manifest, spec, job, len(trials), metrics, diff)
+    changes = diff.changes if diff is not None and not diff.same else None
+    if manifest is None:
+        manifest = new_manifest(spec, spec_hash=spec_hash(spec), n_trials=len(trials),
+                                metrics=metrics, job_path=job.path,
+                                source_sha256=job.source_sha256,
+                                repetitions_override=_override(job))
+    else:
+        manifest = updated_manifest(manifest, spec, spec_hash=spec_hash(spec),
+                                    n_trials=len(trials), metrics=metrics,
+                                    source_sha256=job.source_sha256,
+                                    repetitions_override=_override(job), changes=changes)
     store.write_manifest(manifest)
     if manifest["job"]["source_sha256"] == job.source_sha256:
         store.write_job_source(job.source)
@@ -228,7 +239,9 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
 
     pending = [t for t in trials if t.trial_id not in status]
     summary.skipped = len(trials) - len(pending)
-    if not pending:
+    stored_golden = {(g["model"], g["mitigation"]) for g in store.read_golden()}
+    regolden = _golden_to_recompute(trials, pending, stored_golden)
+    if not pending and not regolden:
         summary.complete = True
         echo(summary.line())
         return summary
@@ -240,7 +253,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
 
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
-        known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
+        known_golden=stored_golden,
         on_new_metrics=record_metrics)
     ex = executor if isinstance(executor, Executor) else get_executor(executor, config)
     from tqdm.auto import tqdm
@@ -269,11 +282,15 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             # inside `with ex` so that a Ray started by it is shut down whatever happens next
             echo(f"{campaign.name}: running {len(pending)} of {len(trials)} trials on "
                  f"{ex.describe()} -> {store.location}")
-            _prepare(ex, job, [m for m in campaign.models if any(t.model == m for t in pending)],
-                     echo)
-            bar = tqdm(total=len(pending), unit="trial", desc=campaign.name,
-                       disable=not progress, dynamic_ncols=True, file=sys.stderr)
-            ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
+            try:
+                _prepare(ex, job, [m for m in campaign.models
+                                   if any(t.model == m for t in pending + regolden)], echo)
+                _recompute_golden(ex, job, regolden, writer, echo)
+                bar = tqdm(total=len(pending), unit="trial", desc=campaign.name,
+                           disable=not progress, dynamic_ncols=True, file=sys.stderr)
+                ex.run(job, make_chunks(pending, chunk_size or campaign.chunk_size), on_result)
+            finally:
+                writer.flush()  # before leaving the executor (Ray's shutdown takes a second or two)
             missing = [t.trial_id for t in pending if t.trial_id not in delivered]
             if missing:  # an executor must report every trial or raise; never lose one quietly
                 raise TrialsLostError(
@@ -341,27 +358,29 @@ def _prepare(ex: Executor, job: JobRef, models: list[str], echo: Callable[[str],
          + (f" ({took})" if took else ""))
 
 
-def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: JobRef,
-                      n_trials: int, metrics: list[str], diff: Any) -> dict[str, Any]:
-    from pytei_ray import __version__
+def _golden_to_recompute(trials: list[Trial], pending: list[Trial],
+                         stored: set[tuple[str, str]]) -> list[Trial]:
+    """One stored trial per (model, mitigation) whose golden row is missing (e.g. its part was
+    torn and quarantined) and that has no pending trial to bring it back: running it again
+    yields the golden row (its result row, already stored, is discarded)."""
+    covered = stored | {(t.model, t.mitigation) for t in pending}
+    out: dict[tuple[str, str], Trial] = {}
+    for t in trials:
+        key = (t.model, t.mitigation)
+        if key not in covered and key not in out:
+            out[key] = t
+    return list(out.values())
 
-    h = spec_hash(spec)
-    if old is None:
-        return {"format": MANIFEST_FORMAT, "campaign": spec["name"], "spec": spec,
-                "spec_hash": h, "n_trials": n_trials, "metrics": metrics,
-                "job": {"path": job.path, "source_sha256": job.source_sha256,
-                        "params": spec["params"],
-                        "repetitions_override": _override(job)},
-                "version": __version__, "created_at": _now(), "updated_at": _now(),
-                "history": [{"at": _now(), "event": "created", "spec_hash": h}]}
-    new = dict(old, metrics=metrics, updated_at=_now())
-    if diff is not None and not diff.same:  # an accepted extension
-        new.update(spec=spec, spec_hash=h, n_trials=n_trials)
-        new["job"] = dict(old["job"], source_sha256=job.source_sha256,
-                          repetitions_override=_override(job))
-        new["history"] = old.get("history", []) + [
-            {"at": _now(), "event": "extended", "spec_hash": h, "changes": diff.changes}]
-    return new
+
+def _recompute_golden(ex: Executor, job: JobRef, trials: list[Trial], writer: ResultsWriter,
+                      echo: Callable[[str], None]) -> None:
+    """Run ``trials`` only for the golden rows they produce (see :func:`_golden_to_recompute`)."""
+    if not trials:
+        return
+    pairs = ", ".join(f"{t.model}/{t.mitigation}" for t in trials)
+    echo(f"Recomputing {len(trials)} missing golden row(s): {pairs}")
+    ex.run(job, make_chunks(trials, 1), lambda result: writer.add([], result.golden))
+    writer.flush()
 
 
 def _override(job: JobRef) -> int | None:

@@ -24,11 +24,12 @@ from typing import Any
 
 import pandas as pd
 
+from pytei_ray.storage.layout import default_report_dir
+
 from . import plots as _plots
 from .data import (
     Dataset,
     SkippedPartWarning,
-    _is_uri,
     load_dataset,
     load_results,
     metric_columns,
@@ -63,7 +64,6 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_DIR = "_report"  # leading "_": pyarrow / pandas readers of the dataset skip it
 PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
 
 
@@ -101,12 +101,9 @@ class Report:
 
 
 def default_output_dir(path: str | os.PathLike[str]) -> Path:
-    """``<DIR>/_report`` for a local dataset; ``./<name>_report`` for a cloud URI."""
-    text = os.fspath(path)
-    if _is_uri(text):
-        return Path.cwd() / f"{_plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
-    local = Path(text.removeprefix("file://")).expanduser()
-    return (local.parent if local.is_file() else local) / REPORT_DIR
+    """The results directory's report folder for a local dataset; ``./<name>_report`` for a cloud
+    URI (both from :func:`pytei_ray.storage.layout.default_report_dir`)."""
+    return default_report_dir(path)
 
 
 def _spec(manifest: dict[str, Any]) -> dict[str, Any]:
