@@ -12,7 +12,7 @@ Example:
     >>> validate_manifest({"format": MANIFEST_FORMAT}, "DIR/_manifest.json")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pytei_ray.errors.ResultsDirError: DIR/_manifest.json lacks the field 'campaign' ...
+    pytei_ray.errors.ResultsDirError: DIR/_manifest.json lacks the field 'spec' ...
 """
 
 from __future__ import annotations
@@ -34,9 +34,9 @@ MANIFEST_FORMAT = "pytei_ray.results/1"
 
 # field -> (expected types, what it holds), checked in this order
 _FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "spec": ((dict,), "the campaign spec, a JSON object"),
     "format": ((str,), f"the manifest format, {MANIFEST_FORMAT!r}"),
     "campaign": ((str,), "the campaign name"),
-    "spec": ((dict,), "the campaign spec, a JSON object"),
     "spec_hash": ((str,), "the hash of the spec"),
     "n_trials": ((int,), "the number of trials in the grid"),
     "metrics": ((list,), "the metric names, a list"),
