@@ -47,11 +47,16 @@ from pytei_ray.errors import (
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
-from pytei_ray.storage import JOB_COPY, ResultsStore, ResultsWriter
+from pytei_ray.storage import (
+    QUARANTINE_DIR,
+    ResultsStore,
+    ResultsWriter,
+    default_out,
+    new_manifest,
+    updated_manifest,
+)
 
 __all__ = ["RunSummary", "run", "default_out"]
-
-MANIFEST_FORMAT = "pytei_ray.results/1"
 
 
 @dataclass
@@ -108,11 +113,6 @@ class RunSummary:
         return text
 
 
-def default_out(campaign_name: str) -> str:
-    """Where results go without ``--out``: ``./results/<campaign name>``."""
-    return str(Path("results") / campaign_name)
-
-
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
@@ -127,7 +127,7 @@ def _grid_text(trials: list[Trial], n_levels: Mapping[str, int]) -> str:
 
 
 def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
-             n_new: int) -> SpecChangedError:
+             n_new: int, job_copy: str) -> SpecChangedError:
     head = f"The campaign differs from the one whose results are stored in {out}:\n  "
     body = "\n  ".join(diff_changes)
     if extendable:
@@ -136,7 +136,7 @@ def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
     else:
         tail = ("\nStored results cannot be mixed with a changed campaign. Write to a new "
                 f"directory (--out NEW_DIR), or restore the job to the stored campaign (its "
-                f"source is kept in {out}/{JOB_COPY}).")
+                f"source is kept in {job_copy}).")
     return SpecChangedError(head + body + tail, diff_changes, extendable)
 
 
@@ -225,7 +225,7 @@ def run(
                 stored = set(store.read_trial_status()) & grid_ids
             except Exception as exc:  # a torn part: the real run quarantines it first
                 echo(f"note: a stored part is unreadable ({type(exc).__name__}); it will be "
-                     "moved to _quarantine/ and its trials rerun.")
+                     f"moved to {QUARANTINE_DIR}/ and its trials rerun.")
                 stored = set()
             summary.skipped = len(stored)
             echo(f"Output: {store.location} (exists: {len(stored)} of {len(trials)} trials stored, "
@@ -257,7 +257,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                  "replaced:\n  " + "\n  ".join(diff.changes))
         elif not (extend and diff.extendable):
             new = len({t.trial_id for t in trials} - set(status))
-            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new)
+            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new,
+                           store.job_copy_path())
     foreign = foreign_rows(campaign, stored_rows)
     if foreign:
         raise SpecChangedError(
@@ -277,13 +278,28 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
     if metrics:  # known from stored rows: refuse a target on another metric before any work
         _check_target_metric(campaign, [{"status": "ok", **{f"golden_{m}": 0.0 for m in metrics}}])
-    manifest = _updated_manifest(manifest, spec, job, len(trials), metrics, diff)
+    changes = diff.changes if diff is not None and not diff.same else None
+    overrides = {"repetitions_override": _override(job),
+                 "precision_override": _precision_override(job)}
+    if manifest is None:
+        manifest = new_manifest(spec, spec_hash=spec_hash(spec), n_trials=len(trials),
+                                metrics=metrics, job_path=job.path,
+                                source_sha256=job.source_sha256, overrides=overrides)
+    else:
+        manifest = updated_manifest(manifest, spec, spec_hash=spec_hash(spec),
+                                    n_trials=len(trials), metrics=metrics,
+                                    source_sha256=job.source_sha256, overrides=overrides,
+                                    changes=changes)
     store.write_manifest(manifest)
     if manifest["job"]["source_sha256"] == job.source_sha256:
         store.write_job_source(job.source)
     else:
         warnings.warn(f"The job file changed since results were first stored in {store.location}, "
                       "but the campaign's factors did not; resuming.", stacklevel=2)
+
+    stored_golden = {(g["model"], g["mitigation"]) for g in store.read_golden()}
+    pending0 = [t for t in trials if t.trial_id not in status]
+    regolden = _golden_to_recompute(trials, pending0, stored_golden)
 
     def record_metrics(names: list[str]) -> None:
         manifest["metrics"] = names
@@ -303,7 +319,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
 
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
-        known_golden={(g["model"], g["mitigation"]) for g in store.read_golden()},
+        known_golden=stored_golden,
         on_new_metrics=record_metrics)
     runner = _RoundRunner(job, executor, config, writer, decide, summary,
                           chunk_size or campaign.chunk_size, progress, echo, store.location,
@@ -312,6 +328,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     active = points(campaign)
     summary.total = summary.skipped = 0
     try:
+        if regolden:
+            runner.recompute_golden(regolden)
         for index in range(len(looks)):
             rnd = round_trials(campaign, index, active)
             pending = [t for t in rnd.trials if t.trial_id not in status]
@@ -363,6 +381,14 @@ class _RoundRunner:
             self.echo(f"{campaign.name}: running {n_pending}{echo_total} trials on "
                       f"{ex.describe()} -> {self.location}")
         return self.ex
+
+    def recompute_golden(self, trials: list[Trial]) -> None:
+        """Golden rows whose part was lost (quarantined): run one stored trial of each pair."""
+        ex = self._start(len(trials))
+        models = [m for m in dict.fromkeys(t.model for t in trials) if m not in self._prepared]
+        _prepare(ex, self.job, models, self.echo)
+        self._prepared.update(models)
+        _recompute_golden(ex, self.job, trials, self.writer, self.echo)
 
     def run_round(self, rnd: Round, pending: list[Trial], n_looks: int) -> None:
         from tqdm.auto import tqdm
@@ -542,29 +568,29 @@ def _prepare(ex: Executor, job: JobRef, models: list[str], echo: Callable[[str],
          + (f" ({took})" if took else ""))
 
 
-def _updated_manifest(old: dict[str, Any] | None, spec: dict[str, Any], job: JobRef,
-                      n_trials: int, metrics: list[str], diff: Any) -> dict[str, Any]:
-    from pytei_ray import __version__
+def _golden_to_recompute(trials: list[Trial], pending: list[Trial],
+                         stored: set[tuple[str, str]]) -> list[Trial]:
+    """One stored trial per (model, mitigation) whose golden row is missing (e.g. its part was
+    torn and quarantined) and that has no pending trial to bring it back: running it again
+    yields the golden row (its result row, already stored, is discarded)."""
+    covered = stored | {(t.model, t.mitigation) for t in pending}
+    out: dict[tuple[str, str], Trial] = {}
+    for t in trials:
+        key = (t.model, t.mitigation)
+        if key not in covered and key not in out:
+            out[key] = t
+    return list(out.values())
 
-    h = spec_hash(spec)
-    if old is None:
-        return {"format": MANIFEST_FORMAT, "campaign": spec["name"], "spec": spec,
-                "spec_hash": h, "n_trials": n_trials, "metrics": metrics,
-                "job": {"path": job.path, "source_sha256": job.source_sha256,
-                        "params": spec["params"],
-                        "repetitions_override": _override(job),
-                        "precision_override": _precision_override(job)},
-                "version": __version__, "created_at": _now(), "updated_at": _now(),
-                "history": [{"at": _now(), "event": "created", "spec_hash": h}]}
-    new = dict(old, metrics=metrics, updated_at=_now())
-    if diff is not None and not diff.same:  # an accepted extension
-        new.update(spec=spec, spec_hash=h, n_trials=n_trials)
-        new["job"] = dict(old["job"], source_sha256=job.source_sha256,
-                          repetitions_override=_override(job),
-                          precision_override=_precision_override(job))
-        new["history"] = old.get("history", []) + [
-            {"at": _now(), "event": "extended", "spec_hash": h, "changes": diff.changes}]
-    return new
+
+def _recompute_golden(ex: Executor, job: JobRef, trials: list[Trial], writer: ResultsWriter,
+                      echo: Callable[[str], None]) -> None:
+    """Run ``trials`` only for the golden rows they produce (see :func:`_golden_to_recompute`)."""
+    if not trials:
+        return
+    pairs = ", ".join(f"{t.model}/{t.mitigation}" for t in trials)
+    echo(f"Recomputing {len(trials)} missing golden row(s): {pairs}")
+    ex.run(job, make_chunks(trials, 1), lambda result: writer.add([], result.golden))
+    writer.flush()
 
 
 def _override(job: JobRef) -> int | None:

@@ -120,6 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.chunk_size is not None and args.chunk_size < 1:
             raise PyteiRayError(f"Expected --chunk-size >= 1, but got {args.chunk_size}.")
+        if args.part_rows < 1:
+            raise PyteiRayError(f"Expected --part-rows (rows per part file at most) to be an "
+                                f"integer >= 1, but got {args.part_rows}.")
+        if not 0 <= args.flush_every < float("inf"):
+            raise PyteiRayError(f"Expected --flush-every to be a number of seconds >= 0, but "
+                                f"got {args.flush_every:g}.")
         config = ExecutorConfig(device=args.device, address=args.address,
                                 num_workers=args.workers, options=_executor_options(args))
         run(args.job, args.out, params=parse_params(args.params), executor=args.executor,

@@ -17,7 +17,12 @@ import pyarrow.fs as pafs
 import pytest
 
 from pytei_ray.errors import ResultsDirError
-from pytei_ray.storage import MANIFEST, ResultsStore, ResultsWriter, result_schema
+from pytei_ray.storage import MANIFEST, ResultsStore, ResultsWriter, new_manifest, result_schema
+
+
+def _manifest(name: str = "c") -> dict:
+    return new_manifest({"name": name, "params": {}}, spec_hash="h", n_trials=1, metrics=[],
+                        job_path=None, source_sha256="s")
 
 
 def _row(i: int, status: str = "ok", **metrics) -> dict:
@@ -31,7 +36,7 @@ def _row(i: int, status: str = "ok", **metrics) -> dict:
 
 def _filled(tmp_path, n_parts=3, per_part=4) -> ResultsStore:
     store = ResultsStore(tmp_path / "res")
-    store.write_manifest({"spec": {}})
+    store.write_manifest(_manifest())
     for p in range(n_parts):
         rows = [_row(p * per_part + i, acc=0.5) for i in range(per_part)]
         store.write_part(rows, ["acc"], f"part-x-{p:03d}.parquet")
@@ -101,7 +106,7 @@ def test_put_is_atomic_rename(tmp_path, monkeypatch):
 
 def test_writer_buffers_flushes_and_evolves_schema(tmp_path):
     store = ResultsStore(tmp_path / "res")
-    store.write_manifest({})
+    store.write_manifest(_manifest())
     recorded = []
     w = ResultsWriter(store, [], rows_per_part=3, flush_seconds=3600,
                       on_new_metrics=recorded.append)
@@ -157,33 +162,52 @@ def test_object_store_code_path(tmp_path):
     fs = pafs._MockFileSystem()
     store = ResultsStore("bucket/res", filesystem=fs)
     assert not store._local
-    store.write_manifest({"spec": {"name": "c"}})
+    store.write_manifest(_manifest())
     store.write_part([_row(i, acc=0.5) for i in range(3)], ["acc"], "part-a.parquet")
     with fs.open_output_stream("bucket/res/part-torn.parquet") as out:
         out.write(b"PAR1xx")
     with pytest.warns(UserWarning, match="Moved torn part"):
         store.quarantine_bad_parts()
-    assert store.read_manifest() == {"spec": {"name": "c"}}
+    assert store.read_manifest()["campaign"] == "c"
     assert len(store.read_trial_status()) == 3
     assert store.read_table().num_rows == 3
 
 
-def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
+HOLD = """
+import sys, time
+from pytei_ray.storage import ResultsStore
+with ResultsStore(sys.argv[1]).lock():
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_lock_refuses_a_live_writer_and_is_freed_when_it_dies(tmp_path):
     store = ResultsStore(tmp_path / "res")
     lock = tmp_path / "res" / "_lock"
     with store.lock():
         assert json.loads(lock.read_text())["pid"] == os.getpid()
-        with pytest.raises(ResultsDirError, match="Another launcher is writing"):
+        with pytest.raises(ResultsDirError, match=f"pid {os.getpid()}"):
             with store.lock():
                 pass
     assert not lock.exists()
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True, check=True).stdout.strip()
-    lock.write_text(json.dumps({"host": socket.gethostname(), "pid": int(dead)}))
-    with store.lock():  # left behind by a killed launcher: taken over
+    holder = subprocess.Popen([sys.executable, "-c", HOLD, str(store.path)],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ResultsDirError) as info:
+            with store.lock():
+                pass
+        text = str(info.value)
+        assert f"host {socket.gethostname()}, pid {holder.pid}" in text
+        assert "Wait for it to finish" in text and "resumes" in text
+    finally:
+        holder.kill()  # SIGKILL: no cleanup runs, the file stays...
+        holder.wait()
+    assert lock.exists()
+    with store.lock():  # ...but the kernel released the lock: taken at once
         assert json.loads(lock.read_text())["pid"] == os.getpid()
-    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
-    with pytest.raises(ResultsDirError, match="delete .*_lock"):
-        with store.lock():
-            pass
+    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1}))  # a stale file, no holder
+    with store.lock():
+        pass
     store.check_location()  # "_lock" alone does not make the directory foreign

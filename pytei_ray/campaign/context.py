@@ -3,7 +3,8 @@
 A model factory (or the data hook) that declares a parameter named ``ctx`` receives a
 :class:`BuildContext`; plain zero-argument factories are called as before. The context's main
 service is :meth:`BuildContext.artifact`: bytes computed once (a trained checkpoint, a
-preprocessed split) and cached next to the results, in ``<results>/_artifacts/<key>``, so every
+preprocessed split) and cached next to the results, in the results directory's artifacts folder
+(:data:`~pytei_ray.storage.layout.ARTIFACTS_DIR`), so every
 worker of the run, a resumed run, and a later campaign writing to the same directory reuse them.
 
 Writes are atomic like the result parts (local disk: temporary name + rename; S3/GCS: a single
@@ -26,11 +27,11 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
+from pytei_ray.storage.layout import ARTIFACTS_DIR, display_location, join, resolve_location
+
 __all__ = ["ARTIFACTS_DIR", "BuildContext", "accepts_ctx", "bind_context", "call_hook",
            "context_for"]
 
-#: Folder of the results directory that holds cached artifacts (readers skip ``_`` names).
-ARTIFACTS_DIR = "_artifacts"
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _memory: dict[str, bytes] = {}  # key -> bytes: artifacts of contexts without a location
 _memory_lock = threading.Lock()
@@ -78,12 +79,9 @@ class BuildContext:
 
     # ---- locations -------------------------------------------------------------------------
     def _filesystem(self) -> tuple[Any, str]:
-        if self._fs is None:
-            # lazy: contexts without a location need no pyarrow
-            from pytei_ray.storage.store import resolve_location
-
+        if self._fs is None:  # resolved once per context (pyarrow is imported only here)
             fs, path = resolve_location(self.results_uri or "")
-            self._fs, self._root = fs, f"{path.rstrip('/')}/{ARTIFACTS_DIR}"
+            self._fs, self._root = fs, join(path, ARTIFACTS_DIR)
         return self._fs, str(self._root)
 
     def artifact_location(self, key: str) -> str | None:
@@ -91,17 +89,15 @@ class BuildContext:
         _check_key(key)
         if self.results_uri is None:
             return None
-        if "://" in self.results_uri:
-            return f"{self.results_uri.rstrip('/')}/{ARTIFACTS_DIR}/{key}"
-        return f"{self._filesystem()[1]}/{key}"
+        return display_location(self.results_uri, ARTIFACTS_DIR, key)
 
     # ---- the cache -------------------------------------------------------------------------
     def artifact(self, key: str, produce: Callable[[], bytes], *, refresh: bool = False) -> bytes:
         """The bytes stored under ``key``, computing and storing them on first use.
 
         Args:
-            key: file name inside ``_artifacts/`` (letters, digits, ``_.+-``); make it a hash of
-                everything that determines the bytes, so a changed input gets a new key.
+            key: file name inside the artifacts folder (letters, digits, ``_.+-``); make it a
+                hash of everything that determines the bytes, so a changed input gets a new key.
             produce: computes the bytes (deterministically) when they are not stored yet.
             refresh: compute and store again even if stored (e.g. the stored copy is unusable).
 

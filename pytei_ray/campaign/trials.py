@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from pytei_ray.faults.sampling import seed_from_digest
+
 from .spec import Campaign
 
 __all__ = ["POINT_FACTORS", "Point", "Trial", "count_by_factor", "expand", "make_chunks", "points",
@@ -64,7 +66,7 @@ def trial_seed(campaign_seed: int, model: str, target: str, error_model: str, be
         True
     """
     payload = ["seed/v1", campaign_seed, model, target, error_model, repr(float(ber)), repetition]
-    return int.from_bytes(_digest(payload)[:8], "big") >> 1
+    return seed_from_digest(_digest(payload), "big")
 
 
 def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, target: str,

@@ -16,7 +16,7 @@ train only). Each process loads and splits it once.
 Training. ``study.model(name)`` is a factory taking a
 :class:`~pytei_ray.campaign.context.BuildContext`. It trains the model on the train split with
 early stopping on validation AUC (one torch thread, so the weights are a function of the seeds)
-and stores the checkpoint in the results directory (``_artifacts/<model>-<key>.pt``), where
+and stores the checkpoint in the results directory's artifact cache (``<model>-<key>.pt``), where
 ``key`` hashes the data, the split, the schedule and the model's hyper-parameters. Whoever
 builds the model next (another worker, a resumed run, another campaign into the same
 directory) loads it instead of training. The test split is used only by :meth:`evaluate`.

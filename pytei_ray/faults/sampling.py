@@ -77,6 +77,22 @@ def distinct_positions(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
+def seed_from_digest(digest: bytes, byteorder: str = "little") -> int:
+    """The one place a stable hash becomes a seed: the first 8 bytes of ``digest``, read in
+    ``byteorder``, shifted to 63 bits (a non-negative int64, as Parquet and numpy take it).
+
+    :func:`stable_seed` and :func:`pytei_ray.campaign.trial_seed` both end here; the byte order
+    is theirs since their first release (stored trial seeds depend on it, so it never changes).
+
+    Example:
+        >>> seed_from_digest(bytes(range(32))), seed_from_digest(bytes(range(32)), "big")
+        (253048761457115264, 141843476153091)
+    """
+    if byteorder not in ("little", "big"):
+        raise ValueError(f"Expected byteorder 'little' or 'big', but got {byteorder!r}.")
+    return int.from_bytes(digest[:8], byteorder) >> 1  # type: ignore[arg-type]
+
+
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed from a stable hash of ``parts`` (never Python's salted ``hash()``).
 
@@ -86,7 +102,7 @@ def stable_seed(*parts: object) -> int:
     for part in parts:
         h.update(_encode(part))
         h.update(b"\x1f")
-    return int.from_bytes(h.digest()[:8], "little") >> 1
+    return seed_from_digest(h.digest(), "little")
 
 
 def _encode(part: object) -> bytes:

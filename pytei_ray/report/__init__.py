@@ -2,7 +2,7 @@
 
 Command line::
 
-    python -m pytei_ray.report results/drs            # writes results/drs/_report/
+    python -m pytei_ray.report results/drs            # writes into the dataset's report folder
     python -m pytei_ray.report s3://bucket/drs --to drs_report
 
 In a notebook::
@@ -24,12 +24,13 @@ from typing import Any
 
 import pandas as pd
 
+from pytei_ray.storage.layout import default_report_dir
+
 from ..stats import Precision
 from . import plots as _plots
 from .data import (
     Dataset,
     SkippedPartWarning,
-    _is_uri,
     load_dataset,
     load_results,
     metric_columns,
@@ -65,7 +66,6 @@ __all__ = [
     "write_report",
 ]
 
-REPORT_DIR = "_report"  # leading "_": pyarrow / pandas readers of the dataset skip it
 PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
 
 
@@ -103,12 +103,10 @@ class Report:
 
 
 def default_output_dir(path: str | os.PathLike[str]) -> Path:
-    """``<DIR>/_report`` for a local dataset; ``./<name>_report`` for a cloud URI."""
-    text = os.fspath(path)
-    if _is_uri(text):
-        return Path.cwd() / f"{_plots.slug(text.rstrip('/').rsplit('/', 1)[-1])}{REPORT_DIR}"
-    local = Path(text.removeprefix("file://")).expanduser()
-    return (local.parent if local.is_file() else local) / REPORT_DIR
+    """The results directory's report folder for a local dataset, a folder named after the
+    dataset in the current directory for a cloud URI (see
+    :func:`pytei_ray.storage.layout.default_report_dir`)."""
+    return default_report_dir(path)
 
 
 def _spec(manifest: dict[str, Any]) -> dict[str, Any]:
@@ -267,7 +265,7 @@ def write_report(
 
     Args:
         path: Results dataset: local folder or cloud URI.
-        to: Output folder; default :func:`default_output_dir` (``<DIR>/_report``).
+        to: Output folder; default :func:`default_output_dir` (the dataset's report folder).
         metric: Metric(s) to report; all when None.
         threshold: Relative drop below golden counted as silent data corruption.
         confidence: Level of every interval.
@@ -282,13 +280,27 @@ def write_report(
     Returns:
         A :class:`Report` (paths, tables, suggested repetitions, terminal text).
 
+    Raises:
+        FileNotFoundError: no dataset at ``path``.
+        ValueError: the output folder cannot be written (e.g. a read-only dataset without
+            ``to``); the message says to pass ``to``.
+
     Example:
         >>> rep = write_report("results/drs")       # doctest: +SKIP
         >>> print(rep.text)                         # doctest: +SKIP
     """
     ds = load_dataset(path)
     out = Path(to) if to is not None else default_output_dir(path)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        probe = out / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as exc:
+        hint = ("pass an output folder you can write (--to FOLDER, or to=...)" if to is None
+                else "pass another output folder (--to FOLDER)")
+        raise ValueError(f"Cannot write the report into {out}: {exc.strerror or exc} (a "
+                         f"read-only dataset?); {hint}.") from exc
     for old in out.glob("*.png"):
         old.unlink()
     df = ds.frame

@@ -8,6 +8,8 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytei_ray.storage.layout import REPORT_DIR
+
 from . import SkippedPartWarning, write_report
 
 
@@ -19,7 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("dataset", nargs="?",
                    help="results dataset: local folder or URI (s3://..., gs://...)")
-    p.add_argument("--to", help="output folder (default: DIR/_report; ./<name>_report for URIs)")
+    p.add_argument("--to", help="output folder (default: the dataset's report folder, "
+                   f"DIR/{REPORT_DIR} for a local dataset, ./<name>{REPORT_DIR} for URIs; pass "
+                   "it for a read-only dataset)")
     p.add_argument("--metric", action="append",
                    help="metric to report (repeatable; default: every metric)")
     p.add_argument("--threshold", type=float, default=0.01,

@@ -1,19 +1,18 @@
 """Read a results dataset (local dir or cloud URI) into a DataFrame, tolerating a live campaign.
 
 A campaign writes ``part-*.parquet`` files that appear atomically; files or folders whose name
-starts with ``.`` or ``_`` are temporary or auxiliary (the report itself goes to ``_report/``) and
-are never read. A part that cannot be read (torn, truncated, not Parquet) is skipped with a
-:class:`SkippedPartWarning` instead of failing the whole report.
+starts with ``.`` or ``_`` are temporary or auxiliary (the layout, the report's default folder
+included, is :mod:`pytei_ray.storage.layout`) and are never read. A part that cannot be read
+(torn, truncated, not Parquet) is skipped with a :class:`SkippedPartWarning` instead of failing
+the whole report.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -21,7 +20,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-from pytei_ray.storage import JOB_COPY
+from pytei_ray.errors import ResultsDirError
+from pytei_ray.storage.layout import JOB_COPY, MANIFEST, join, resolve_location
+from pytei_ray.storage.manifest import parse_manifest
+from pytei_ray.storage.schema import RESULT_COLUMNS
 
 __all__ = [
     "SCHEMA_COLUMNS",
@@ -33,14 +35,8 @@ __all__ = [
     "metric_columns",
 ]
 
-#: Non-metric columns of the result-row schema.
-SCHEMA_COLUMNS = frozenset(
-    {"campaign", "trial_id", "model", "target", "error_model", "ber", "repetition", "mitigation",
-     "seed", "n_faults", "n_words", "n_nonfinite", "n_faults_sampled", "n_sites", "p_no_fault",
-     "evaluated", "status", "error", "worker", "device", "started_at", "duration_s", "version",
-     "attempt", "chunk", "host", "node"}
-)
-MANIFEST_NAMES = ("_manifest.json", "manifest.json")
+#: Non-metric columns of the result-row schema (the storage schema's, not a copy).
+SCHEMA_COLUMNS = frozenset(RESULT_COLUMNS)
 
 
 class SkippedPartWarning(UserWarning):
@@ -56,8 +52,9 @@ class Dataset:
         frame: All result rows, one per trial (duplicates of a retried trial collapsed).
         parts: Part files read.
         skipped: ``(part, reason)`` for every part left out.
-        manifest: Parsed manifest.json of the campaign, or ``{}``.
-        job_copy: Path (as given, under ``path``) of the stored job source ``_job.py``, if any.
+        manifest: The campaign's manifest, or ``{}`` (none, or not a JSON object: then a
+            warning says why).
+        job_copy: Path (as given, under ``path``) of the stored job source, if any.
     """
 
     path: str
@@ -68,32 +65,24 @@ class Dataset:
     job_copy: str | None = None
 
 
-def _is_uri(path: str) -> bool:
-    """A cloud URI (not a local path, not ``file://``)."""
-    return "://" in path and not path.startswith("file://")
-
-
-def _filesystem(path: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]:
-    text = os.fspath(path)
-    if "://" in text:  # s3://, gs://, file://... all through pyarrow's one code path
-        return pafs.FileSystem.from_uri(text)
-    return pafs.LocalFileSystem(), str(Path(text).expanduser().resolve())
-
-
 def _hidden(relative: str) -> bool:
     return any(part.startswith((".", "_")) for part in relative.split("/") if part)
 
 
 def _read_manifest(fs: pafs.FileSystem, root: str) -> dict[str, Any]:
-    for name in MANIFEST_NAMES:
-        try:
-            with fs.open_input_stream(f"{root}/{name}") as f:
-                data = json.loads(f.read().decode("utf-8"))
-        except (FileNotFoundError, OSError, ValueError):
-            continue
-        if isinstance(data, dict):
-            return data
-    return {}
+    """The manifest (whatever fields it has); ``{}`` with a warning when it is not a JSON object
+    (the rows still count)."""
+    path = join(root, MANIFEST)
+    try:
+        with fs.open_input_stream(path) as f:
+            text = f.read()
+    except (FileNotFoundError, OSError):
+        return {}
+    try:
+        return parse_manifest(text, path, strict=False)
+    except ResultsDirError as exc:
+        warnings.warn(f"Ignoring the manifest: {exc}", stacklevel=3)
+        return {}
 
 
 def _hive_values(relative: str) -> dict[str, str]:
@@ -132,7 +121,10 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
         FileNotFoundError: ``path`` does not exist.
     """
     text = os.fspath(path)
-    fs, root = _filesystem(text)
+    try:
+        fs, root = resolve_location(text)
+    except ResultsDirError as exc:
+        raise ValueError(str(exc)) from exc
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"No results dataset at {text!r}: the path does not exist.")
@@ -171,8 +163,8 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
         frame = _dedupe(frame)
     job = None
     try:
-        if fs.get_file_info(f"{root}/{JOB_COPY}").type == pafs.FileType.File:
-            job = f"{text.rstrip('/')}/{JOB_COPY}"
+        if fs.get_file_info(join(root, JOB_COPY)).type == pafs.FileType.File:
+            job = join(text, JOB_COPY)
     except OSError:
         pass
     return Dataset(text, frame.reset_index(drop=True), parts, skipped,

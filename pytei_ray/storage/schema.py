@@ -15,6 +15,7 @@ __all__ = [
     "HEAD_FIELDS",
     "TAIL_FIELDS",
     "RESERVED",
+    "RESULT_COLUMNS",
     "result_schema",
     "golden_schema",
     "rows_to_table",
@@ -63,6 +64,9 @@ _GOLDEN_TAIL = (
     pa.field("duration_s", pa.float64()),
     pa.field("version", pa.string()),
 )
+
+#: The fixed (non-metric) columns of a result row, in schema order.
+RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in HEAD_FIELDS + TAIL_FIELDS)
 
 #: Names a metric may not take (they are columns of every row).
 RESERVED = frozenset(f.name for f in HEAD_FIELDS + TAIL_FIELDS) | {"kind"}

@@ -1,14 +1,7 @@
-"""The one owner of a results directory's layout (local disk, ``s3://``, ``gs://`` alike).
+"""The one owner of a results directory's contents (local disk, ``s3://``, ``gs://`` alike).
 
-Layout::
-
-    DIR/
-      _manifest.json          campaign spec + hash, metric names, history   (readers skip "_")
-      _job.py                 the job file's source, for reproduction
-      part-<run>-<n>.parquet  result rows, one per trial; each file appears atomically
-      _golden/part-*.parquet  fault-free evaluations, one per (model, mitigation)
-      _quarantine/            torn or unreadable parts moved aside (their trials rerun)
-      _lock                   host and pid of the launcher writing here (local disk only)
+The names and layout are in :mod:`pytei_ray.storage.layout`, the manifest's schema in
+:mod:`pytei_ray.storage.manifest`, the one-launcher lock in :mod:`pytei_ray.storage.lock`.
 
 ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
 (``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
@@ -17,14 +10,17 @@ name starts with ``_`` or ``.`` are skipped and every part has the same schema.
 Atomicity: on a local disk a file is written to ``.<name>.tmp-<uuid>``, fsynced and renamed over
 its final name; on object stores (S3, GCS) a single put is already atomic, so it is written in
 place. Either way a reader sees a whole file or none.
+
+One launcher per directory (:meth:`ResultsStore.lock`): on local disk a kernel lock (released
+when its holder dies, ``kill -9`` included); on object stores a heartbeat lease, which is best
+effort because pyarrow's S3/GCS API has no atomic create-if-absent (see
+:mod:`pytei_ray.storage.lock` for exactly what is and is not guaranteed).
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
+import errno
 import os
-import socket
 import time
 import uuid
 import warnings
@@ -38,28 +34,24 @@ import pyarrow.parquet as pq
 
 from pytei_ray.errors import ResultsDirError
 
+from .layout import (
+    ARTIFACTS_DIR,
+    GOLDEN_DIR,
+    JOB_COPY,
+    LOCK,
+    MANIFEST,
+    QUARANTINE_DIR,
+    display_location,
+    is_part_name,
+    resolve_location,
+)
+from .lock import LeaseLock, LocalLock
+from .manifest import manifest_bytes, parse_manifest
 from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
 
-__all__ = ["ResultsStore"]
+__all__ = ["ResultsStore", "put_atomic", "resolve_location"]
 
-
-MANIFEST = "_manifest.json"
-JOB_COPY = "_job.py"
-LOCK = "_lock"
-GOLDEN_DIR = "_golden"
-QUARANTINE_DIR = "_quarantine"
 _MAGIC = b"PAR1"
-
-
-def resolve_location(uri: str) -> tuple[pafs.FileSystem, str]:
-    """``(filesystem, path)`` of a results location: a URI through pyarrow, else a local path
-    (``~`` expanded, made absolute)."""
-    if "://" in uri:
-        try:
-            return pafs.FileSystem.from_uri(uri)
-        except Exception as exc:  # pyarrow raises several types for bad URIs
-            raise ResultsDirError(f"Cannot open results location {uri!r}: {exc}") from exc
-    return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(uri))
 
 
 def put_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
@@ -106,6 +98,7 @@ class ResultsStore:
         else:
             self.fs, self.path = resolve_location(self.uri)
         self._local = isinstance(self.fs, pafs.LocalFileSystem)
+        self._lease: LeaseLock | None = None  # the object-store lease while :meth:`lock` holds it
 
     @property
     def location(self) -> str:
@@ -122,6 +115,8 @@ class ResultsStore:
     # ---- atomic writes ---------------------------------------------------------------------
     def _put(self, path: str, data: bytes) -> None:
         """Write ``data`` to ``path`` so that readers see all of it or nothing."""
+        if self._lease is not None:
+            self._lease.check()  # another launcher took the directory over: write nothing more
         put_atomic(self.fs, path, data)
 
     @staticmethod
@@ -132,109 +127,150 @@ class ResultsStore:
 
     # ---- location and manifest -------------------------------------------------------------
     def check_location(self) -> None:
-        """Raise :class:`ResultsDirError` unless the location is a missing/empty dir or ours."""
-        info = self._info(self.path)
+        """Raise :class:`ResultsDirError` unless the location can become or is our directory.
+
+        Refused, before anything is written: a file; a path under a regular file; a local
+        location whose nearest existing folder cannot be written (read-only, ``/proc``); a
+        non-empty folder without a manifest; a manifest that is not valid (see
+        :func:`~pytei_ray.storage.manifest.validate_manifest`).
+        """
+        try:
+            info = self._info(self.path)
+        except OSError as exc:  # e.g. NotADirectoryError: a parent is a regular file
+            if self._local:
+                self._check_local_parents()
+            raise ResultsDirError(f"Cannot use the results location {self.display!r}: {exc}\n"
+                                  "Pass --out with a new or existing results directory.") from exc
         if info.type == pafs.FileType.File:
             raise ResultsDirError(
-                f"Expected the output location to be a directory, but {self.uri!r} is a file.\n"
-                "Pass --out with a new or existing results directory."
-            )
-        if info.type == pafs.FileType.Directory and self.read_manifest() is None:
+                f"Expected the output location to be a directory, but {self.display!r} is a "
+                "file.\nPass --out with a new or existing results directory.")
+        if self._local:
+            self._check_local_parents()
+        if info.type == pafs.FileType.Directory and not self.has_manifest():
             entries = self.fs.get_file_info(pafs.FileSelector(self.path))
             if any(not os.path.basename(e.path).startswith((".", "_")) for e in entries):
                 raise ResultsDirError(
-                    f"Refusing to write results into {self.uri!r}: it is not empty and holds no "
-                    f"{MANIFEST}, so it is not a pytei_ray results directory.\n"
-                    "Pass --out with a new or empty directory."
-                )
+                    f"Refusing to write results into {self.display!r}: it is not empty and holds "
+                    f"no {MANIFEST}, so it is not a pytei_ray results directory.\n"
+                    "Pass --out with a new or empty directory.")
+        self.read_manifest()  # a present manifest must be valid
+
+    def _check_local_parents(self) -> None:
+        """The nearest existing ancestor must be a folder we can create files in."""
+        path = self.path
+        while not os.path.lexists(path):
+            parent = os.path.dirname(path)
+            if parent == path:
+                break
+            path = parent
+        if not os.path.isdir(path):
+            raise ResultsDirError(
+                f"Cannot create the results directory {self.display!r}: {path} is a regular "
+                "file, not a folder.\nPass --out with a path whose parents are folders.")
+        if not self.writable(path):
+            raise ResultsDirError(
+                f"Cannot write the results directory {self.display!r}: {path} does not accept "
+                "new files (read-only, or a virtual filesystem like /proc).\nPass --out with a "
+                "writable location.")
+
+    @staticmethod
+    def writable(folder: str) -> bool:
+        """Whether a file can be created in the local ``folder``.
+
+        ``os.access`` first (cheap; it says yes to root everywhere), then a probe: a hidden
+        file created with ``O_EXCL`` and removed at once, which root cannot fake past a
+        read-only mount or ``/proc``. The folder is left as it was (its mtime aside).
+        """
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return False
+        probe = os.path.join(folder, f".pytei-probe-{uuid.uuid4().hex[:8]}")
+        try:
+            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        except OSError as exc:
+            if exc.errno in (errno.EEXIST,):
+                return True
+            return False
+        os.close(fd)
+        os.unlink(probe)
+        return True
+
+    @property
+    def display(self) -> str:
+        """The location for messages (a URI without its query options)."""
+        return self.path if self._local else display_location(self.uri)
+
+    def has_manifest(self) -> bool:
+        """Whether a ``_manifest.json`` exists (valid or not)."""
+        return self._info(self._join(MANIFEST)).type == pafs.FileType.File
 
     def read_manifest(self) -> dict[str, Any] | None:
-        """The stored manifest, or None if there is none yet."""
+        """The stored manifest, validated; None if there is none yet.
+
+        Raises:
+            ResultsDirError: it is not JSON, or lacks a field (the message names it and the fix).
+        """
         path = self._join(MANIFEST)
         if self._info(path).type != pafs.FileType.File:
             return None
         with self.fs.open_input_stream(path) as f:
-            text = f.read().decode()
-        try:
-            return json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ResultsDirError(f"{path} is not valid JSON ({exc}); was it edited?") from exc
+            text = f.read()
+        where = path if self._local else display_location(self.uri, MANIFEST)
+        return parse_manifest(text, where)
 
     def write_manifest(self, manifest: Mapping[str, Any]) -> None:
         """Atomically (re)write the manifest, creating the directory if needed."""
-        data = json.dumps(manifest, indent=2, sort_keys=True, default=str).encode()
+        data = manifest_bytes(dict(manifest))
         try:
             self.fs.create_dir(self.path, recursive=True)
             self._put(self._join(MANIFEST), data)
         except OSError as exc:
-            raise ResultsDirError(f"Cannot write the results directory {self.location!r}: "
+            raise ResultsDirError(f"Cannot write the results directory {self.display!r}: "
                                   f"{exc}") from exc
 
     def write_job_source(self, source: str) -> None:
         """Keep a copy of the job file that defines the stored campaign."""
         self._put(self._join(JOB_COPY), source.encode())
 
-    @contextmanager
-    def lock(self) -> Iterator[None]:
-        """Hold ``_lock`` while writing, so two launchers never write one directory at once.
+    def job_copy_path(self) -> str:
+        """Where the copy of the job file is (for messages)."""
+        return self._join(JOB_COPY) if self._local else display_location(self.uri, JOB_COPY)
 
-        A lock left by a dead process on this host (e.g. after ``kill -9``) is taken over. On
-        object stores there is no atomic create-if-absent, so no lock is taken there.
+    def artifacts_root(self) -> str:
+        """The folder of cached artifacts (``ctx.artifact``) on :attr:`fs`."""
+        return self._join(ARTIFACTS_DIR)
+
+    @contextmanager
+    def lock(self, ttl: float | None = None) -> Iterator[None]:
+        """Hold the directory's ``_lock`` while writing: one launcher per directory.
+
+        Local disk: a kernel lock (``flock``), released by the kernel when the holder dies.
+        Object stores: a heartbeat lease, best effort (see :mod:`pytei_ray.storage.lock`).
+
+        Args:
+            ttl: object stores: seconds after the last heartbeat that a lease is abandoned
+                (default ``PYTEI_RAY_LEASE_SECONDS`` or 60).
 
         Raises:
-            ResultsDirError: another live launcher holds the lock (or one on another host).
+            ResultsDirError: another launcher holds the directory (the message names it).
         """
-        if not self._local:
-            yield
-            return
-        os.makedirs(self.path, exist_ok=True)
-        path = os.path.join(self.path, LOCK)
-        me = {"host": socket.gethostname(), "pid": os.getpid()}
-        for _ in range(3):
-            try:
-                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if self._holder_alive(path):
-                    raise ResultsDirError(self._locked_message(path)) from None
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(path)
-                continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(me, f)
-            break
+        try:
+            self.fs.create_dir(self.path, recursive=True)
+        except OSError as exc:
+            raise ResultsDirError(f"Cannot create the results directory {self.display!r}: "
+                                  f"{exc}") from exc
+        held: LocalLock | LeaseLock
+        if self._local:
+            held = LocalLock(os.path.join(self.path, LOCK), self.display)
         else:
-            raise ResultsDirError(self._locked_message(path))
+            held = LeaseLock(self.fs, self._join(LOCK), self.display, ttl=ttl)
+        held.acquire()
+        self._lease = held if isinstance(held, LeaseLock) else None
         try:
             yield
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-
-    @staticmethod
-    def _holder_alive(path: str) -> bool:
-        try:
-            with open(path) as f:
-                holder = json.load(f)
-        except (OSError, ValueError):
-            return False  # unreadable: a lock whose writer died while writing it
-        if holder.get("host") != socket.gethostname():
-            return True  # cannot tell: be safe
-        try:
-            os.kill(int(holder["pid"]), 0)
-        except ProcessLookupError:
-            return False
-        except (PermissionError, KeyError, ValueError, TypeError):
-            return True
-        return True
-
-    def _locked_message(self, path: str) -> str:
-        try:
-            with open(path) as f:
-                holder = f.read().strip()
-        except OSError:
-            holder = "?"
-        return (f"Another launcher is writing to {self.location} ({holder}). Wait for it to "
-                f"finish; if none is running (it ran on another host and died), delete {path}.")
+            self._lease = None
+            held.release()
 
     # ---- parts -----------------------------------------------------------------------------
     def _list(self, directory: str) -> list[pafs.FileInfo]:
@@ -246,8 +282,7 @@ class ResultsStore:
     def part_paths(self, golden: bool = False) -> list[str]:
         """Paths of the stored part files (result parts, or golden parts)."""
         directory = self._join(GOLDEN_DIR) if golden else self.path
-        return [i.path for i in self._list(directory)
-                if os.path.basename(i.path).startswith("part-") and i.path.endswith(".parquet")]
+        return [i.path for i in self._list(directory) if is_part_name(os.path.basename(i.path))]
 
     def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
         """Why the part is unreadable, or None if it is whole."""
@@ -279,7 +314,7 @@ class ResultsStore:
                 if name.startswith(".") and ".tmp-" in name:
                     self.fs.delete_file(info.path)
                     continue
-                if not (name.startswith("part-") and name.endswith(".parquet")):
+                if not is_part_name(name):
                     continue
                 reason = self._check_part(info, columns)
                 if reason is None:
@@ -288,7 +323,7 @@ class ResultsStore:
                 dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
                 self.fs.move(info.path, dest)
                 warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
-                              "Its trials will be run again.", stacklevel=2)
+                              "Its rows will be computed again.", stacklevel=2)
                 moved.append(info.path)
         return moved
 
@@ -317,7 +352,7 @@ class ResultsStore:
     def write_part(self, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], name: str,
                    golden: bool = False) -> str:
         """Atomically write ``rows`` as part ``name`` (``part-*.parquet``); returns its path."""
-        if not (name.startswith("part-") and name.endswith(".parquet")):
+        if not is_part_name(name):
             raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
         schema = golden_schema(metrics) if golden else result_schema(metrics)
         directory = self._join(GOLDEN_DIR) if golden else self.path

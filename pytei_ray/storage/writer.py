@@ -3,7 +3,8 @@
 Rows arrive from executors chunk by chunk; writing a file per chunk would leave a million-trial
 campaign with tens of thousands of tiny files. :class:`ResultsWriter` buffers rows and writes a part
 when ``rows_per_part`` rows are waiting or ``flush_seconds`` have passed, and always on
-:meth:`~ResultsWriter.close`. A crash loses at most the buffered rows; those trials rerun on resume.
+:meth:`~ResultsWriter.close`. A part never holds more than ``rows_per_part`` rows, however many
+rows one chunk brings. A crash loses at most the buffered rows; those trials rerun on resume.
 """
 
 from __future__ import annotations
@@ -26,7 +27,8 @@ class ResultsWriter:
     Args:
         store: the results directory.
         metrics: metric names already in the stored schema (from the manifest).
-        rows_per_part: write a part once this many rows are buffered.
+        rows_per_part: rows per part file at most; a part is written as soon as this many rows
+            are buffered (an integer >= 1).
         flush_seconds: write a part once the oldest buffered row is this old (0 = every add).
         known_golden: (model, mitigation) pairs whose golden row is stored already.
         on_new_metrics: called with the full metric list before a part with new metrics is
@@ -52,7 +54,11 @@ class ResultsWriter:
     ) -> None:
         self.store = store
         self.metrics = list(metrics)
-        self.rows_per_part = max(1, int(rows_per_part))
+        if isinstance(rows_per_part, bool) or not isinstance(rows_per_part, int) \
+                or rows_per_part < 1:
+            raise ValueError(f"Expected rows_per_part to be an integer >= 1, but got "
+                             f"{rows_per_part!r}.")
+        self.rows_per_part = rows_per_part
         self.flush_seconds = float(flush_seconds)
         self.on_new_metrics = on_new_metrics
         # run id: part names of one run sort together and never collide with another run's
@@ -79,9 +85,15 @@ class ResultsWriter:
         self._rows.extend(rows)
         if self._oldest is None:
             self._oldest = time.monotonic()
-        if (len(self._rows) >= self.rows_per_part
-                or time.monotonic() - self._oldest >= self.flush_seconds):
+        if time.monotonic() - self._oldest >= self.flush_seconds:
             self.flush()
+        elif len(self._rows) >= self.rows_per_part:
+            self._write_golden()
+            while len(self._rows) >= self.rows_per_part:  # full parts now, the rest waits
+                self._write_rows(self._rows[:self.rows_per_part])
+                self._rows = self._rows[self.rows_per_part:]
+            if not self._rows:
+                self._oldest = None
 
     def _extend_metrics(self, rows: Sequence[Mapping[str, Any]], kind: str) -> None:
         new = [m for m in metric_names(rows, kind) if m not in self.metrics]
@@ -96,18 +108,25 @@ class ResultsWriter:
         self._seq += 1
         return f"part-{self.run_id}-{self._seq:05d}.parquet"
 
-    def flush(self) -> None:
-        """Write everything buffered (golden rows first, then result rows)."""
+    def _write_golden(self) -> None:
         if self._golden:
             self._extend_metrics(self._golden, "golden")
             self.store.write_part(self._golden, self.metrics, self._name(), golden=True)
             self._golden = []
-        if self._rows:
-            self._extend_metrics(self._rows, "result")
-            self.store.write_part(self._rows, self.metrics, self._name())
-            self.rows_written += len(self._rows)
-            self.parts_written += 1
-            self._rows = []
+
+    def _write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        self._extend_metrics(rows, "result")
+        self.store.write_part(rows, self.metrics, self._name())
+        self.rows_written += len(rows)
+        self.parts_written += 1
+
+    def flush(self) -> None:
+        """Write everything buffered (golden rows first, then result rows in parts of at most
+        ``rows_per_part``)."""
+        self._write_golden()
+        while self._rows:
+            self._write_rows(self._rows[:self.rows_per_part])
+            self._rows = self._rows[self.rows_per_part:]
         self._oldest = None
 
     def close(self) -> None:
