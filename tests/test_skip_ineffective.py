@@ -274,3 +274,26 @@ def test_spec_unchanged_by_default_and_a_change_when_off():
     assert compare_specs(spec, Campaign(**kw, skip_ineffective=True).spec({"k": 1})).same
     with pytest.raises(CampaignSpecError, match="`skip_ineffective` to be a bool"):
         Campaign(**kw, skip_ineffective=1)
+
+
+def test_resuming_a_directory_of_an_older_version_keeps_the_new_columns(tmp_path):
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pytei_ray.storage import ResultsStore, ResultsWriter, result_schema
+
+    new_cols = {"n_faults_sampled", "n_sites", "p_no_fault", "evaluated"}
+    full = result_schema(["acc"])
+    old_schema = pa.schema([f for f in full if f.name not in new_cols])
+    old = pa.Table.from_pylist([{"trial_id": "old", "status": "ok", "acc": 1.0,
+                                 "golden_acc": 1.0}], schema=old_schema)
+    pq.write_table(old, tmp_path / "part-0-old.parquet")
+    w = ResultsWriter(ResultsStore(str(tmp_path)), metrics=["acc"])
+    w.add([{"trial_id": "new", "status": "ok", "acc": 0.5, "golden_acc": 1.0,
+            "evaluated": True, "n_sites": 64, "n_faults_sampled": 1, "p_no_fault": 0.5}])
+    w.close()
+    df = pd.read_parquet(tmp_path).set_index("trial_id")
+    assert new_cols <= set(df.columns)
+    assert df.loc["new", "evaluated"] == True  # noqa: E712 (a numpy/pandas bool)
+    assert pd.isna(df.loc["old", "evaluated"])
