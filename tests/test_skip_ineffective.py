@@ -158,6 +158,23 @@ def test_n_words_changed_is_exact():
     assert torch.equal(lin.weight, before)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_n_words_changed_on_cuda_matches_cpu():
+    for value in (0, 1):
+        counts = []
+        for device in ("cpu", "cuda"):
+            lin = nn.Linear(64, 64).to(device)
+            with torch.no_grad():
+                lin.weight.copy_(torch.linspace(-1, 1, 64 * 64).view(64, 64))
+            inj = Injector(["weight"], StuckAt(1e-2, value=value), seed=3)
+            with inj.inject(lin) as faults:
+                pass
+            h = inj.inject(lin)
+            counts.append((faults.n_faults, h.n_words_changed))
+            h.restore()
+        assert counts[0] == counts[1] and 0 < counts[0][1] < counts[0][0]
+
+
 def test_fault_map_records_targeted_sites(tmp_path):
     model = _build()
     fmap = Injector(error=BitFlip(1e-2), seed=1).sample(model)
