@@ -69,6 +69,7 @@ class ResultsWriter:
         self._golden_keys = set(known_golden)  # (model, mitigation) stored or buffered
         self._oldest: float | None = None  # monotonic time of the oldest buffered row
         self._seq = 0  # parts written by this writer
+        self._conformed = False  # stored parts checked against the current row schema
         self.rows_written = 0
         self.parts_written = 0
 
@@ -116,6 +117,11 @@ class ResultsWriter:
 
     def _write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         self._extend_metrics(rows, "result")
+        if not self._conformed:
+            # parts written by an older version may lack columns added since (e.g.
+            # `evaluated`); readers take one part's schema and would drop them silently
+            self.store.conform_parts(self.metrics)
+            self._conformed = True
         self.store.write_part(rows, self.metrics, self._name())
         self.rows_written += len(rows)
         self.parts_written += 1
