@@ -100,10 +100,11 @@ class RunSummary:
             state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
             workers = f"; {self.worker_events}" if self.worker_events else ""
             golden = self.ran - self.evaluated
-            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed, "
-                    f"{golden} without an effective fault, so not evaluated), "
-                    f"{self.skipped} skipped (already stored){workers}; {state}; results in "
-                    f"{self.out}")
+            evals = (f"; {golden} of them without an effective fault (golden metrics, not "
+                     "evaluated)") if golden else ""
+            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
+                    f"{self.skipped} skipped (already stored){workers}{evals}; {state}; "
+                    f"results in {self.out}")
         if self.at_cap:
             shown = "\n  ".join(self.at_cap[:10])
             more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
