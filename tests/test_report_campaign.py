@@ -84,7 +84,13 @@ def test_report_numbers_on_real_campaign(campaign_dir: tuple[Path, Path]) -> Non
         ok = g[g["status"] == "ok"]
         assert (r.trials, r.failed, r.n) == (len(g), len(g) - len(ok), len(ok))
         if len(ok):
-            assert r.mean == pytest.approx(ok["accuracy"].mean())
+            # the mean uses the known chance of a fault-free trial (p_no_fault): golden with
+            # probability p0, else the mean of the trials that drew at least one fault
+            p0 = float(ok["p_no_fault"].iloc[0])
+            hit = ok[ok["n_faults_sampled"] > 0]["accuracy"]
+            golden = float(ok["golden_accuracy"].iloc[0])
+            expected = p0 * golden + (1 - p0) * hit.mean() if len(hit) else ok["accuracy"].mean()
+            assert r.mean == pytest.approx(expected) and r.p0 == pytest.approx(p0)
             drop = (ok["golden_accuracy"] - ok["accuracy"]) / ok["golden_accuracy"]
             assert r.sdc == int((drop > 0.01).sum())
             assert r.mean_loss == pytest.approx((ok["golden_accuracy"] - ok["accuracy"]).mean())
