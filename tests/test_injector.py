@@ -416,3 +416,15 @@ def test_saved_map_of_constant_masks_loads_writable(tmp_path, recwarn):
         for got, want in ((b.index, a.index), (b.and_mask, a.and_mask), (b.xor_mask, a.xor_mask)):
             np.testing.assert_array_equal(got, want)
             assert got.flags.writeable
+
+
+def test_a_buffer_named_as_target_says_include_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    for target in ("1.running_mean", "1.running_*"):
+        with pytest.raises(ValueError, match="include_buffers=True"):
+            Injector(targets=[target], error=BitFlip(n=1)).sample(model)
+    faults = Injector(targets=["1.running_mean"], error=BitFlip(n=1),
+                      include_buffers=True).sample(model)
+    assert faults.n_faults == 1
+    with pytest.raises(ValueError, match="no similar name|closest names"):
+        Injector(targets=["nope"], error=BitFlip(n=1)).sample(model)
