@@ -17,7 +17,13 @@ from .faults import (
     bit_fields,
     supported_dtypes,
 )
-from .injection import InjectionHandle, Injector, read_target_file, state_checksum
+from .injection import (
+    AppliedFaults,
+    InjectionHandle,
+    Injector,
+    read_target_file,
+    state_checksum,
+)
 
 __version__ = "0.1.0"
 
@@ -26,6 +32,7 @@ __all__ = [
     "Campaign",
     "ErrorModel",
     "FaultMap",
+    "AppliedFaults",
     "InjectionHandle",
     "Injector",
     "RandomValue",

@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from pytei_ray.campaign.consistency import Consistency
 from pytei_ray.campaign.jobfile import JobRef, load_job
 from pytei_ray.campaign.rounds import (
     DecisionRows,
@@ -74,6 +75,8 @@ class RunSummary:
         rounds: rounds reached (an adaptive campaign adds repetitions in rounds; 1 otherwise).
         at_cap: cells of an adaptive campaign still open at ``max_reps``, one line each with
             why (more repetitions would not settle them cheaply).
+        failed_stored: stored trials of the grid with ``status="failed"`` from earlier runs
+            (``--retry-failed`` runs them again).
     """
 
     campaign: str
@@ -89,6 +92,7 @@ class RunSummary:
     worker_events: str = ""
     rounds: int = 1
     at_cap: list[str] = field(default_factory=list)
+    failed_stored: int = 0
 
     def line(self) -> str:
         """The summary printed at the end of a run (one line, plus the cells at the cap)."""
@@ -96,15 +100,23 @@ class RunSummary:
         if self.ran == 0 and self.complete:
             text = (f"{self.campaign}: complete, all {self.total} trials{rounds} already stored "
                     f"in {self.out} (nothing to run).")
+            if self.failed_stored:
+                text = text[:-1] + (f"; {self.failed_stored} of them failed (status='failed'): "
+                                    "rerun with --retry-failed to run them again.")
         else:
             state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
             workers = f"; {self.worker_events}" if self.worker_events else ""
             golden = self.ran - self.evaluated
             evals = (f"; {golden} of them without an effective fault (golden metrics, not "
                      "evaluated)") if golden else ""
+            stored_failed = (f", {self.failed_stored} of them failed"
+                             if self.failed_stored else "")
             text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
-                    f"{self.skipped} skipped (already stored){workers}{evals}; {state}; "
-                    f"results in {self.out}")
+                    f"{self.skipped} skipped (already stored{stored_failed}){workers}{evals}; "
+                    f"{state}; results in {self.out}")
+            if self.complete and self.failed + self.failed_stored:
+                text += ("\n(failed trials are stored with status='failed' and their error; "
+                         "rerun with --retry-failed to run them again)")
         if self.at_cap:
             shown = "\n  ".join(self.at_cap[:10])
             more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
@@ -247,12 +259,13 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                 retry_failed: bool, chunk_size: int | None, flush_seconds: float,
                 rows_per_part: int, progress: bool, echo: Callable[[str], None]) -> RunSummary:
     campaign = job.campaign()
-    store.quarantine_bad_parts()
     decide = DecisionRows(decision_columns(campaign))
-    stored_rows = store.read_rows(["trial_id", "status", *FACTORS, *decide.columns])
+    # one pass over the stored parts: torn ones quarantined, rows, schemas, golden rows
+    scan = store.scan(["trial_id", "status", *FACTORS, *decide.columns])
+    stored_rows = scan.rows
     status = {r["trial_id"]: r["status"] for r in stored_rows}
     if diff is not None and not diff.same:
-        if not status and not store.part_paths(golden=True):
+        if not status and not scan.golden:
             # Nothing computed yet (e.g. a typo stopped the first run): nothing to protect.
             echo("note: the campaign changed but no results are stored yet; the stored spec is "
                  "replaced:\n  " + "\n  ".join(diff.changes))
@@ -276,7 +289,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     decide.add(stored_rows)
     del stored_rows
 
-    metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + store.stored_metrics()))
+    metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + scan.metrics))
     if metrics:  # known from stored rows: refuse a target on another metric before any work
         _check_target_metric(campaign, [{"status": "ok", **{f"golden_{m}": 0.0 for m in metrics}}])
     changes = diff.changes if diff is not None and not diff.same else None
@@ -298,14 +311,28 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         warnings.warn(f"The job file changed since results were first stored in {store.location}, "
                       "but the campaign's factors did not; resuming.", stacklevel=2)
 
-    stored_golden = {(g["model"], g["mitigation"]) for g in store.read_golden()}
+    stored_golden = {(g["model"], g["mitigation"]) for g in scan.golden}
     pending0 = [t for t in trials if t.trial_id not in status]
     regolden = _golden_to_recompute(trials, pending0, stored_golden)
+    grid = {t.trial_id for t in trials}
+    summary.failed_stored = sum(s != "ok" for t, s in status.items() if t in grid)
+    checks = Consistency.from_stored(store.location, store.job_copy_path(), manifest,
+                                     scan.golden, scan.golden_of_rows, metrics)
+    _report_nonfinite(checks, scan.golden, manifest, store, echo)
 
     def record_metrics(names: list[str]) -> None:
         manifest["metrics"] = names
         manifest["updated_at"] = _now()
         store.write_manifest(manifest)
+
+    def check(result: Any) -> None:
+        """Refuse a chunk that would mix experiments; record what is new (before storing)."""
+        new = checks.check_chunk(result)
+        if new:
+            manifest["model_checksums"] = dict(checks.checksums)
+            manifest["updated_at"] = _now()
+            store.write_manifest(manifest)
+        _report_nonfinite(checks, result.golden, manifest, store, echo)
 
     def record_nondeterministic(models: list[str]) -> None:
         # models whose evaluate() varied between two golden runs: none of their trials skipped
@@ -321,10 +348,11 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden=stored_golden,
-        on_new_metrics=record_metrics)
+        on_new_metrics=record_metrics, stored_schemas=scan.schemas)
+    del scan
     runner = _RoundRunner(job, executor, config, writer, decide, summary,
                           chunk_size or campaign.chunk_size, progress, echo, store.location,
-                          record_nondeterministic)
+                          record_nondeterministic, check)
     looks = campaign.looks()
     active = points(campaign)
     summary.total = summary.skipped = 0
@@ -342,6 +370,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             active = next_active(campaign, decide, index, active)
             if not active:
                 break
+        if runner.setup_failed is not None:
+            raise runner.setup_failed  # exit status 1; the other models' rows are stored
         summary.complete = True
         if campaign.precision is not None:
             summary.at_cap = cells_at_cap(campaign, decide)
@@ -358,12 +388,17 @@ class _RoundRunner:
     def __init__(self, job: JobRef, executor: str | Executor, config: ExecutorConfig | None,
                  writer: ResultsWriter, decide: DecisionRows, summary: RunSummary,
                  chunk_size: int, progress: bool, echo: Callable[[str], None],
-                 location: str, on_nondeterministic: Callable[[list[str]], None]) -> None:
+                 location: str, on_nondeterministic: Callable[[list[str]], None],
+                 check: Callable[[Any], None]) -> None:
         self.job, self.writer, self.decide, self.summary = job, writer, decide, summary
         self.chunk_size, self.progress, self.echo, self.location = (chunk_size, progress, echo,
                                                                     location)
         self._executor, self._config = executor, config
         self.on_nondeterministic = on_nondeterministic
+        self.check = check  # refuses a chunk (or prepared replicas) that would mix experiments
+        #: the setup failure of a model found by prepare: its trials are skipped, the others
+        #: run, and the run ends with this error (exit status 1)
+        self.setup_failed: TrialSetupError | None = None
         self.ex: Executor | None = None
         self._stack = contextlib.ExitStack()
         self._prepared: set[str] = set()
@@ -387,9 +422,23 @@ class _RoundRunner:
         """Golden rows whose part was lost (quarantined): run one stored trial of each pair."""
         ex = self._start(len(trials))
         models = [m for m in dict.fromkeys(t.model for t in trials) if m not in self._prepared]
-        _prepare(ex, self.job, models, self.echo)
+        self._prepare(ex, models)
+        trials = self._runnable(trials)
+        _recompute_golden(ex, self.job, trials, self.writer, self.check, self.echo)
+
+    def _prepare(self, ex: Executor, models: list[str]) -> None:
+        failed = _prepare(ex, self.job, models, self.echo)
         self._prepared.update(models)
-        _recompute_golden(ex, self.job, trials, self.writer, self.echo)
+        for worker, checksums in ex.prepared_checksums:  # refused before any trial runs
+            self.check(_Prepared(worker, checksums))
+        ex.prepared_checksums.clear()
+        if failed is not None and self.setup_failed is None:
+            self.setup_failed = failed
+
+    def _runnable(self, trials: list[Trial]) -> list[Trial]:
+        """``trials`` without those of a model that could not be built."""
+        bad = self.setup_failed.model if self.setup_failed is not None else None
+        return trials if bad is None else [t for t in trials if t.model != bad]
 
     def run_round(self, rnd: Round, pending: list[Trial], n_looks: int) -> None:
         from tqdm.auto import tqdm
@@ -398,8 +447,10 @@ class _RoundRunner:
         campaign = self.job.campaign()
         models = [m for m in campaign.models if m not in self._prepared
                   and any(t.model == m for t in pending)]
-        _prepare(ex, self.job, models, self.echo)
-        self._prepared.update(models)
+        self._prepare(ex, models)
+        pending = self._runnable(pending)
+        if not pending:
+            return
         desc = campaign.name if n_looks == 1 else (
             f"{campaign.name} round {rnd.index + 1}/{n_looks} ({rnd.n_points} points to "
             f"{rnd.reps} reps)")
@@ -415,6 +466,7 @@ class _RoundRunner:
 
         def on_result(result: Any) -> None:
             _check_target_metric(campaign, result.rows)
+            self.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
             self.on_nondeterministic(result.nondeterministic)
             self.decide.add(result.rows)
@@ -548,25 +600,63 @@ def _stopping(job: JobRef, manifest: dict[str, Any] | None, precision: Any,
     return base.replace(overrides={**base.overrides, "precision": target})
 
 
-def _prepare(ex: Executor, job: JobRef, models: list[str], echo: Callable[[str], None]) -> None:
+def _prepare(ex: Executor, job: JobRef, models: list[str],
+             echo: Callable[[str], None]) -> TrialSetupError | None:
     """Build (train, or load from the artifact cache) every model that has trials to run.
 
-    A failure is only reported here: the trials run next, in model order, so the models
-    before the failing one still get their rows, and the failing one raises the same
-    :class:`TrialSetupError` when its first chunk runs (exit status 1, as without a prepare).
+    A failure of a model's factory or data hook is reported here and returned: the driver
+    skips that model's trials, runs the others, and ends with the error (exit status 1).
+    Without a model name in the error, the run stops at the failing model's first trial.
     """
     if not models:
-        return
+        return None
     t0 = time.perf_counter()
     try:
         seconds = ex.prepare(job, models)
     except TrialSetupError as exc:
-        echo(f"warning: preparing the models failed ({str(exc).splitlines()[0]}); running "
-             "the trials of the models that can be built.")
-        return
+        first = str(exc).splitlines()[0]
+        if exc.model is not None:
+            echo(f"warning: preparing model {exc.model!r} failed ({first}); its trials are "
+                 "skipped, the other models' trials run, and the run ends with this error "
+                 "(exit status 1).")
+            return exc
+        echo(f"warning: preparing the models failed ({first}); the run stops at the first "
+             "trial of the failing model (exit status 1); models before it in `models` run.")
+        return None
     took = ", ".join(f"{m} {s:.1f}s" for m, s in seconds.items()) if seconds else ""
     echo(f"Prepared {len(models)} model(s) in {time.perf_counter() - t0:.1f} s"
          + (f" ({took})" if took else ""))
+    return None
+
+
+@dataclass
+class _Prepared:
+    """The checksums a worker reported from ``prepare``, shaped like a chunk for the checks."""
+
+    worker: str
+    checksums: dict[str, str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    golden: list[dict[str, Any]] = field(default_factory=list)
+    nondeterministic: list[str] = field(default_factory=list)
+
+
+def _report_nonfinite(checks: Consistency, golden: list[dict[str, Any]],
+                      manifest: dict[str, Any], store: ResultsStore,
+                      echo: Callable[[str], None]) -> None:
+    """Warn about (once each) and record non-finite golden metrics: not refused, since every
+    run reproduces them and the other metrics stay valid, but no trial can be compared with
+    them."""
+    found = checks.nonfinite(golden)
+    if not found:
+        return
+    for d in found:
+        echo(f"warning: the golden (fault-free) value of metric {d['metric']!r} of model "
+             f"{d['model']!r} with mitigation {d['mitigation']!r} is {d['value']}: every "
+             "trial's comparison with it (loss, SDC) is meaningless. Check evaluate() on "
+             "fault-free data (recorded as 'nonfinite_golden' in the manifest).")
+    manifest["nonfinite_golden"] = [*(manifest.get("nonfinite_golden") or []), *found]
+    manifest["updated_at"] = _now()
+    store.write_manifest(manifest)
 
 
 def _golden_to_recompute(trials: list[Trial], pending: list[Trial],
@@ -584,13 +674,19 @@ def _golden_to_recompute(trials: list[Trial], pending: list[Trial],
 
 
 def _recompute_golden(ex: Executor, job: JobRef, trials: list[Trial], writer: ResultsWriter,
-                      echo: Callable[[str], None]) -> None:
-    """Run ``trials`` only for the golden rows they produce (see :func:`_golden_to_recompute`)."""
+                      check: Callable[[Any], None], echo: Callable[[str], None]) -> None:
+    """Run ``trials`` only for the golden rows they produce (see :func:`_golden_to_recompute`);
+    each is checked against the golden values of the stored rows first."""
     if not trials:
         return
     pairs = ", ".join(f"{t.model}/{t.mitigation}" for t in trials)
     echo(f"Recomputing {len(trials)} missing golden row(s): {pairs}")
-    ex.run(job, make_chunks(trials, 1), lambda result: writer.add([], result.golden))
+
+    def on_result(result: Any) -> None:
+        check(result)
+        writer.add([], result.golden)
+
+    ex.run(job, make_chunks(trials, 1), on_result)
     writer.flush()
 
 

@@ -13,6 +13,8 @@ __all__ = [
     "JobFileError",
     "ResultsDirError",
     "SpecChangedError",
+    "GoldenDriftError",
+    "ModelChecksumError",
     "TrialSetupError",
     "ExecutorOptionError",
     "ResourcesUnavailableError",
@@ -50,13 +52,38 @@ class SpecChangedError(ResultsDirError):
         self.extendable = extendable
 
 
+class GoldenDriftError(ResultsDirError):
+    """The golden (fault-free) metrics computed now differ from those stored in the directory.
+
+    New rows would carry another golden value than the stored ones: the dataset would mix two
+    experiments (``evaluate``, the data or the model changed between runs). Nothing of the
+    chunk that showed it is stored; the launcher exits with status 2.
+    """
+
+
+class ModelChecksumError(ResultsDirError):
+    """A model factory built different weights on two workers or in two runs.
+
+    Every worker builds its own replica, so a factory that does not seed its RNG gives each
+    worker (and each run) another model. The launcher exits with status 2 before storing
+    anything of the chunk (or, when ``prepare`` shows it, before any trial).
+    """
+
+
 class TrialSetupError(PyteiRayError):
     """A job hook failed while preparing trials (model factory, data, calibration, golden run).
 
     Unlike an exception inside one trial's evaluation, which becomes a ``status="failed"`` row,
     a setup failure means no trial of that model/mitigation can be meaningful, so the run stops.
     Rows already written are kept: fix the job and rerun the same command to resume.
+
+    Attributes:
+        model: the model whose hook failed, when known (None otherwise).
     """
+
+    def __init__(self, message: str, model: str | None = None) -> None:
+        super().__init__(message)
+        self.model = model
 
 
 class ExecutorOptionError(PyteiRayError, ValueError):

@@ -8,7 +8,11 @@ done by :func:`pytei_ray.driver.run`; this module is the command line around it.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import sys
+import warnings
+from collections.abc import Iterator
 from typing import Any
 
 from pytei_ray.campaign.jobfile import parse_params
@@ -113,10 +117,41 @@ def _executor_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+_PACKAGE = os.path.dirname(os.path.abspath(__file__))
+
+
+@contextlib.contextmanager
+def _plain_warnings() -> Iterator[None]:
+    """Print pytei_ray's own warnings as ``warning: ...`` lines (no ``file:line:`` prefix,
+    no source line), like the launcher's other messages; others keep Python's format."""
+    original = warnings.showwarning
+
+    def show(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+             file: Any = None, line: str | None = None) -> None:
+        if not os.path.abspath(filename).startswith(_PACKAGE + os.sep):
+            original(message, category, filename, lineno, file, line)
+            return
+        try:
+            print(f"warning: {message}", file=file if file is not None else sys.stderr)
+        except OSError:  # stderr gone: a warning must not end the run
+            pass
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 def main(argv: list[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 setup failure, 2 bad input, 3 trials
     lost, 130 interrupted; see ``--help``)."""
     args = _parser().parse_args(argv)
+    with _plain_warnings():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         if args.chunk_size is not None and args.chunk_size < 1:
             raise PyteiRayError(f"Expected --chunk-size >= 1, but got {args.chunk_size}.")

@@ -416,3 +416,43 @@ def test_saved_map_of_constant_masks_loads_writable(tmp_path, recwarn):
         for got, want in ((b.index, a.index), (b.and_mask, a.and_mask), (b.xor_mask, a.xor_mask)):
             np.testing.assert_array_equal(got, want)
             assert got.flags.writeable
+
+
+def test_a_buffer_named_as_target_says_include_buffers():
+    model = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    for target in ("1.running_mean", "1.running_*"):
+        with pytest.raises(ValueError, match="include_buffers=True"):
+            Injector(targets=[target], error=BitFlip(n=1)).sample(model)
+    faults = Injector(targets=["1.running_mean"], error=BitFlip(n=1),
+                      include_buffers=True).sample(model)
+    assert faults.n_faults == 1
+    with pytest.raises(ValueError, match="no similar name|closest names"):
+        Injector(targets=["nope"], error=BitFlip(n=1)).sample(model)
+
+
+def test_faults_package_does_not_know_injection():
+    # a FaultMap is a pure description: faults/ imports nothing of injection/, not even for
+    # type checking; the statistics of an application live on its handle
+    import re
+
+    root = Path(__file__).resolve().parents[1] / "pytei_ray" / "faults"
+    pattern = re.compile(r"^\s*(from|import)\s+(\.\.injection|pytei_ray\.injection)")
+    offenders = [f"{p.name}:{i}" for p in root.glob("*.py")
+                 for i, line in enumerate(p.read_text().splitlines(), 1) if pattern.search(line)]
+    assert not offenders
+    from pytei_ray.faults.faultmap import FaultMap as Map
+
+    assert "_applied" not in Map.__dataclass_fields__
+
+
+def test_applied_faults_view_and_the_pure_map():
+    model = make_mlp(0)
+    handle = Injector(error=BitFlip(0.2), seed=3).inject(model)
+    with handle as faults:
+        pass
+    assert faults.map is handle.faults and faults.n_faults == handle.faults.n_faults
+    assert faults.n_nonfinite == handle.n_nonfinite
+    assert handle.summary().totals == faults.summary().totals
+    plain = handle.faults.summary()  # the map alone: a description, no application stats
+    assert "n_bits_changed" not in plain.totals and "n_faults" in plain.totals
+    assert not hasattr(handle.faults, "n_nonfinite")

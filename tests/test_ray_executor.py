@@ -249,3 +249,19 @@ def test_describe_then_run_starts_ray_once(monkeypatch):
     assert ex._connect() is made[0]  # what prepare() and run() call before starting workers
     ex.close()
     assert len(made) == 1 and made[0].starts == 1 and made[0].closes == 1
+
+
+def test_prepare_reports_each_workers_checksums(local_ray, job_dir):
+    job = job_ref(job_dir)
+    names = list(job.campaign().models)
+    with RayExecutor(ExecutorConfig(num_workers=2)) as ex:
+        seconds = ex.prepare(job, names)
+        assert set(seconds) == set(names)
+        reported = ex.prepared_checksums
+        assert reported and all(isinstance(w, str) and w for w, _ in reported)
+        built = {m: c for _, checksums in reported for m, c in checksums.items()}
+        assert set(built) == set(names)
+        results = []
+        ex.run(job, chunks_of(job), results.append)
+    for r in results:  # chunk results carry the same checksums (a seeded factory)
+        assert all(built[m] == c for m, c in r.checksums.items())

@@ -211,3 +211,33 @@ def test_lock_refuses_a_live_writer_and_is_freed_when_it_dies(tmp_path):
     with store.lock():
         pass
     store.check_location()  # "_lock" alone does not make the directory foreign
+
+
+def test_scan_reads_each_part_once_and_gives_what_a_resume_needs(tmp_path, monkeypatch):
+    store = _filled(tmp_path)
+    store.write_part([{"campaign": "c", "model": "m", "mitigation": "none", "acc": 0.9}],
+                     ["acc"], "part-g.parquet", golden=True)
+    torn = os.path.join(store.path, "part-x-999.parquet")
+    with open(torn, "wb") as f:
+        f.write(b"PAR1 torn")
+    opened: list[str] = []
+    real = store._open_part  # the one read of a part (magic bytes, footer, columns)
+
+    def counting(info, *a, **k):
+        opened.append(info.path)
+        return real(info, *a, **k)
+
+    monkeypatch.setattr(store, "_open_part", counting)
+    with pytest.warns(UserWarning, match="Moved torn part"):
+        scan = store.scan(["trial_id", "status"])
+    assert sorted(opened) == sorted(set(opened))  # each part opened once
+    assert len(opened) == 5  # 3 result parts, the torn one, 1 golden part
+    assert len(scan.rows) == 12 and {r["status"] for r in scan.rows} == {"ok"}
+    assert scan.metrics == ["acc"]
+    assert set(scan.schemas) == set(store.part_paths()) and not os.path.exists(torn)
+    assert [g["acc"] for g in scan.golden] == [0.9]
+    assert scan.golden_of_rows == {("m", "none"): {"acc": 1.0}}
+    # the writer conforms parts from the scanned schemas: no footer read for conforming parts
+    read = []
+    monkeypatch.setattr("pyarrow.parquet.read_schema", lambda *a, **k: read.append(a))
+    assert store.conform_parts(["acc"], scan.schemas) == 0 and not read

@@ -51,6 +51,9 @@ class ChunkResult:
         nondeterministic: every model whose golden ``evaluate`` gave different metrics on two
             runs on this worker so far (sorted; no trial of those is skipped). Cumulative, so
             the driver can merge it from any chunk.
+        checksums: model -> ``state_checksum`` of the replica as its factory built it, for
+            every model this worker has built (the driver compares them across workers and
+            runs: a factory that does not seed builds different models).
     """
 
     rows: list[dict[str, Any]]
@@ -58,6 +61,7 @@ class ChunkResult:
     worker: str = ""
     rebuilt: list[str] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
+    checksums: dict[str, str] = field(default_factory=dict)
 
 
 def _version() -> str:
@@ -157,6 +161,7 @@ class TrialWorker:
         self._version = _version()
         self._models: dict[str, torch.nn.Module] = {}  # model name -> replica
         self._pristine: dict[str, str] = {}  # model name -> state_checksum right after building
+        self._sites: dict[tuple[str, str], list[Any]] = {}  # (model, target) -> resolved Sites
         self._data: dict[str, Any] = {}  # model name -> evaluation data (loaded once)
         self._mits: dict[tuple[str, str], list[Any]] = {}  # (model, mitigation) -> instances
         self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
@@ -170,12 +175,12 @@ class TrialWorker:
         return cls(job.campaign(), device=device, worker_id=worker_id, context=job.context())
 
     # ---- setup -----------------------------------------------------------------------------
-    def _setup_error(self, what: str, exc: BaseException) -> TrialSetupError:
+    def _setup_error(self, what: str, exc: BaseException, model: str) -> TrialSetupError:
         return TrialSetupError(
             f"{what} raised {type(exc).__name__}: {exc}\n"
             f"(campaign {self.campaign.name!r}, worker {self.worker_id}). No trial of it can run;"
             f" fix the job file and run the same command again: stored rows are kept.\n"
-            + _error_text(exc)
+            + _error_text(exc), model
         )
 
     def _build(self, name: str) -> torch.nn.Module:
@@ -184,11 +189,13 @@ class TrialWorker:
         try:
             model = call_hook(self.campaign.models[name], self.context)
         except Exception as exc:
-            raise self._setup_error(f"The factory of model {name!r}", exc) from exc
+            raise self._setup_error(f"The factory of model {name!r}", exc, name) from exc
         if not isinstance(model, torch.nn.Module):
             raise TrialSetupError(f"Expected the factory of model {name!r} to return an "
-                                  f"nn.Module, but got {type(model).__name__}.")
+                                  f"nn.Module, but got {type(model).__name__}.", name)
         model = model.to(self.device).eval()
+        for key in [k for k in self._sites if k[0] == name]:  # sites of the replaced replica
+            del self._sites[key]
         self._check_targets(name, model)
         self._models[name] = model
         self._pristine[name] = state_checksum(model)
@@ -201,11 +208,11 @@ class TrialWorker:
 
         for target, spec in self.campaign.targets.items():
             try:
-                resolve_targets(model, spec)
+                self._sites[(name, target)] = resolve_targets(model, spec)
             except (ValueError, TypeError) as exc:
                 raise TrialSetupError(
                     f"Target set {target!r} does not fit model {name!r}: {exc}\n"
-                    "Fix `targets` in the job file and run the same command again."
+                    "Fix `targets` in the job file and run the same command again.", name
                 ) from exc
 
     def _model(self, name: str) -> torch.nn.Module:
@@ -217,7 +224,8 @@ class TrialWorker:
                 data = call_hook(self.campaign.data, self.context, name)
                 self._data[name] = to_device(data, self.device)
             except Exception as exc:
-                raise self._setup_error(f"Loading the data of model {name!r}", exc) from exc
+                raise self._setup_error(f"Loading the data of model {name!r}", exc,
+                                        name) from exc
         return model
 
     def prepare(self, model_names: Sequence[str]) -> dict[str, float]:
@@ -243,6 +251,10 @@ class TrialWorker:
             seconds[name] = 0.0 if built else time.perf_counter() - t0
         return seconds
 
+    def checksums(self) -> dict[str, str]:
+        """Model name -> ``state_checksum`` of the replica right after its factory built it."""
+        return dict(self._pristine)
+
     def _run_eval(self, fn: Callable[[Any, Any], Any], model: torch.nn.Module, name: str) -> Any:
         with torch.no_grad():
             return fn(model, self._data[name])
@@ -261,7 +273,7 @@ class TrialWorker:
                 m.profile(model, lambda mod: self._run_eval(calibrate, mod, model_name))
         except Exception as exc:
             raise self._setup_error(f"Calibrating mitigation {mit_name!r} on {model_name!r}",
-                                    exc) from exc
+                                    exc, model_name) from exc
         self._mits[key] = instances
         self._golden_run(model_name, mit_name, model, instances)
         return instances
@@ -283,7 +295,7 @@ class TrialWorker:
         except Exception as exc:
             raise self._setup_error(
                 f"The golden (fault-free) evaluation of {model_name!r} with mitigation "
-                f"{mit_name!r}", exc) from exc
+                f"{mit_name!r}", exc, model_name) from exc
         finally:
             for h in reversed(handles):
                 h.remove()
@@ -339,18 +351,19 @@ class TrialWorker:
         """
         rebuilt = [m for m in dict.fromkeys(t.model for t in trials) if self.ensure_pristine(m)]
         rows: list[dict[str, Any]] = []
-        sampled: tuple[tuple, Any] | None = None  # (point, FaultMap): shared across mitigations
+        sampled: tuple | None = None  # (point, FaultMap, ...): shared across mitigations
         for t in trials:
             row, sampled = self._run_trial(t, sampled)
             rows.append(row)
         golden, self._new_golden = self._new_golden, []
-        return ChunkResult(rows, golden, self.worker_id, rebuilt, sorted(self._nondeterministic))
+        return ChunkResult(rows, golden, self.worker_id, rebuilt, sorted(self._nondeterministic),
+                           self.checksums())
 
-    def _run_trial(self, t: Trial, sampled: tuple[tuple, Any, float] | None
-                   ) -> tuple[dict[str, Any], tuple[tuple, Any, float] | None]:
-        """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault), reused when
-        ``t`` has the same point (the mitigations of a point share its faults)."""
-        from pytei_ray import Injector
+    def _run_trial(self, t: Trial, sampled: tuple | None) -> tuple[dict[str, Any], tuple | None]:
+        """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault, sites by name),
+        reused when ``t`` has the same point (the mitigations of a point share its faults)."""
+        from pytei_ray.faults.faultmap import sample_fault_map
+        from pytei_ray.injection.apply import apply_faults
 
         mits = self._mitigations(t.model, t.mitigation)
         model = self._models[t.model]
@@ -365,15 +378,15 @@ class TrialWorker:
             point = (t.model, t.target, t.error_model, t.ber, t.seed)
             if sampled is None or sampled[0] != point:
                 error = self.campaign.error_models[t.error_model](t.ber)
-                injector = Injector(targets=self.campaign.targets[t.target], error=error,
-                                    seed=t.seed)
-                fmap = injector.sample(model)
-                sampled = (point, fmap, error.p_no_fault(fmap.n_targeted))
-            _, fmap, p_no_fault = sampled
+                sites = self._sites[(t.model, t.target)]  # resolved once per replica
+                fmap = sample_fault_map([site.info for site in sites], error, t.seed)
+                sampled = (point, fmap, error.p_no_fault(fmap.n_targeted),
+                           {site.name: site for site in sites})
+            _, fmap, p_no_fault, by_name = sampled
             row.update(n_faults_sampled=fmap.n_faults, n_sites=fmap.n_targeted,
                        p_no_fault=p_no_fault)
-            handle = fmap.apply(model, mitigations=mits)
-            with handle as faults:  # `faults`: the map after the mitigations filtered it
+            handle = apply_faults(fmap, model, mits, by_name)
+            with handle as faults:  # the applied faults, after the mitigations filtered them
                 row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
                 row["n_nonfinite"] = faults.n_nonfinite
                 if self._may_skip(t.model) and handle.n_words_changed == 0:
@@ -385,7 +398,8 @@ class TrialWorker:
             row.update(status="ok", error=None)
         except Exception as exc:
             row.update(status="failed", error=_error_text(exc))
-            self.ensure_pristine(t.model)
+            if self.ensure_pristine(t.model):
+                sampled = None  # its sites belong to the replica just replaced
         row.update({m: metrics.get(m) for m in golden})  # None (null) for failed trials
         row.update({f"golden_{m}": v for m, v in golden.items()})
         row.update(worker=self.worker_id, device=str(self.device), started_at=started,

@@ -77,6 +77,9 @@ class Executor(ABC):
         self.config = config or ExecutorConfig()
         #: worker failures, restarts and retries of the last run (zeros for in-process runs)
         self.stats = RunStats()
+        #: (worker id, model -> pristine checksum) of each worker that built models in
+        #: :meth:`prepare` (the driver compares them: see ``campaign.consistency``)
+        self.prepared_checksums: list[tuple[str, dict[str, str]]] = []
 
     @abstractmethod
     def run(self, job: JobRef, chunks: Iterable[Sequence[Trial]],
@@ -96,7 +99,9 @@ class Executor(ABC):
           models may be built on different workers at the same time;
         * keep the built replicas on the workers that built them (they run trials next);
         * let :class:`~pytei_ray.errors.TrialSetupError` propagate; return model name ->
-          seconds its build took (0.0 when it was already built).
+          seconds its build took (0.0 when it was already built);
+        * append ``(worker id, TrialWorker.checksums())`` of every worker that built models
+          to :attr:`prepared_checksums`.
 
         The default runs a temporary in-process :class:`TrialWorker` (CPU unless
         ``config.device`` says otherwise) and drops it afterwards; an executor that does not
@@ -113,7 +118,9 @@ class Executor(ABC):
         if not model_names:
             return {}
         worker = TrialWorker.for_job(job, device=self.config.device or "cpu")
-        return worker.prepare(list(model_names))
+        seconds = worker.prepare(list(model_names))
+        self.prepared_checksums.append((worker.worker_id, worker.checksums()))
+        return seconds
 
     def describe(self) -> str:
         """Short description for the launcher's messages (e.g. ``"local (cpu)"``)."""

@@ -39,7 +39,10 @@ class LocalExecutor(Executor):
 
     def prepare(self, job: JobRef, model_names: Sequence[str]) -> dict[str, float]:
         """Build the models on the worker that then runs the trials (replicas are kept)."""
-        return self._worker_for(job).prepare(list(model_names))
+        worker = self._worker_for(job)
+        seconds = worker.prepare(list(model_names))
+        self.prepared_checksums.append((worker.worker_id, worker.checksums()))
+        return seconds
 
     def run(self, job: JobRef, chunks: Iterable[Sequence[Trial]],
             on_result: ResultCallback) -> None:

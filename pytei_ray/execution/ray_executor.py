@@ -89,9 +89,16 @@ class RayTrialActor:
         """Run one chunk on this actor's replicas (built on first use)."""
         return self._trial_worker().run_chunk(trials)
 
-    def prepare(self, model_names: Sequence[str]) -> dict[str, float]:
-        """Build the named models (and load their data) now; see ``TrialWorker.prepare``."""
-        return self._trial_worker().prepare(list(model_names))
+    def prepare(self, model_names: Sequence[str]
+                ) -> tuple[dict[str, float], str, dict[str, str]]:
+        """Build the named models (and load their data) now; see ``TrialWorker.prepare``.
+
+        Returns:
+            (seconds per model, this worker's id, its pristine checksums per model).
+        """
+        worker = self._trial_worker()
+        seconds = worker.prepare(list(model_names))
+        return seconds, worker.worker_id, worker.checksums()
 
     def _trial_worker(self) -> TrialWorker:
         if self._worker is None:
@@ -289,7 +296,7 @@ class RayExecutor(Executor):
             reported.update(r["trial_id"] for r in rows)
             if rows or result.golden:
                 on_result(ChunkResult(rows, result.golden, result.worker, result.rebuilt,
-                                      result.nondeterministic))
+                                      result.nondeterministic, result.checksums))
         if lost:
             ids = [t.trial_id for t in lost]
             raise TrialsLostError(
@@ -325,7 +332,9 @@ class RayExecutor(Executor):
             seconds: dict[str, float] = {}
             for ref in refs:
                 try:
-                    seconds.update(ray.get(ref))
+                    took, worker, checksums = ray.get(ref)
+                    seconds.update(took)
+                    self.prepared_checksums.append((worker, checksums))
                 except rex.RayTaskError as exc:
                     raise _task_error_cause(exc) from None
                 except _WORKER_LOST:  # built again by the first chunk of that model

@@ -9,8 +9,8 @@ machine, in any visiting order, on CPU or CUDA.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -23,7 +23,16 @@ from .sampling import bernoulli_positions, distinct_positions, rng_for
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
 
-    from ..injection.apply import AppliedWrites, InjectionHandle
+#: Writes a map into a model (``apply_faults(faults, model, mitigations)``); registered by
+#: :mod:`pytei_ray.injection` when it is imported (``import pytei_ray`` does), so that this
+#: package, a pure description of faults, does not depend on the one that applies them.
+_applier: Callable[..., Any] | None = None
+
+
+def set_applier(apply: Callable[..., Any]) -> None:
+    """Register the function behind :meth:`FaultMap.apply` (done by pytei_ray.injection)."""
+    global _applier
+    _applier = apply
 
 
 @dataclass(frozen=True)
@@ -113,7 +122,6 @@ class FaultMap:
     unit: str
     seed: int | None = None
     n_targeted: int | None = None
-    _applied: AppliedWrites | None = field(default=None, repr=False, compare=False)
 
     # ---- statistics --------------------------------------------------------------------------
     @property
@@ -126,14 +134,12 @@ class FaultMap:
         """Total distinct words hit."""
         return sum(t.n_words for t in self.tensors)
 
-    @property
-    def n_nonfinite(self) -> int | None:
-        """NaN/Inf values produced among the hit words by the last apply (None if never applied)."""
-        return None if self._applied is None else self._applied.n_nonfinite
-
-    def summary(self) -> FaultSummary:
-        """Per-tensor statistics: faults, words hit, bits changed, NaN/Inf produced."""
-        applied = self._applied.per_tensor_stats() if self._applied is not None else {}
+    def summary(self, applied: Mapping[str, Mapping[str, int]] | None = None) -> FaultSummary:
+        """Per-tensor statistics: faults and words hit; with ``applied`` (tensor name -> stats
+        of one application, e.g. ``handle.per_tensor_stats()``) also bits changed and NaN/Inf
+        produced. The map itself keeps no state of its applications: the statistics of one
+        live on its handle (``with inj.inject(model) as faults: faults.summary()``).
+        """
         rows = []
         for t in self.tensors:
             row: dict[str, Any] = {
@@ -143,7 +149,7 @@ class FaultMap:
                 "n_faults": t.n_sites,
                 "n_words": t.n_words,
             }
-            if self._applied is not None:
+            if applied is not None:
                 row.update(applied.get(t.name, {"n_bits_changed": 0, "n_nonfinite": 0}))
             rows.append(row)
         totals: dict[str, Any] = {
@@ -180,15 +186,17 @@ class FaultMap:
         return FaultMap(out, self.error, self.unit, self.seed, self.n_targeted)
 
     # ---- applying ----------------------------------------------------------------------------
-    def apply(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> InjectionHandle:
+    def apply(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> Any:
         """Write the faults into ``model`` in place; returns a handle that restores it exactly.
 
-        The handle is a context manager (``with faults.apply(model): ...``). Mitigations filter
-        the faults (SBP) and/or attach hooks (clipping) for the duration of the handle.
+        The handle (:class:`~pytei_ray.injection.apply.InjectionHandle`) is a context manager
+        (``with faults.apply(model) as applied: ...``) whose ``applied`` holds the statistics
+        of this application. Mitigations filter the faults (SBP) and/or attach hooks
+        (clipping) for the duration of the handle.
         """
-        from ..injection.apply import apply_faults
-
-        return apply_faults(self, model, mitigations)
+        if _applier is None:  # pragma: no cover - `import pytei_ray` registers it
+            raise RuntimeError("Import pytei_ray (or pytei_ray.injection) to apply fault maps.")
+        return _applier(self, model, mitigations)
 
     # ---- persistence -------------------------------------------------------------------------
     def save(self, path: str | os.PathLike) -> None:

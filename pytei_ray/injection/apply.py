@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..faults.dtypes import dtype_name, layout_of
-from ..faults.faultmap import FaultMap, TensorFaults
+from ..faults.faultmap import FaultMap, FaultSummary, TensorFaults, set_applier
 from ..faults.models import keeps_every_bit
 from .targets import Site, candidate_sites
 
@@ -128,9 +128,9 @@ def _check_compatible(faults: TensorFaults, site: Site) -> None:
 
 
 class AppliedWrites:
-    """The words one application wrote, kept by the :class:`FaultMap` for its statistics.
+    """The words one application wrote, and the statistics computed from them.
 
-    It holds no reference back to the map, so map and handle form no reference cycle and their
+    It holds no reference to the map or the handle, so nothing forms a reference cycle and the
     arrays are freed as soon as the caller drops them (not at the next garbage collection).
     """
 
@@ -180,10 +180,64 @@ class AppliedWrites:
         return stats
 
 
+class AppliedFaults:
+    """The faults of one application: the applied :class:`FaultMap` plus what writing it did.
+
+    What ``with injector.inject(model) as faults:`` (and ``with fmap.apply(model) as faults:``)
+    gives: it reads like the map (``n_faults``, ``n_words``, ``n_targeted``, ``tensors``,
+    ``save`` ... are the map's, after mitigations filtered it), and adds the statistics of the
+    application, which stay valid after the ``with`` block: ``n_nonfinite``,
+    ``n_words_changed``, ``per_tensor_stats()`` and a :meth:`summary` with bits changed and
+    NaN/Inf per tensor. The map itself (:attr:`map`) keeps no state of it.
+
+    Example:
+        >>> import torch
+        >>> from pytei_ray import BitFlip, Injector
+        >>> with Injector(error=BitFlip(n=3), seed=1).inject(torch.nn.Linear(8, 8)) as faults:
+        ...     pass
+        >>> faults.n_faults, faults.summary().totals["n_bits_changed"]
+        (3, 3)
+    """
+
+    __slots__ = ("map", "_applied", "__weakref__")
+
+    def __init__(self, faults: FaultMap, applied: AppliedWrites) -> None:
+        self.map = faults  # the applied (mitigation-filtered) map
+        self._applied = applied
+
+    def __getattr__(self, name: str) -> Any:
+        if name in AppliedFaults.__slots__:  # not set yet (e.g. during unpickling)
+            raise AttributeError(name)
+        return getattr(self.map, name)
+
+    @property
+    def n_nonfinite(self) -> int:
+        """NaN/Inf words produced by this application (floating-point tensors only)."""
+        return self._applied.n_nonfinite
+
+    @property
+    def n_words_changed(self) -> int:
+        """Written words whose value changed (see :attr:`InjectionHandle.n_words_changed`)."""
+        return self._applied.n_words_changed
+
+    def per_tensor_stats(self) -> dict[str, dict[str, int]]:
+        """Bits actually changed and NaN/Inf produced, per tensor (synchronizes with the device)."""
+        return self._applied.per_tensor_stats()
+
+    def summary(self) -> FaultSummary:
+        """Per-tensor faults, words hit, bits changed and NaN/Inf produced; ``str()`` is a table."""
+        return self.map.summary(applied=self._applied.per_tensor_stats())
+
+    def __repr__(self) -> str:
+        return (f"AppliedFaults(n_faults={self.map.n_faults}, n_words={self.map.n_words}, "
+                f"error={self.map.error!r})")
+
+
 class InjectionHandle:
     """Faults written into a model; ``restore()`` (or leaving the ``with`` block) undoes them.
 
-    Entering the context returns the applied :class:`FaultMap`.
+    Entering the context returns the :class:`AppliedFaults` (the applied map and the
+    statistics of this application); :attr:`faults` is the applied :class:`FaultMap` itself.
     """
 
     def __init__(self, faults: FaultMap, writes: list[_Write], hooks: list[Any]) -> None:
@@ -211,8 +265,17 @@ class InjectionHandle:
 
     remove = restore  # RemovableHandle-style alias
 
-    def __enter__(self) -> FaultMap:
-        return self.faults
+    def __enter__(self) -> AppliedFaults:
+        return self.applied
+
+    @property
+    def applied(self) -> AppliedFaults:
+        """The applied map with the statistics of this application."""
+        return AppliedFaults(self.faults, self._applied)
+
+    def summary(self) -> FaultSummary:
+        """Per-tensor statistics of this application (see :meth:`AppliedFaults.summary`)."""
+        return self.applied.summary()
 
     def __exit__(self, *exc: object) -> None:
         self.restore()
@@ -358,6 +421,7 @@ def apply_faults(
     except BaseException:
         InjectionHandle(faults, writes, hooks).restore()
         raise
-    handle = InjectionHandle(faults, writes, hooks)
-    faults._applied = handle._applied
-    return handle
+    return InjectionHandle(faults, writes, hooks)
+
+
+set_applier(apply_faults)

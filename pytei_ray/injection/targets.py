@@ -160,11 +160,33 @@ def _match(model: nn.Module, sites: dict[str, Site], item: TargetItem) -> set[st
     if _is_glob(item):
         found = set(fnmatch.filter(sites, item))
         if not found:
+            buffers = fnmatch.filter(_buffer_names(model, sites), item)
+            if buffers:
+                raise ValueError(
+                    f"Target pattern {item!r} matches only buffers ({buffers[:5]}"
+                    f"{' ...' if len(buffers) > 5 else ''}), which are targets only with "
+                    f"include_buffers=True{_BUFFER_HINT}"
+                )
             raise ValueError(
                 f"Target pattern {item!r} matches no tensor of the model.\n"
                 f"{_close(item.replace('*', ''), sites)}"
             )
         return found
     if item not in sites:
+        if item in _buffer_names(model, sites):
+            raise ValueError(
+                f"Target {item!r} is a buffer, not a parameter: buffers (e.g. BatchNorm running "
+                "statistics) are targets only with include_buffers=True"
+                f"{_BUFFER_HINT}"
+            )
         raise ValueError(f"Unknown target tensor {item!r}.\n{_close(item, sites)}")
     return {item}
+
+
+_BUFFER_HINT = (" (Injector(targets, error, include_buffers=True)); a campaign's target sets "
+                "cover parameters and quantized weights only.")
+
+
+def _buffer_names(model: nn.Module, sites: dict[str, Site]) -> list[str]:
+    """Buffers of ``model`` that are not sites (``include_buffers`` was not given)."""
+    return [n for n, _ in model.named_buffers() if n not in sites]

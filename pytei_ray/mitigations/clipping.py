@@ -63,9 +63,38 @@ class _LayerClamp(Mitigation):
 class Clip(_LayerClamp):
     """Clamp outputs of every ``nn.Linear`` but the last to ``[low, high]``, NaN -> ``nan_to``.
 
+    A forward hook on each clamped layer replaces NaN by ``nan_to``, +inf by ``high``, -inf by
+    ``low`` and clamps the rest to ``[low, high]`` (PyTEI's activation clipping: +-100, NaN ->
+    0). Only floating-point tensor outputs are touched (a layer returning a tuple is left as it
+    is). The hooks live as long as the injection handle.
+
+    Args:
+        low, high: the bounds (finite, ``low < high``).
+        layers: module types whose outputs are clamped, matched with ``isinstance`` in
+            ``model.named_modules()`` order; default ``(nn.Linear,)`` only. Convolutions are
+            not clamped unless named: ``layers=(nn.Linear, nn.Conv2d)`` (any ``nn.Module``
+            subclass works, e.g. ``nn.Conv1d``, ``nn.EmbeddingBag``).
+        skip_last: leave the last matching layer (in ``named_modules()`` order, i.e. the
+            order of attribute definition, not of execution) unclamped, as PyTEI does so that
+            the output layer's logits keep their range; ``False`` clamps every matching layer.
+        nan_to: the value NaN becomes.
+
+    Raises:
+        ValueError: on attach, when the model has no layer to clamp (none of ``layers``, or
+            only one with ``skip_last=True``).
+
     Example:
         >>> Clip()
         Clip(low=-100.0, high=100.0)
+        >>> from torch import nn
+        >>> model = nn.Sequential(nn.Conv1d(1, 2, 3), nn.Flatten(), nn.Linear(4, 3),
+        ...                       nn.Linear(3, 1))
+        >>> [n for n, _ in Clip().hooked_modules(model)]
+        ['2']
+        >>> [n for n, _ in Clip(layers=(nn.Linear, nn.Conv1d)).hooked_modules(model)]
+        ['0', '2']
+        >>> [n for n, _ in Clip(skip_last=False).hooked_modules(model)]
+        ['2', '3']
     """
 
     name = "clip"

@@ -16,6 +16,7 @@ __all__ = [
     "TAIL_FIELDS",
     "RESERVED",
     "RESULT_COLUMNS",
+    "GOLDEN_COLUMNS",
     "result_schema",
     "golden_schema",
     "rows_to_table",
@@ -67,6 +68,9 @@ _GOLDEN_TAIL = (
 
 #: The fixed (non-metric) columns of a result row, in schema order.
 RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in HEAD_FIELDS + TAIL_FIELDS)
+
+#: The fixed (non-metric) columns of a golden row.
+GOLDEN_COLUMNS: frozenset[str] = frozenset(f.name for f in _GOLDEN_HEAD + _GOLDEN_TAIL)
 
 #: Names a metric may not take (they are columns of every row).
 RESERVED = frozenset(f.name for f in HEAD_FIELDS + TAIL_FIELDS) | {"kind"}

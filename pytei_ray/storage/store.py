@@ -24,8 +24,9 @@ import os
 import time
 import uuid
 import warnings
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
@@ -49,9 +50,29 @@ from .lock import LeaseLock, LocalLock
 from .manifest import manifest_bytes, parse_manifest
 from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
 
-__all__ = ["ResultsStore", "put_atomic", "resolve_location"]
+__all__ = ["ResultsStore", "StoredScan", "put_atomic", "resolve_location"]
 
 _MAGIC = b"PAR1"
+
+
+@dataclass
+class StoredScan:
+    """What one pass over a results directory's parts found (:meth:`ResultsStore.scan`).
+
+    Attributes:
+        rows: the requested columns of every stored result row (a column a part lacks: None).
+        metrics: metric names in the parts' schemas (first-seen order).
+        schemas: part path -> its Arrow schema (whether it conforms to the current row schema).
+        golden: every stored golden row.
+        golden_of_rows: (model, mitigation) -> the ``golden_<m>`` values its stored result rows
+            carry (metric -> value; from its first row).
+    """
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    metrics: list[str] = field(default_factory=list)
+    schemas: dict[str, pa.Schema] = field(default_factory=dict)
+    golden: list[dict[str, Any]] = field(default_factory=list)
+    golden_of_rows: dict[tuple[str, str], dict[str, float | None]] = field(default_factory=dict)
 
 
 def put_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
@@ -284,8 +305,11 @@ class ResultsStore:
         directory = self._join(GOLDEN_DIR) if golden else self.path
         return [i.path for i in self._list(directory) if is_part_name(os.path.basename(i.path))]
 
-    def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
-        """Why the part is unreadable, or None if it is whole."""
+    def _open_part(self, info: pafs.FileInfo, columns: Sequence[str] | None,
+                   extra: Callable[[pa.Schema], list[str]] | None = None
+                   ) -> tuple[pa.Schema, pa.Table] | str:
+        """Read a part once: its schema and the given columns (those it has, plus
+        ``extra(schema)``); or why it is unreadable (a string)."""
         if info.size is None or info.size < 12:
             return f"{info.size} bytes, too short for Parquet"
         try:
@@ -296,36 +320,90 @@ class ResultsStore:
                 if head != _MAGIC or tail != _MAGIC:
                     return "missing Parquet magic bytes (torn write?)"
                 f.seek(0)
-                pq.read_table(f, columns=columns)
+                part = pq.ParquetFile(f)
+                schema = part.schema_arrow
+                want = None if columns is None else [c for c in columns if c in schema.names]
+                if want is not None and extra is not None:
+                    want += [c for c in extra(schema) if c not in want]
+                return schema, part.read(columns=want)
         except Exception as exc:  # any decoding failure means the file is unusable
             return f"unreadable ({type(exc).__name__}: {exc})"
-        return None
+
+    def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
+        """Why the part is unreadable, or None if it is whole."""
+        got = self._open_part(info, columns)
+        return got if isinstance(got, str) else None
+
+    def _quarantine(self, info: pafs.FileInfo, reason: str) -> None:
+        name = os.path.basename(info.path)
+        self.fs.create_dir(self._join(QUARANTINE_DIR), recursive=True)
+        dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
+        self.fs.move(info.path, dest)
+        warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
+                      "Its rows will be computed again.", stacklevel=3)
+
+    def _whole_parts(self, directory: str, columns: Sequence[str] | None,
+                     extra: Callable[[pa.Schema], list[str]] | None = None,
+                     ) -> Iterator[tuple[str, pa.Schema, pa.Table]]:
+        """Every whole part of ``directory``, read once; torn ones are quarantined, leftover
+        ``.tmp`` files of interrupted local writes removed."""
+        for info in self._list(directory):
+            name = os.path.basename(info.path)
+            if name.startswith(".") and ".tmp-" in name:
+                self.fs.delete_file(info.path)
+                continue
+            if not is_part_name(name):
+                continue
+            got = self._open_part(info, columns, extra)
+            if isinstance(got, str):
+                self._quarantine(info, got)
+                continue
+            yield info.path, got[0], got[1]
 
     def quarantine_bad_parts(self) -> list[str]:
         """Move torn/unreadable parts to ``_quarantine/`` (their trials will simply rerun).
 
         Also removes leftover ``.tmp`` files of interrupted local writes. Returns the moved paths.
         """
-        moved = []
+        before = set(self.part_paths()) | set(self.part_paths(golden=True))
         for directory, columns in ((self.path, ["trial_id", "status"]),
                                    (self._join(GOLDEN_DIR), ["model", "mitigation"])):
-            for info in self._list(directory):
-                name = os.path.basename(info.path)
-                if name.startswith(".") and ".tmp-" in name:
-                    self.fs.delete_file(info.path)
-                    continue
-                if not is_part_name(name):
-                    continue
-                reason = self._check_part(info, columns)
-                if reason is None:
-                    continue
-                self.fs.create_dir(self._join(QUARANTINE_DIR), recursive=True)
-                dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
-                self.fs.move(info.path, dest)
-                warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
-                              "Its rows will be computed again.", stacklevel=2)
-                moved.append(info.path)
-        return moved
+            for _ in self._whole_parts(directory, columns):
+                pass
+        after = set(self.part_paths()) | set(self.part_paths(golden=True))
+        return sorted(before - after)
+
+    def scan(self, columns: Sequence[str]) -> StoredScan:
+        """Everything a resume needs, reading each stored part once (footer and ``columns``).
+
+        Torn parts are quarantined on the way (as :meth:`quarantine_bad_parts`). Besides
+        ``columns`` of every result row, it gathers the metric names of the parts' schemas,
+        the schemas themselves (so the writer knows which parts to conform without reading
+        them again), the stored golden rows, and the golden values that the result rows
+        carry (``golden_<m>``, from the first row of each (model, mitigation)).
+        """
+        columns = list(dict.fromkeys([*columns, "model", "mitigation"]))
+        out = StoredScan()
+        seen: dict[str, None] = {}
+
+        def golden_columns(schema: pa.Schema) -> list[str]:
+            return [f"golden_{m}" for m in metrics_of_schema(schema)]
+
+        for path, schema, table in self._whole_parts(self.path, columns, golden_columns):
+            out.schemas[path] = schema
+            seen.update(dict.fromkeys(metrics_of_schema(schema)))
+            names = set(table.column_names)
+            missing = dict.fromkeys(c for c in columns if c not in names)
+            gcols = [c for c in table.column_names if c.startswith("golden_")]
+            for r in table.to_pylist():
+                out.rows.append({**missing, **{c: r.get(c) for c in columns if c in names}})
+                key = (r["model"], r["mitigation"])
+                if key not in out.golden_of_rows:
+                    out.golden_of_rows[key] = {c[len("golden_"):]: r[c] for c in gcols}
+        out.metrics = list(seen)
+        for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
+            out.golden.extend(table.to_pylist())
+        return out
 
     def stored_metrics(self) -> list[str]:
         """Metric names found in the schemas of the stored result parts (first-seen order)."""
@@ -334,18 +412,25 @@ class ResultsStore:
             seen.update(dict.fromkeys(metrics_of_schema(pq.read_schema(path, filesystem=self.fs))))
         return list(seen)
 
-    def conform_parts(self, metrics: Sequence[str]) -> int:
+    def conform_parts(self, metrics: Sequence[str],
+                      schemas: dict[str, pa.Schema] | None = None) -> int:
         """Rewrite any part whose schema is not ``result_schema(metrics)`` (adds null columns).
 
-        Needed when a later trial brings a metric the earlier parts lack. Returns parts rewritten.
+        Needed when a later trial brings a metric the earlier parts lack. ``schemas`` (path ->
+        schema, e.g. :attr:`StoredScan.schemas`) saves reading the footers again; it is kept
+        up to date. Returns parts rewritten.
         """
         schema = result_schema(metrics)
         n = 0
         for path in self.part_paths():
-            if pq.read_schema(path, filesystem=self.fs).equals(schema):
+            known = schemas.get(path) if schemas is not None else None
+            stored = known if known is not None else pq.read_schema(path, filesystem=self.fs)
+            if stored.equals(schema):
                 continue
             table = pq.read_table(path, filesystem=self.fs)
             self._put(path, self._parquet_bytes(rows_to_table(table.to_pylist(), schema)))
+            if schemas is not None:
+                schemas[path] = schema
             n += 1
         return n
 

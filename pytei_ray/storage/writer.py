@@ -33,6 +33,9 @@ class ResultsWriter:
         known_golden: (model, mitigation) pairs whose golden row is stored already.
         on_new_metrics: called with the full metric list before a part with new metrics is
             written (the launcher records it in the manifest).
+        stored_schemas: path -> schema of the stored result parts, when the caller has them
+            (:attr:`~pytei_ray.storage.store.StoredScan.schemas`): checking that the parts
+            conform to the row schema then reads no footer again.
 
     Example:
         >>> import tempfile
@@ -51,6 +54,7 @@ class ResultsWriter:
         flush_seconds: float = 10.0,
         known_golden: Iterable[tuple[str, str]] = (),
         on_new_metrics: Callable[[list[str]], None] | None = None,
+        stored_schemas: dict[str, Any] | None = None,
     ) -> None:
         self.store = store
         self.metrics = list(metrics)
@@ -61,6 +65,7 @@ class ResultsWriter:
         self.rows_per_part = rows_per_part
         self.flush_seconds = float(flush_seconds)
         self.on_new_metrics = on_new_metrics
+        self._schemas = stored_schemas  # path -> schema of stored parts (None: read footers)
         # run id: part names of one run sort together and never collide with another run's
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
         self.run_id = f"{stamp}-{uuid.uuid4().hex[:6]}"
@@ -103,7 +108,7 @@ class ResultsWriter:
         self.metrics += new
         if self.on_new_metrics is not None:
             self.on_new_metrics(list(self.metrics))
-        self.store.conform_parts(self.metrics)
+        self.store.conform_parts(self.metrics, self._schemas)
 
     def _name(self) -> str:
         self._seq += 1
@@ -120,7 +125,7 @@ class ResultsWriter:
         if not self._conformed:
             # parts written by an older version may lack columns added since (e.g.
             # `evaluated`); readers take one part's schema and would drop them silently
-            self.store.conform_parts(self.metrics)
+            self.store.conform_parts(self.metrics, self._schemas)
             self._conformed = True
         self.store.write_part(rows, self.metrics, self._name())
         self.rows_written += len(rows)
