@@ -160,3 +160,18 @@ def test_sigkill_during_adaptive_rounds_then_rerun_gives_the_uninterrupted_datas
         assert 0 < _stored(out) < n_ref
         run(job, str(out), **_quiet())
         pd.testing.assert_frame_equal(table(out), table(ref))
+
+
+def test_report_agrees_with_the_run_on_open_cells(tmp_path):
+    """The run and the report judge cells with one function: the report's open cells of the
+    target metric are exactly the cells the run summary lists as stopped at the cap."""
+    from pytei_ray.report import summarize
+
+    job = _job(tmp_path)
+    s = run(job, str(tmp_path / "out"), **_quiet())
+    table = summarize(str(tmp_path / "out"), metric="accuracy")
+    open_cells = table[~table["conclusive"]]
+    assert len(open_cells) == len(s.at_cap) > 0
+    assert open_cells["at_cap"].all() and (open_cells["trials"] == 16).all()
+    listed = {line.split(":")[0] for line in s.at_cap}
+    assert listed == {f"m/all/bitflip/{r.ber}/{r.mitigation}" for r in open_cells.itertuples()}
