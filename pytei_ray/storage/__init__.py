@@ -55,6 +55,7 @@ __all__ = [
     "validate_manifest",
     "new_manifest",
     "updated_manifest",
+    "touch",
 ]
 
 _LAZY = {
@@ -62,7 +63,7 @@ _LAZY = {
     "result_schema": "schema", "golden_schema": "schema", "rows_to_table": "schema",
     "RESERVED": "schema", "RESULT_COLUMNS": "schema",
     "MANIFEST_FORMAT": "manifest", "parse_manifest": "manifest", "validate_manifest": "manifest",
-    "new_manifest": "manifest", "updated_manifest": "manifest",
+    "new_manifest": "manifest", "updated_manifest": "manifest", "touch": "manifest",
 }
 
 

@@ -27,7 +27,7 @@ from pytei_ray.errors import ResultsDirError
 from .layout import MANIFEST
 
 __all__ = ["MANIFEST_FORMAT", "new_manifest", "updated_manifest", "parse_manifest",
-           "validate_manifest", "manifest_bytes"]
+           "validate_manifest", "manifest_bytes", "touch"]
 
 #: Schema version of the manifest; bump it (and teach :func:`validate_manifest`) on any change.
 MANIFEST_FORMAT = "pytei_ray.results/1"
@@ -49,6 +49,12 @@ _JOB_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def touch(manifest: dict[str, Any]) -> dict[str, Any]:
+    """Set ``updated_at`` to now (after a change the caller is about to store); returns it."""
+    manifest["updated_at"] = _now()
+    return manifest
 
 
 def new_manifest(spec: dict[str, Any], *, spec_hash: str, n_trials: int, metrics: Sequence[str],

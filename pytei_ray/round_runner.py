@@ -1,0 +1,262 @@
+"""The driver's engine: run the pending trials of each round on one executor and store them.
+
+:class:`RoundRunner` starts the executor at the first round that has trials to run (so a
+complete campaign starts nothing), prepares each model once, keeps one progress bar whose total
+grows per round, checks every returned chunk (golden drift, model checksums, the precision
+target's metric) before its rows are stored, and flushes the writer after each round and before
+the executor goes away. :func:`pytei_ray.driver.run` decides what each round runs.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from pytei_ray.campaign.consistency import Consistency
+from pytei_ray.campaign.jobfile import JobRef
+from pytei_ray.campaign.rounds import DecisionRows, Round
+from pytei_ray.campaign.trials import Trial, make_chunks
+from pytei_ray.errors import CampaignSpecError, TrialSetupError, TrialsLostError
+from pytei_ray.execution.base import Executor
+from pytei_ray.storage import ResultsStore, ResultsWriter, touch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from pytei_ray.driver import RunSummary
+
+__all__ = ["RoundRunner", "check_target_metric", "golden_to_recompute", "report_nonfinite"]
+
+
+class RoundRunner:
+    """Runs the pending trials of each round on one executor, started at the first round
+    that has any, and writes their rows; one progress bar whose total grows per round."""
+
+    def __init__(self, job: JobRef, make_executor: Callable[[], Executor],
+                 writer: ResultsWriter, decide: DecisionRows, summary: RunSummary,
+                 chunk_size: int, progress: bool, echo: Callable[[str], None],
+                 location: str, on_nondeterministic: Callable[[list[str]], None],
+                 check: Callable[[Any], None]) -> None:
+        self.job, self.writer, self.decide, self.summary = job, writer, decide, summary
+        self.chunk_size, self.progress, self.echo, self.location = (chunk_size, progress, echo,
+                                                                    location)
+        self._make_executor = make_executor  # called once, at the first round with work
+        self.on_nondeterministic = on_nondeterministic
+        self.check = check  # refuses a chunk (or prepared replicas) that would mix experiments
+        #: the setup failure of a model found by prepare: its trials are skipped, the others
+        #: run, and the run ends with this error (exit status 1)
+        self.setup_failed: TrialSetupError | None = None
+        self.ex: Executor | None = None
+        self._stack = contextlib.ExitStack()
+        self._prepared: set[str] = set()
+        self.bar: Any = None
+
+    def _start(self, n_pending: int) -> Executor:
+        if self.ex is None:
+            ex = self._make_executor()
+            self._stack.enter_context(ex)
+            self.ex = ex
+            campaign = self.job.campaign()
+            # describe() starts or joins Ray (once: prepare and run reuse it) to name it here;
+            # inside the executor's context so that a Ray it started is shut down in any case
+            echo_total = f" of {self.summary.total}" if campaign.precision is None else ""
+            self.echo(f"{campaign.name}: running {n_pending}{echo_total} trials on "
+                      f"{ex.describe()} -> {self.location}")
+        return self.ex
+
+    def recompute_golden(self, trials: list[Trial]) -> None:
+        """Golden rows whose part was lost (quarantined): run one stored trial of each pair."""
+        ex = self._start(len(trials))
+        models = [m for m in dict.fromkeys(t.model for t in trials) if m not in self._prepared]
+        self._prepare(ex, models)
+        trials = self._runnable(trials)
+        _recompute_golden(ex, self.job, trials, self.writer, self.check, self.echo)
+
+    def _prepare(self, ex: Executor, models: list[str]) -> None:
+        failed = _prepare(ex, self.job, models, self.echo)
+        self._prepared.update(models)
+        for worker, checksums in ex.prepared_checksums:  # refused before any trial runs
+            self.check(_Prepared(worker, checksums))
+        ex.prepared_checksums.clear()
+        if failed is not None and self.setup_failed is None:
+            self.setup_failed = failed
+
+    def _runnable(self, trials: list[Trial]) -> list[Trial]:
+        """``trials`` without those of a model that could not be built."""
+        bad = self.setup_failed.model if self.setup_failed is not None else None
+        return trials if bad is None else [t for t in trials if t.model != bad]
+
+    def run_round(self, rnd: Round, pending: list[Trial], n_looks: int) -> None:
+        from tqdm.auto import tqdm
+
+        ex = self._start(len(pending))
+        campaign = self.job.campaign()
+        models = [m for m in campaign.models if m not in self._prepared
+                  and any(t.model == m for t in pending)]
+        self._prepare(ex, models)
+        pending = self._runnable(pending)
+        if not pending:
+            return
+        desc = campaign.name if n_looks == 1 else (
+            f"{campaign.name} round {rnd.index + 1}/{n_looks} ({rnd.n_points} points to "
+            f"{rnd.reps} reps)")
+        if self.bar is None:  # after prepare, so that its rate and ETA are the trials'
+            self.bar = tqdm(total=len(pending), unit="trial", desc=desc,
+                            disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
+        else:
+            self.bar.total += len(pending)
+            self.bar.set_description(desc)
+            self.bar.refresh()
+        delivered: set[str] = set()  # trial ids with a row from this round
+        stats, summary, bar = ex.stats, self.summary, self.bar
+
+        def on_result(result: Any) -> None:
+            check_target_metric(campaign, result.rows)
+            self.check(result)  # raises before anything of the chunk is stored
+            self.writer.add(result.rows, result.golden)
+            self.on_nondeterministic(result.nondeterministic)
+            self.decide.add(result.rows)
+            delivered.update(r["trial_id"] for r in result.rows)
+            summary.ran += len(result.rows)
+            summary.evaluated += sum(bool(r.get("evaluated", True)) for r in result.rows)
+            summary.failed += sum(r["status"] != "ok" for r in result.rows)
+            for name in result.rebuilt:
+                self.echo(f"warning: replica of {name!r} on {result.worker} was modified; "
+                          "rebuilt it.")
+            bar.update(len(result.rows))
+            postfix = {k: v for k, v in (("failed", summary.failed),
+                                          ("workers_lost", stats.worker_failures)) if v}
+            if postfix:
+                bar.set_postfix(postfix)
+
+        ex.run(self.job, make_chunks(pending, self.chunk_size), on_result)
+        summary.worker_failures = stats.worker_failures
+        summary.worker_events = stats.failures()
+        missing = [t.trial_id for t in pending if t.trial_id not in delivered]
+        if missing:  # an executor must report every trial or raise; never lose one quietly
+            raise TrialsLostError(
+                f"The {ex.name} executor finished without a row for {len(missing)} "
+                f"trial(s): {', '.join(missing[:10])}{' ...' if len(missing) > 10 else ''}"
+                "\nEvery row it reported is stored; run the same command again to run only "
+                "these.", missing)
+        # the next decision reads these rows: store them first, so that a crash after the
+        # decision never leaves a dataset that the decision did not see
+        self.writer.flush()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        try:
+            self.writer.close()
+        finally:
+            if self.ex is not None:
+                self.summary.worker_failures = self.ex.stats.worker_failures
+                self.summary.worker_events = self.ex.stats.failures()
+            self._stack.close()
+
+
+def check_target_metric(campaign: Any, rows: list[dict[str, Any]]) -> None:
+    """Refuse a precision target for a metric that ``evaluate`` does not return (checked on
+    the first rows, before they are stored: no row of a run that cannot stop is kept)."""
+    target = campaign.precision
+    ok = [r for r in rows if r.get("status") == "ok"]
+    if target is None or not ok or f"golden_{target.metric}" in ok[0]:
+        return
+    found = sorted(k[len("golden_"):] for k in ok[0] if k.startswith("golden_"))
+    raise CampaignSpecError(
+        f"Expected the precision target's metric to be one that evaluate() returns, but got "
+        f"{target.metric!r}.\n  evaluate() returns: {found}\nPass --precision with one of "
+        "them (e.g. --precision {}=0.01); nothing was stored.".format(found[0] if found
+                                                                      else "METRIC"))
+
+
+def _prepare(ex: Executor, job: JobRef, models: list[str],
+             echo: Callable[[str], None]) -> TrialSetupError | None:
+    """Build (train, or load from the artifact cache) every model that has trials to run.
+
+    A failure of a model's factory or data hook is reported here and returned: the driver
+    skips that model's trials, runs the others, and ends with the error (exit status 1).
+    Without a model name in the error, the run stops at the failing model's first trial.
+    """
+    if not models:
+        return None
+    t0 = time.perf_counter()
+    try:
+        seconds = ex.prepare(job, models)
+    except TrialSetupError as exc:
+        first = str(exc).splitlines()[0]
+        if exc.model is not None:
+            echo(f"warning: preparing model {exc.model!r} failed ({first}); its trials are "
+                 "skipped, the other models' trials run, and the run ends with this error "
+                 "(exit status 1).")
+            return exc
+        echo(f"warning: preparing the models failed ({first}); the run stops at the first "
+             "trial of the failing model (exit status 1); models before it in `models` run.")
+        return None
+    took = ", ".join(f"{m} {s:.1f}s" for m, s in seconds.items()) if seconds else ""
+    echo(f"Prepared {len(models)} model(s) in {time.perf_counter() - t0:.1f} s"
+         + (f" ({took})" if took else ""))
+    return None
+
+
+@dataclass
+class _Prepared:
+    """The checksums a worker reported from ``prepare``, shaped like a chunk for the checks."""
+
+    worker: str
+    checksums: dict[str, str]
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    golden: list[dict[str, Any]] = field(default_factory=list)
+    nondeterministic: list[str] = field(default_factory=list)
+
+
+def report_nonfinite(checks: Consistency, golden: list[dict[str, Any]],
+                      manifest: dict[str, Any], store: ResultsStore,
+                      echo: Callable[[str], None]) -> None:
+    """Warn about (once each) and record non-finite golden metrics: not refused, since every
+    run reproduces them and the other metrics stay valid, but no trial can be compared with
+    them."""
+    found = checks.nonfinite(golden)
+    if not found:
+        return
+    for d in found:
+        echo(f"warning: the golden (fault-free) value of metric {d['metric']!r} of model "
+             f"{d['model']!r} with mitigation {d['mitigation']!r} is {d['value']}: every "
+             "trial's comparison with it (loss, SDC) is meaningless. Check evaluate() on "
+             "fault-free data (recorded as 'nonfinite_golden' in the manifest).")
+    manifest["nonfinite_golden"] = [*(manifest.get("nonfinite_golden") or []), *found]
+    touch(manifest)
+    store.write_manifest(manifest)
+
+
+def golden_to_recompute(trials: list[Trial], pending: list[Trial],
+                         stored: set[tuple[str, str]]) -> list[Trial]:
+    """One stored trial per (model, mitigation) whose golden row is missing (e.g. its part was
+    torn and quarantined) and that has no pending trial to bring it back: running it again
+    yields the golden row (its result row, already stored, is discarded)."""
+    covered = stored | {(t.model, t.mitigation) for t in pending}
+    out: dict[tuple[str, str], Trial] = {}
+    for t in trials:
+        key = (t.model, t.mitigation)
+        if key not in covered and key not in out:
+            out[key] = t
+    return list(out.values())
+
+
+def _recompute_golden(ex: Executor, job: JobRef, trials: list[Trial], writer: ResultsWriter,
+                      check: Callable[[Any], None], echo: Callable[[str], None]) -> None:
+    """Run ``trials`` only for the golden rows they produce (see :func:`golden_to_recompute`);
+    each is checked against the golden values of the stored rows first."""
+    if not trials:
+        return
+    pairs = ", ".join(f"{t.model}/{t.mitigation}" for t in trials)
+    echo(f"Recomputing {len(trials)} missing golden row(s): {pairs}")
+
+    def on_result(result: Any) -> None:
+        check(result)
+        writer.add([], result.golden)
+
+    ex.run(job, make_chunks(trials, 1), on_result)
+    writer.flush()
