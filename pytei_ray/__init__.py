@@ -17,11 +17,22 @@ from .faults import (
     bit_fields,
     supported_dtypes,
 )
-from .injection import InjectionHandle, Injector, read_target_file, state_checksum
+from .injection import (
+    ActivationHandle,
+    ActivationInjector,
+    Activations,
+    InjectionHandle,
+    Injector,
+    read_target_file,
+    state_checksum,
+)
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationHandle",
+    "ActivationInjector",
+    "Activations",
     "BitFlip",
     "Campaign",
     "ErrorModel",
