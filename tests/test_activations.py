@@ -256,3 +256,58 @@ def test_bad_input_is_refused_with_the_rule():
     with ActivationInjector("", BitFlip(1e-3)).inject(cast := Cast(torch.bool)):
         with pytest.raises(TypeError, match="Unsupported dtype"):
             cast(torch.ones(2))
+
+
+# ---- mitigations -------------------------------------------------------------------------------
+def test_sbp_masks_activation_faults_on_the_protected_bits():
+    from pytei_ray.faults import bit_fields
+    from pytei_ray.mitigations import SBP
+
+    model, x = make_mlp(), torch.randn(8, 32)
+    with torch.no_grad():
+        clean = words(model[0](x))
+    inj = ActivationInjector("0", BitFlip(0.02), seed=9)
+    with inj.inject(model, mitigations=[SBP()]) as h, torch.no_grad():
+        out = words(model[0](x))
+    assert 0 < h.n_faults < h.n_faults_sampled
+    changed = (clean ^ out).view(np.uint32)
+    protected = sum(1 << b for b in bit_fields(torch.float32)["sign"]
+                    + bit_fields(torch.float32)["exponent"])
+    assert changed.any() and not (changed & protected).any()
+    # same seed without SBP: the same draw, with the protected flips back in
+    with inj.inject(model) as h2, torch.no_grad():
+        model[0](x)
+    assert h2.n_faults == h2.n_faults_sampled == h.n_faults_sampled
+
+
+@pytest.mark.parametrize("attach_first", [False, True])
+def test_clip_sees_the_fault_in_the_same_layer_output(attach_first):
+    from pytei_ray.mitigations import Clip
+
+    model, x = make_mlp(), torch.randn(8, 32)
+    huge = StuckAt(0.2, value=1, bits=[30])  # exponent MSB: values of ~1e38, or inf/NaN
+    with torch.no_grad():
+        with ActivationInjector("0", huge, seed=0).inject(model):
+            raw = model[0](x)  # unmitigated: the fault is there
+            assert (~torch.isfinite(raw) | (raw.abs() > 1e30)).any()
+        outer = Clip().attach(model) if attach_first else None
+        mits = [] if attach_first else [Clip()]
+        with ActivationInjector("0", huge, seed=0).inject(model, mitigations=mits) as h:
+            out = model[0](x)
+        if outer is not None:
+            outer.remove()
+    assert h.n_faults > 0
+    assert torch.isfinite(out).all() and out.abs().max() <= 100
+    assert hooks_left(model) == 0
+
+
+def test_ranger_clamps_activation_faults_to_profiled_bounds():
+    from pytei_ray.mitigations import Ranger
+
+    model, x = make_mlp(), torch.randn(8, 32)
+    ranger = Ranger().profile(model, lambda m: m(x))
+    lo, hi = ranger.ranges["0"]
+    with ActivationInjector("0", StuckAt(0.2, value=1, bits=[30])).inject(
+            model, mitigations=[ranger]), torch.no_grad():
+        out = model[0](x)
+    assert lo <= float(out.min()) and float(out.max()) <= hi
