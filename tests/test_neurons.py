@@ -99,6 +99,8 @@ def test_random_fault_per_layer_hits_each_layer_once():
     d, _, h = diffs(model, x, lambda: random_fault_per_layer(model, 3, seed=0))
     assert sorted(h.faults_per_module().values()) == [2, 2, 2]  # one per layer, two calls
     assert len(d["0"]) == 1  # later layers also see the faults propagated from earlier ones
+    first = [c for c in h.calls if c.call == 0]
+    assert len({int(c.index[0]) // int(np.prod(c.shape[1:])) for c in first}) == 1  # one sample
 
 
 def test_bad_neuron_faults():

@@ -236,9 +236,9 @@ def random_neuron_fault_batched(model: nn.Module, batch_size: int, *, low: float
 def random_fault_per_layer(model: nn.Module, batch_size: int = 1, *, low: float = -1.0,
                            high: float = 1.0, layer_types: Sequence[type] = (nn.Conv2d,),
                            seed: int = 0) -> ActivationHandle:
-    """PyTorchFI's ``random_inj_per_layer``: in every layer one fault, at a random batch element
-    and position, set to a uniform value in ``[low, high)``."""
+    """PyTorchFI's ``random_inj_per_layer``: in every layer one fault at a random position, all
+    in one random batch element, each set to a uniform value in ``[low, high)``."""
     names, rng = _draw(model, layer_types, seed, "random_per_layer/v1")
-    faults = [NeuronFault(n, (int(rng.integers(batch_size)), None), float(rng.uniform(low, high)))
-              for n in names]
+    b = int(rng.integers(batch_size))
+    faults = [NeuronFault(n, (b, None), float(rng.uniform(low, high))) for n in names]
     return neuron_faults(model, faults, seed=seed)
