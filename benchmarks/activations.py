@@ -19,6 +19,9 @@ median of the paired differences ("extra"), beside the median clean forward:
   (``declare_neuron_fi`` deep-copies the model each time; ``reset_current_layer()`` before the
   forward), when ``pytorchfi`` can be imported (``pip install --no-deps pytorchfi==0.6.0``).
 
+"hooks ms" is the time spent inside the fault hooks alone per forward (timed by hooks around
+them), a figure that does not drown in the noise of a shared machine as the difference does.
+
 Checked: faults are counted (``faults/fwd``), and after all runs the model has no hook left and
 its state checksum is unchanged.
 """
@@ -102,6 +105,28 @@ def _paired(model: nn.Module, x: torch.Tensor, faulty: Callable[[], Any], reps: 
     return statistics.median(clean), statistics.median(extra)
 
 
+def _hook_ms(model: nn.Module, x: torch.Tensor, layers: type, reps: int) -> float:
+    """Median time per forward spent in the fault hooks alone: a hook prepended now runs just
+    before the fault hook (itself prepended earlier), one appended runs just after it."""
+    spent: list[float] = []
+    starts: list[float] = []
+    handles = []
+    for m in model.modules():
+        if isinstance(m, layers):
+            handles.append(m.register_forward_hook(
+                lambda *a: starts.append(time.perf_counter()), prepend=True))
+            handles.append(m.register_forward_hook(
+                lambda *a: spent.append(time.perf_counter() - starts.pop())))
+    per_forward = []
+    for _ in range(reps):
+        spent.clear()
+        model(x)
+        per_forward.append(sum(spent) * 1e3)
+    for hd in handles:
+        hd.remove()
+    return statistics.median(per_forward)
+
+
 def bench_model(name: str, model: nn.Module, x: torch.Tensor, layers: type, reps: int,
                 pfi_layer_types: list[type] | None) -> list[dict[str, Any]]:
     model.eval()
@@ -115,7 +140,9 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, layers: type, reps
         for label, error in configs:
             with ActivationInjector(layers, error, seed=1).inject(model) as h:
                 clean, extra = _paired(model, x, lambda: model(x), reps)
+                hook_ms = _hook_ms(model, x, layers, reps)
             rows.append({"model": name, "config": label, "clean_ms": clean, "extra_ms": extra,
+                         "hook_ms": hook_ms,
                          "faults_per_forward": h.n_faults / max(1, h.n_calls // _n_modules(h))})
 
         def ours_per_layer() -> None:
@@ -196,11 +223,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"batch {args.batch}, {args.pixels} px, {args.threads} threads, torch "
           f"{torch.__version__}, median of {args.reps} paired repetitions")
     print(f"{'model':<10} {'config':<14} {'clean ms':>9} {'extra ms':>9} {'extra %':>8} "
-          f"{'faults/fwd':>10}")
+          f"{'hooks ms':>9} {'hooks %':>8} {'faults/fwd':>10}")
     for r in rows:
         pct = 100 * r["extra_ms"] / r["clean_ms"]
+        hook = r.get("hook_ms")
+        hooks = f"{hook:9.2f} {100 * hook / r['clean_ms']:7.2f}%" if hook is not None else \
+            f"{'-':>9} {'-':>8}"
         print(f"{r['model']:<10} {r['config']:<14} {r['clean_ms']:9.2f} {r['extra_ms']:9.2f} "
-              f"{pct:7.1f}% {r['faults_per_forward']:10.1f}"
+              f"{pct:7.1f}% {hooks} {r['faults_per_forward']:10.1f}"
               + (f"  (declare {r['declare_ms']:.1f} ms)" if "declare_ms" in r else ""))
     if pfi_note:
         print(f"PyTorchFI: {pfi_note}")
