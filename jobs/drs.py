@@ -8,6 +8,7 @@ activation clipping.
 
     python -m pytei_ray.launch jobs/drs.py                   # full, adaptive: < 15 min, 2 CPUs
     python -m pytei_ray.launch jobs/drs.py --set small=1     # a first look in about a minute
+    python -m pytei_ray.launch jobs/drs.py --set activations=1   # + faults in layer outputs
     python -m pytei_ray.launch jobs/drs.py --set dataset=criteo --set data=/data/train.txt
     python -m pytei_ray.launch jobs/drs.py --set dataset=movielens --set data=ml-1m/ratings.dat
     python -m pytei_ray.report results/drs                   # tables and plots
@@ -25,16 +26,22 @@ results (``results/drs/_artifacts/``): a resumed run, an extension (``--extend -
 To study your own model, copy this file and change ``models`` (any ``name -> factory``; a
 factory that takes ``ctx`` can cache its training with ``ctx.artifact(key, produce)``), ``data``
 and ``evaluate`` (see docs/campaign.md).
+
+``--set activations=1`` adds a target set ``dense-out``: transient bit flips in the outputs of
+the middle layers (MLP, cross, FM, interaction, logarithmic neurons: the leaf modules under
+``dense``) while the test split is scored, instead of in the weights (docs/activations.md).
+Those trials are always evaluated (no fault-free shortcut), so it is a separate campaign name
+(``drs-act``) and a longer run; combine it with ``small=1`` for a first look.
 """
 
-from pytei_ray import BitFlip, Campaign
+from pytei_ray import Activations, BitFlip, Campaign
 from pytei_ray.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
 from pytei_ray.mitigations import SBP, Clip, Ranger
 from pytei_ray.stats import Precision
 
 
 def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,
-                  rows: int | None = None) -> Campaign:
+                  rows: int | None = None, activations: bool = False) -> Campaign:
     """The DRS campaign.
 
     Args:
@@ -43,11 +50,16 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
             ``ratings.dat``).
         data: path of the real dataset's file (required unless synthetic).
         rows: rows of the log to use (default: 150k full, 20k small).
+        activations: also inject into the outputs of the ``dense`` layers (target ``dense-out``).
     """
     # Which data, how to train, how to score: the DRS library's ready-made hooks.
     study = DRSStudy.preset("small" if small else "full", dataset=dataset, path=data, rows=rows)
 
-    name = "drs" + ("-small" if small else "") + ("" if dataset == "synthetic" else f"-{dataset}")
+    name = ("drs" + ("-act" if activations else "") + ("-small" if small else "")
+            + ("" if dataset == "synthetic" else f"-{dataset}"))
+    targets = dict(TARGET_SETS)    # embedding.* / dense.* / predictor.* / all
+    if activations:                # faults in what the middle layers compute, not in the weights
+        targets["dense-out"] = Activations("dense.*")
     return Campaign(
         name=name,
         # name -> factory. study.model(m) trains model m on the first use and caches the
@@ -65,7 +77,7 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         # up to 160. `--precision auc=0.01` asks for more; the small look stays a fixed grid.
         precision=None if small else Precision("auc", halfwidth=0.02, max_reps=160),
         # Where the faults go: parameter-name globs of the models' three parts (or all).
-        targets=TARGET_SETS,           # embedding.* / dense.* / predictor.* / all
+        targets=targets,
         error_models={"bitflip": BitFlip},
         mitigations={
             "none": None,

@@ -18,16 +18,28 @@ from .faults import (
     supported_dtypes,
 )
 from .injection import (
+    ActivationHandle,
+    ActivationInjector,
+    Activations,
     AppliedFaults,
     InjectionHandle,
     Injector,
+    NeuronFault,
+    neuron_faults,
+    random_fault_per_layer,
+    random_neuron_fault,
+    random_neuron_fault_batched,
     read_target_file,
+    single_neuron_fault,
     state_checksum,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ActivationHandle",
+    "ActivationInjector",
+    "Activations",
     "BitFlip",
     "Campaign",
     "ErrorModel",
@@ -35,11 +47,17 @@ __all__ = [
     "AppliedFaults",
     "InjectionHandle",
     "Injector",
+    "NeuronFault",
     "RandomValue",
     "StuckAt",
     "__version__",
     "bit_fields",
+    "neuron_faults",
+    "random_fault_per_layer",
+    "random_neuron_fault",
+    "random_neuron_fault_batched",
     "read_target_file",
+    "single_neuron_fault",
     "state_checksum",
     "supported_dtypes",
 ]

@@ -39,3 +39,17 @@ def test_orchestrator_benchmark_runs(tmp_path):
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "(a) pytei_ray orchestrator" in proc.stdout
     assert "(b) serial loop" in proc.stdout
+
+
+def test_activation_benchmark_runs_at_toy_size(tmp_path):
+    out = tmp_path / "act.json"
+    cmd = [sys.executable, "-m", "benchmarks.activations", "--toy", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    configs = {(r["model"], r["config"]) for r in rows}
+    for model in ("resnet18", "mlp64"):
+        for config in ("ber=1e-07", "ber=1e-05", "ber=0.001", "1/layer", "pfi-per-layer"):
+            assert (model, config) in configs
+    assert all(r["clean_ms"] > 0 for r in rows)
+    assert "extra %" in proc.stdout

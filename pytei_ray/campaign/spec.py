@@ -80,15 +80,21 @@ def _check_mitigation(arg: str, value: object) -> None:
             raise _fail(arg, "None, a Mitigation (e.g. SBP()) or a list of Mitigations", value)
 
 
+def is_activation_target(value: object) -> bool:
+    """True for a target set of activations (``pytei_ray.Activations``), told apart from
+    weight targets by its interface, so this module needs no torch."""
+    return callable(getattr(value, "injector", None)) and callable(getattr(value, "resolve", None))
+
+
 def _check_target(arg: str, value: object) -> None:
-    if value is None or isinstance(value, (str, Path, type)):
+    if value is None or isinstance(value, (str, Path, type)) or is_activation_target(value):
         return
     if isinstance(value, (list, tuple)) and value and all(
         isinstance(v, (str, type)) for v in value
     ):
         return
-    raise _fail(arg, "None (all parameters), a name, glob, Path or module type, or a list of "
-                "names and module types", value)
+    raise _fail(arg, "None (all parameters), a name, glob, Path or module type, a list of "
+                "names and module types, or Activations(...)", value)
 
 
 def _check_bers(bers: object) -> tuple[float, ...]:
@@ -168,8 +174,9 @@ class Campaign:
         mitigations: name -> ``None`` | Mitigation | list of Mitigations.
             Default ``{"none": None}``.
         targets: name -> target spec for :class:`~pytei_ray.Injector` (``None`` = every
-            parameter; a target-file path; a list of parameter names / module types).
-            Default ``{"all": None}``.
+            parameter; a target-file path; a list of parameter names / module types), or
+            :class:`~pytei_ray.Activations` (faults in module outputs while ``evaluate`` runs,
+            docs/activations.md). Default ``{"all": None}``.
         error_models: name -> factory ``(ber) -> ErrorModel``. Default ``{"bitflip": BitFlip}``.
         seed: campaign seed; the whole campaign is a pure function of it.
         calibrate: ``(model, data) -> None`` running the model on clean data while profiled

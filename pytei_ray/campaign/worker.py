@@ -31,7 +31,7 @@ from pytei_ray.storage.schema import RESERVED
 
 from .context import BuildContext, call_hook, context_for
 from .jobfile import JobRef
-from .spec import Campaign
+from .spec import Campaign, is_activation_target
 from .trials import Trial
 
 __all__ = ["TrialWorker", "ChunkResult"]
@@ -208,7 +208,10 @@ class TrialWorker:
 
         for target, spec in self.campaign.targets.items():
             try:
-                self._sites[(name, target)] = resolve_targets(model, spec)
+                if is_activation_target(spec):
+                    spec.resolve(model)  # names checked; hooks go in per trial
+                else:
+                    self._sites[(name, target)] = resolve_targets(model, spec)
             except (ValueError, TypeError) as exc:
                 raise TrialSetupError(
                     f"Target set {target!r} does not fit model {name!r}: {exc}\n"
@@ -362,6 +365,8 @@ class TrialWorker:
     def _run_trial(self, t: Trial, sampled: tuple | None) -> tuple[dict[str, Any], tuple | None]:
         """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault, sites by name),
         reused when ``t`` has the same point (the mitigations of a point share its faults)."""
+        if is_activation_target(self.campaign.targets[t.target]):
+            return self._run_activation_trial(t), sampled
         from pytei_ray.faults.faultmap import sample_fault_map
         from pytei_ray.injection.apply import apply_faults
 
@@ -405,3 +410,37 @@ class TrialWorker:
         row.update(worker=self.worker_id, device=str(self.device), started_at=started,
                    duration_s=time.perf_counter() - t0, version=self._version)
         return row, sampled
+
+    def _run_activation_trial(self, t: Trial) -> dict[str, Any]:
+        """Run a trial of an activation target set: the fault hooks (seeded with the trial seed,
+        so the mitigations of a point see the same faults) are installed while ``evaluate``
+        runs. ``n_faults``/``n_faults_sampled``/``n_words`` count the activation faults of that
+        evaluation (after / before mitigations such as SBP); ``n_sites``, ``p_no_fault`` and
+        ``n_nonfinite`` are null (the sites depend on the calls evaluate makes); ``evaluated``
+        is True (docs/activations.md)."""
+        mits = self._mitigations(t.model, t.mitigation)
+        model = self._models[t.model]
+        golden = self._golden[(t.model, t.mitigation)]
+        row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
+                               "n_faults": None, "n_words": None, "n_nonfinite": None,
+                               "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
+                               "evaluated": True}
+        started, t0 = datetime.now(timezone.utc), time.perf_counter()
+        metrics: dict[str, float] = {}
+        try:
+            error = self.campaign.error_models[t.error_model](t.ber)
+            injector = self.campaign.targets[t.target].injector(error, t.seed)
+            with injector.inject(model, mitigations=mits) as faults:
+                out = self._run_eval(self.campaign.evaluate, model, t.model)
+            row.update(n_faults=faults.n_faults, n_faults_sampled=faults.n_faults_sampled,
+                       n_words=faults.n_words)
+            metrics = _check_metrics(out, list(golden))
+            row.update(status="ok", error=None)
+        except Exception as exc:
+            row.update(status="failed", error=_error_text(exc))
+            self.ensure_pristine(t.model)
+        row.update({m: metrics.get(m) for m in golden})  # None (null) for failed trials
+        row.update({f"golden_{m}": v for m, v in golden.items()})
+        row.update(worker=self.worker_id, device=str(self.device), started_at=started,
+                   duration_s=time.perf_counter() - t0, version=self._version)
+        return row

@@ -190,3 +190,58 @@ _BUFFER_HINT = (" (Injector(targets, error, include_buffers=True)); a campaign's
 def _buffer_names(model: nn.Module, sites: dict[str, Site]) -> list[str]:
     """Buffers of ``model`` that are not sites (``include_buffers`` was not given)."""
     return [n for n, _ in model.named_buffers() if n not in sites]
+
+
+ModuleTargets = str | type | Iterable[str | type]
+
+
+def resolve_modules(model: nn.Module, targets: ModuleTargets) -> list[tuple[str, nn.Module]]:
+    """Resolve module targets (for activation faults) to ``(name, module)`` pairs, by name.
+
+    Args:
+        model: the model.
+        targets: one or a list of: an exact module name (as in ``named_modules()``; any module,
+            a container included, e.g. a residual block ``"layer1.0"``), a glob (``"dense.*"``:
+            the *leaf* modules it matches, so a container and its last layer are not both hit by
+            one pattern), or an ``nn.Module`` subclass (every module of that type).
+
+    Raises:
+        ValueError: an unknown name (with the closest real names), a pattern or type that
+            matches no module, an empty list.
+        TypeError: a target that is neither a name nor a module type.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"Expected an nn.Module, but got {type(model).__name__}.")
+    modules = dict(model.named_modules())
+    leaves = [n for n, m in modules.items() if next(m.children(), None) is None]
+    items = [targets] if isinstance(targets, (str, type)) else list(targets)
+    if not items:
+        raise ValueError("Expected at least one module target, but got an empty target list.")
+    chosen: set[str] = set()
+    for item in items:
+        if isinstance(item, type):
+            if not issubclass(item, nn.Module):
+                raise TypeError(
+                    f"Expected a target module type (nn.Module subclass), got {item!r}."
+                )
+            found = {n for n, m in modules.items() if isinstance(m, item)}
+            if not found:
+                raise ValueError(f"Target type {item.__name__} matches no module of the model.")
+        elif isinstance(item, str):
+            if _is_glob(item):
+                found = set(fnmatch.filter(leaves, item))
+                if not found:
+                    raise ValueError(
+                        f"Target pattern {item!r} matches no leaf module of the model.\n"
+                        f"{_close(item.replace('*', ''), modules)}"
+                    )
+            elif item in modules:
+                found = {item}
+            else:
+                raise ValueError(f"Unknown target module {item!r}.\n{_close(item, modules)}")
+        else:
+            raise TypeError(
+                f"Expected module targets to be names, globs or module types, but got {item!r}."
+            )
+        chosen |= found
+    return [(n, modules[n]) for n in sorted(chosen)]
