@@ -102,6 +102,9 @@ class RoundRunner:
         desc = campaign.name if n_looks == 1 else (
             f"{campaign.name} round {rnd.index + 1}/{n_looks} ({rnd.n_points} points to "
             f"{rnd.reps} reps)")
+        if n_looks > 1 and (rnd.index or not self.progress):  # in logs too (no bar there)
+            self.echo(f"{desc}: {len(pending)} trials"
+                      + (" (the points whose cells are still open)" if rnd.index else ""))
         if self.bar is None:  # after prepare, so that its rate and ETA are the trials'
             self.bar = tqdm(total=len(pending), unit="trial", desc=desc,
                             disable=not self.progress, dynamic_ncols=True, file=sys.stderr)
