@@ -73,9 +73,9 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         else [1e-8, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2],
         repetitions=3 if small else 10,  # Monte-Carlo draws of the faults per point (round 1)
         # Then repeat where the answer is still open: points whose test-AUC interval (95%,
-        # corrected for the repeated looks) is wider than +-0.02 get their repetitions doubled,
+        # corrected for the repeated looks) is wider than +-0.025 get their repetitions doubled,
         # up to 160. `--precision auc=0.01` asks for more; the small look stays a fixed grid.
-        precision=None if small else Precision("auc", halfwidth=0.02, max_reps=160),
+        precision=None if small else Precision("auc", halfwidth=0.025, max_reps=160),
         # Where the faults go: parameter-name globs of the models' three parts (or all).
         targets=targets,
         error_models={"bitflip": BitFlip},

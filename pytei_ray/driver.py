@@ -365,6 +365,10 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             summary.total += len(rnd.trials)
             summary.skipped += len(rnd.trials) - len(pending)
             summary.rounds = index + 1
+            if index and manifest.get("n_trials") != summary.total:
+                # an adaptive round adds trials: the report's progress counts against them
+                manifest["n_trials"] = summary.total
+                store.write_manifest(touch(manifest))
             if pending:
                 runner.run_round(rnd, pending, len(looks))
             active = next_active(campaign, decide, index, active)

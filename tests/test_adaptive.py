@@ -3,6 +3,7 @@ rounds, so the dataset is a pure function of the campaign and its stopping rule.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -80,6 +81,8 @@ def test_adaptive_run_adds_repetitions_only_to_open_points_and_keeps_pairs(tmp_p
     assert (df.groupby(["ber", "repetition"])["seed"].nunique() == 1).all()
     again = run(job, str(tmp_path / "out"), **_quiet())
     assert again.complete and again.ran == 0 and again.total == summary.total
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["n_trials"] == len(df) == summary.total  # the report's progress counts these
 
 
 def test_adaptive_dataset_is_a_pure_function_of_the_rule_and_extends(tmp_path):
