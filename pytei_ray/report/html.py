@@ -150,8 +150,12 @@ def render_html(page: Page) -> str:
     else:
         shown = page.open_cells[:OPEN_LINES]
         more = len(page.more_reps) - len(shown)
-        parts.append(f"<p>{len(page.more_reps)} cell(s) open (interval too wide, or no finite "
-                     "metric)" + (f"; the first {len(shown)}" if more > 0 else "") +
+        per_metric = ""
+        if "metric" in page.more_reps:
+            counts = page.more_reps["metric"].value_counts(sort=False)
+            per_metric = " (" + ", ".join(f"{m}: {n}" for m, n in counts.items()) + ")"
+        parts.append(f"<p>{len(page.more_reps)} cell(s) open{e(per_metric)}: interval too wide, "
+                     "or no finite metric" + (f"; the first {len(shown)}" if more > 0 else "") +
                      " — full list in cells.csv:</p>")
         parts.append("<ul>" + "".join(f"<li>{e(c)}</li>" for c in shown) + "</ul>")
         if page.advice:
