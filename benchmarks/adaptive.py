@@ -125,15 +125,17 @@ def main(argv: list[str] | None = None) -> None:
                          not_evaluated=len(df) - evaluated, wall_s=wall, widest=widest,
                          open_cells=n_open, note=note))
 
-    today = job.replace(overrides={"skip_ineffective": False})
+    # (0), (1), (a) are fixed grids whatever the job asks for (jobs/drs.py is adaptive)
+    today = job.replace(overrides={"skip_ineffective": False, "precision": None})
     d0, w0 = _run(today, root / "fixed-noskip", args.executor)
     record(f"(0) fixed {base.repetitions} reps, no skipping (today)", d0, w0, False)
-    d1, w1 = _run(job, root / "fixed-skip", args.executor)
+    d1, w1 = _run(job.replace(overrides={"precision": None}), root / "fixed-skip", args.executor)
     record(f"(1) fixed {base.repetitions} reps + skipping", d1, w1, False)
 
     need = _fixed_need(d0, target)
     if args.run_fixed:
-        fixed = today.replace(overrides={"skip_ineffective": False, "repetitions": need})
+        fixed = today.replace(overrides={"skip_ineffective": False, "precision": None,
+                                         "repetitions": need})
         da, wa = _run(fixed, root / "fixed-conclusive", args.executor)
         record(f"(a) fixed {need} reps, no skipping", da, wa, False)
     else:

@@ -53,3 +53,13 @@ def test_activation_benchmark_runs_at_toy_size(tmp_path):
             assert (model, config) in configs
     assert all(r["clean_ms"] > 0 for r in rows)
     assert "extra %" in proc.stdout
+
+
+def test_adaptive_benchmark_runs(tmp_path):
+    cmd = [sys.executable, "-m", "benchmarks.adaptive", "--job", "jobs/tiny.py", "--set",
+           "small=1", "--precision", "accuracy=0.05", "--max-reps", "4"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for line in ("(0) fixed 2 reps, no skipping", "(1) fixed 2 reps + skipping",
+                 "(b) adaptive 2..4 + skipping", "skipping alone:", "adaptive vs the conclusive"):
+        assert line in proc.stdout, proc.stdout
