@@ -289,6 +289,10 @@ class TrialWorker:
             handles = [m.attach(model) for m in instances]
             metrics = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
                                      None)
+            clash = [m for m in metrics if m in self.campaign.level_columns]
+            if clash:
+                raise ValueError(f"Expected metric names other than the campaign's attribute "
+                                 f"columns {list(self.campaign.level_columns)}, but got {clash}.")
             duration = time.perf_counter() - t0
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
                 again = _check_metrics(self._run_eval(self.campaign.evaluate, model,
