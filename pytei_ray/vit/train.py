@@ -71,14 +71,22 @@ def logits(model: nn.Module, data: ImageSplit, batch_size: int = 512) -> torch.T
 
 
 def accuracy(model: nn.Module, data: ImageSplit) -> dict[str, float]:
-    """``accuracy`` (an image whose logits hold a NaN or inf counts as wrong) and
-    ``nonfinite`` (fraction of images with a non-finite logit)."""
+    """``accuracy`` (an image whose logits hold a NaN or inf counts as wrong), ``nonfinite``
+    (fraction of images with a non-finite logit) and ``crashed`` (1.0 when the forward pass
+    raised: the int8 model's dynamically quantized Linear cannot quantize a NaN/inf activation,
+    e.g. after a flip in a float32 layer norm; every image then counts as wrong, with no
+    output: a detected error rather than a silent one)."""
     with torch.no_grad():
-        out = logits(model, data)
+        try:
+            out = logits(model, data)
+        except RuntimeError as exc:
+            if "ChooseQuantizationParams" not in str(exc):
+                raise
+            return {"accuracy": 0.0, "nonfinite": 1.0, "crashed": 1.0}
     finite = torch.isfinite(out).all(dim=1)
     right = (out.argmax(dim=1) == data.y) & finite
     return {"accuracy": right.float().mean().item(),
-            "nonfinite": (~finite).float().mean().item()}
+            "nonfinite": (~finite).float().mean().item(), "crashed": 0.0}
 
 
 def train(model: nn.Module, train_data: ImageSplit, val_data: ImageSplit, setting: ViTSetting,
