@@ -72,10 +72,12 @@ def make_campaign(small: bool = False, bits: bool = False, tiny: bool = False,
             name=f"vit-bits{size}", models=models, data=study.eval_data,
             evaluate=study.evaluate, calibrate=study.calibrate,
             bers=[1e-6],                  # a placeholder: one fault per trial at any rate
-            repetitions=2 if tiny else 8 if small else 24,
+            repetitions=2 if tiny else 3 if small else 6,
             targets={"linear": BIT_TARGETS},
             error_models=error_models,
-            mitigations={"none": None} if tiny else mitigations,
+            # SBP trivially removes sign/exponent flips: the sweep compares none and Ranger
+            mitigations={"none": None} if tiny else {"none": None,
+                                                     "ranger": mitigations["ranger"]},
             seed=2024 + seed, chunk_size=16)
     targets = dict(TARGET_SETS)  # patch / attention / mlp / norm / head / all
     if tiny or small:
