@@ -42,6 +42,9 @@ __all__ = [
     "Activations",
     "BitFlip",
     "Campaign",
+    "Level",
+    "OneBitFlip",
+    "bit_levels",
     "ErrorModel",
     "FaultMap",
     "AppliedFaults",
@@ -64,8 +67,8 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    if name == "Campaign":
-        from .campaign import Campaign
+    if name in ("Campaign", "Level", "OneBitFlip", "bit_levels"):
+        from . import campaign
 
-        return Campaign
+        return getattr(campaign, name)
     raise AttributeError(f"module 'pytei_ray' has no attribute {name!r}")

@@ -345,7 +345,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden=stored_golden,
-        on_new_metrics=record_metrics, stored_schemas=scan.schemas)
+        on_new_metrics=record_metrics, stored_schemas=scan.schemas,
+        factors=campaign.column_types())
     del scan
     def make_executor() -> Executor:
         return executor if isinstance(executor, Executor) else get_executor(executor, config)

@@ -5,11 +5,15 @@
 """
 
 from .jobfile import JobRef, load_job, parse_params
+from .levels import Level, OneBitFlip, bit_levels
 from .spec import Campaign, SpecDiff, compare_specs, describe, spec_hash
 from .trials import Trial, count_by_factor, expand, make_chunks, trial_id, trial_seed
 
 __all__ = [
     "Campaign",
+    "Level",
+    "OneBitFlip",
+    "bit_levels",
     "SpecDiff",
     "compare_specs",
     "describe",

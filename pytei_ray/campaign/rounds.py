@@ -110,8 +110,8 @@ def foreign_rows(campaign: Campaign, stored: Iterable[Mapping[str, Any]]) -> lis
         point = (r["model"], r["target"], r["error_model"], float(r["ber"]))
         ok = (point in grid and r["mitigation"] in campaign.mitigations
               and 0 <= int(r["repetition"]) < max_reps
-              and trial_id(campaign.seed, levels, *point, int(r["repetition"]), r["mitigation"])
-              == r["trial_id"])
+              and trial_id(campaign.seed, levels, *point, int(r["repetition"]), r["mitigation"],
+                           campaign.attributes(*point[:3], r["mitigation"])) == r["trial_id"])
         if not ok:
             bad.append(r["trial_id"])
     return bad

@@ -23,6 +23,8 @@ from typing import Any
 
 from pytei_ray.errors import CampaignSpecError
 
+from .levels import LEVEL_FACTORS, Level, pairs, row_values, split_levels
+
 __all__ = ["Campaign", "compare_specs", "describe", "spec_hash", "SpecDiff"]
 
 SPEC_FORMAT = 1
@@ -166,6 +168,10 @@ class Campaign:
     Args:
         name: campaign name (letters, digits, ``_.+-``); names the default output directory.
         models: name -> factory ``() -> nn.Module``, called on the worker that runs the trials.
+            Any level of ``models``, ``targets``, ``error_models`` or ``mitigations`` may be
+            wrapped in :class:`~pytei_ray.campaign.levels.Level` to add typed attribute
+            columns to its rows (``Level(factory, format="bf16")``); an attribute two point
+            factors declare pairs their levels (see :mod:`pytei_ray.campaign.levels`).
         data: ``(model_name) -> data``, called once per model on each worker.
         evaluate: ``(model, data) -> {metric: float}``; runs under ``torch.no_grad()`` on a model
             in eval mode; it must return the same metric names for every trial of a model.
@@ -225,10 +231,23 @@ class Campaign:
     num_gpus_per_worker: float | None = None
     precision: Any = None
     skip_ineffective: bool = True
+    #: column name -> {"type", factor -> {level -> value}}: the attributes of the ``Level``
+    #: values, computed at construction (an init field only so that ``dataclasses.replace``
+    #: keeps them; do not pass it)
+    level_columns: Mapping[str, Any] = field(repr=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         def put(attr: str, value: object) -> None:
             object.__setattr__(self, attr, value)
+
+        wrapped = {f: getattr(self, f) for f in LEVEL_FACTORS
+                   if isinstance(getattr(self, f), Mapping)
+                   and any(isinstance(v, Level) for v in getattr(self, f).values())}
+        if wrapped:  # attributes -> columns; the factors keep the plain values
+            plain, columns = split_levels(wrapped)
+            for f, levels in plain.items():
+                put(f, levels)
+            put("level_columns", MappingProxyType(columns))
 
         if not isinstance(self.name, str) or not _NAME_RE.match(self.name):
             raise _fail("name", "a non-empty name of letters, digits and `_.+-`", self.name)
@@ -271,8 +290,27 @@ class Campaign:
     @property
     def n_trials(self) -> int:
         """Number of trials in the full grid."""
-        return (len(self.models) * len(self.targets) * len(self.error_models) * len(self.bers)
-                * self.repetitions * len(self.mitigations))
+        combos = sum(1 for m in self.models for t in self.targets for e in self.error_models
+                     if self.pairs(m, t, e))
+        return combos * len(self.bers) * self.repetitions * len(self.mitigations)
+
+    def pairs(self, model: str, target: str, error_model: str) -> bool:
+        """Whether these levels make points: they agree on every attribute two of them
+        declare (always True without ``Level`` attributes; see :mod:`~.levels`)."""
+        return not self.level_columns or pairs(self.level_columns, model, target, error_model)
+
+    def attributes(self, model: str, target: str, error_model: str,
+                   mitigation: str) -> dict[str, Any]:
+        """The ``Level`` attribute columns of a trial (``{}`` without attributes)."""
+        if not self.level_columns:
+            return {}
+        return row_values(self.level_columns, {"models": model, "targets": target,
+                                               "error_models": error_model,
+                                               "mitigations": mitigation})
+
+    def column_types(self) -> dict[str, str]:
+        """Attribute column -> ``"int"``/``"float"``/``"str"`` (what the row schema adds)."""
+        return {name: col["type"] for name, col in self.level_columns.items()}
 
     def factor_levels(self) -> dict[str, dict[str, Any]]:
         """Description of every level of the named factors (name -> :func:`describe`)."""
@@ -306,6 +344,8 @@ class Campaign:
         }
         if not self.skip_ineffective:
             spec["skip_ineffective"] = False
+        if self.level_columns:  # only when used, so that other specs (and hashes) are unchanged
+            spec["factors"] = _jsonable(dict(self.level_columns))
         return spec
 
 
@@ -382,6 +422,9 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         added = [level for level in n if level not in o]
         if added:
             changes.append(f"{key}: added {added}")
+    for line in _factor_changes(old, new):
+        changes.append(line)
+        extendable = False
     o_bers, n_bers = list(old.get("bers", [])), list(new.get("bers", []))
     if sorted(o_bers) != sorted(n_bers):
         removed = [b for b in o_bers if b not in n_bers]
@@ -402,6 +445,27 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
                        + ("" if more else f" ({why})"))
         extendable = extendable and more
     return SpecDiff(changes, extendable and bool(changes))
+
+
+def _factor_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
+    """Changes of the attribute columns that stored rows cannot follow: a column added or
+    removed, its type changed, or the value of a level both specs have changed."""
+    o, n = old.get("factors") or {}, new.get("factors") or {}
+    if list(o) != list(n) and sorted(o) != sorted(n):
+        return [f"factors (attribute columns): {sorted(o)} -> {sorted(n)}"]
+    out = []
+    for name in o:
+        if o[name].get("type") != n[name].get("type"):
+            out.append(f"factors[{name!r}]: type {o[name].get('type')} -> {n[name].get('type')}")
+            continue
+        for factor, levels in o[name].items():
+            if factor == "type":
+                continue
+            for level, value in levels.items():
+                if level in new.get(factor, {}) and n[name].get(factor, {}).get(level) != value:
+                    out.append(f"factors[{name!r}] of {factor}[{level!r}]: {value!r} -> "
+                               f"{n[name].get(factor, {}).get(level)!r}")
+    return out
 
 
 def _show_stopping(spec: Mapping[str, Any]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pytei_ray.faults.sampling import seed_from_digest
@@ -35,6 +35,7 @@ class Trial:
         ber: bit error rate.
         repetition: 0-based repetition index.
         seed: 63-bit fault seed (shared by the mitigations of one point).
+        attrs: ``(column, value)`` of its levels' attributes (``Level``); empty without.
     """
 
     trial_id: str
@@ -45,10 +46,14 @@ class Trial:
     repetition: int
     mitigation: str
     seed: int
+    attrs: tuple[tuple[str, Any], ...] = field(default=())
 
     def as_dict(self) -> dict[str, Any]:
-        """The trial's fields as a plain dict (the factor columns of its result row)."""
-        return asdict(self)
+        """The trial's fields as a plain dict (the factor columns of its result row, the
+        attribute columns included)."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "attrs"}
+        out.update(self.attrs)
+        return out
 
 
 def _digest(payload: Any) -> bytes:
@@ -70,8 +75,10 @@ def trial_seed(campaign_seed: int, model: str, target: str, error_model: str, be
 
 
 def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, target: str,
-             error_model: str, ber: float, repetition: int, mitigation: str) -> str:
-    """Stable id of a trial: names and definitions of its levels, BER, repetition, seed."""
+             error_model: str, ber: float, repetition: int, mitigation: str,
+             attrs: dict[str, Any] | None = None) -> str:
+    """Stable id of a trial: names and definitions of its levels, BER, repetition, seed, and
+    its attribute columns when it has any (a changed attribute is a different trial)."""
     payload = [
         "trial/v1", campaign_seed, model,
         [target, levels["targets"][target]],
@@ -79,6 +86,8 @@ def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, 
         repr(float(ber)), repetition,
         [mitigation, levels["mitigations"][mitigation]],
     ]
+    if attrs:  # only then, so that the ids of campaigns without attributes are unchanged
+        payload.append(["attrs", attrs])
     return _digest(payload).hex()[:16]
 
 
@@ -92,7 +101,7 @@ Point = tuple[str, str, str, float]
 def points(campaign: Campaign) -> list[Point]:
     """Every point ``(model, target, error_model, ber)`` of ``campaign``, in expansion order."""
     return [(m, t, e, b) for m in campaign.models for t in campaign.targets
-            for e in campaign.error_models for b in campaign.bers]
+            for e in campaign.error_models if campaign.pairs(m, t, e) for b in campaign.bers]
 
 
 def expand(campaign: Campaign, repetitions: range | None = None,
@@ -128,8 +137,10 @@ def expand(campaign: Campaign, repetitions: range | None = None,
         for rep in reps:
             seed = trial_seed(campaign.seed, model, target, error, ber, rep)
             for mit in campaign.mitigations:
-                tid = trial_id(campaign.seed, levels, model, target, error, ber, rep, mit)
-                out.append(Trial(tid, model, target, error, ber, rep, mit, seed))
+                attrs = campaign.attributes(model, target, error, mit)
+                tid = trial_id(campaign.seed, levels, model, target, error, ber, rep, mit, attrs)
+                out.append(Trial(tid, model, target, error, ber, rep, mit, seed,
+                                 tuple(attrs.items())))
     return out
 
 

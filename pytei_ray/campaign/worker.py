@@ -217,6 +217,30 @@ class TrialWorker:
                     f"Target set {target!r} does not fit model {name!r}: {exc}\n"
                     "Fix `targets` in the job file and run the same command again.", name
                 ) from exc
+            if not is_activation_target(spec):
+                self._check_error_models(name, target)
+
+    def _check_error_models(self, name: str, target: str) -> None:
+        """Every error model that makes points with (model, target) fits the dtypes of its
+        words (e.g. a bit index inside the word), checked before any trial."""
+        from pytei_ray.faults.dtypes import layout_of
+
+        dtypes = {site.info.dtype for site in self._sites[(name, target)]}
+        for e, factory in self.campaign.error_models.items():
+            if not self.campaign.pairs(name, target, e):
+                continue
+            try:
+                error = factory(self.campaign.bers[0])
+                for dtype in dtypes:
+                    check = getattr(error, "check_dtype", None)
+                    if check is not None:
+                        check(layout_of(dtype))
+            except (ValueError, TypeError) as exc:
+                raise TrialSetupError(
+                    f"Error model {e!r} does not fit target set {target!r} of model {name!r}: "
+                    f"{exc}\nFix `error_models` in the job file (or pair its levels with the "
+                    "models they fit: Level(..., format=...)) and run the same command again.",
+                    name) from exc
 
     def _model(self, name: str) -> torch.nn.Module:
         model = self._models.get(name)
@@ -289,6 +313,10 @@ class TrialWorker:
             handles = [m.attach(model) for m in instances]
             metrics = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
                                      None)
+            clash = [m for m in metrics if m in self.campaign.level_columns]
+            if clash:
+                raise ValueError(f"Expected metric names other than the campaign's attribute "
+                                 f"columns {list(self.campaign.level_columns)}, but got {clash}.")
             duration = time.perf_counter() - t0
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
                 again = _check_metrics(self._run_eval(self.campaign.evaluate, model,

@@ -127,7 +127,8 @@ def plot_metric_vs_ber(
         confidence: Level of the bands (for the legend).
 
     Returns:
-        Paths of the PNGs written (BER 0 cells cannot sit on a log axis and are not drawn).
+        Paths of the PNGs written (BER 0 cells cannot sit on a log axis and are not drawn, and
+        a model / error model with a single BER has no curve: no figure).
     """
     table = summary[(summary["metric"] == metric) & (summary["ber"] > 0)]
     figs = ["model", "error_model"] if "error_model" in table else ["model"]
@@ -140,6 +141,8 @@ def plot_metric_vs_ber(
     paths = []
     for key, sub in table.groupby(figs, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
+        if sub["ber"].nunique() < 2:  # one BER (e.g. a one-fault bit sweep): no curve to draw
+            continue
         targets = list(dict.fromkeys(sub["target"])) if "target" in sub else [None]
         fig, axes = _grid(len(targets))
         for ax, target in zip(axes, targets):

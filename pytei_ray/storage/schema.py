@@ -12,6 +12,7 @@ from typing import Any
 import pyarrow as pa
 
 __all__ = [
+    "FACTOR_TYPES",
     "HEAD_FIELDS",
     "TAIL_FIELDS",
     "RESERVED",
@@ -76,9 +77,16 @@ GOLDEN_COLUMNS: frozenset[str] = frozenset(f.name for f in _GOLDEN_HEAD + _GOLDE
 RESERVED = frozenset(f.name for f in HEAD_FIELDS + TAIL_FIELDS) | {"kind"}
 
 
-def result_schema(metrics: Sequence[str]) -> pa.Schema:
-    """Schema of a result part: factors, fault stats, ``<m>``, ``golden_<m>``, bookkeeping."""
+#: Arrow type of an attribute column (``Level`` attributes), by the campaign's type name.
+FACTOR_TYPES = {"int": pa.int64(), "float": pa.float64(), "str": pa.string()}
+
+
+def result_schema(metrics: Sequence[str], factors: Mapping[str, str] | None = None) -> pa.Schema:
+    """Schema of a result part: factors, fault stats, extra factor columns (``Level``
+    attributes: name -> ``"int"``/``"float"``/``"str"``), ``<m>``, ``golden_<m>``,
+    bookkeeping."""
     fields = list(HEAD_FIELDS)
+    fields += [pa.field(name, FACTOR_TYPES[kind]) for name, kind in (factors or {}).items()]
     fields += [pa.field(m, pa.float64()) for m in metrics]
     fields += [pa.field(f"golden_{m}", pa.float64()) for m in metrics]
     fields += list(TAIL_FIELDS)
@@ -91,10 +99,12 @@ def golden_schema(metrics: Sequence[str]) -> pa.Schema:
     return pa.schema(fields + list(_GOLDEN_TAIL))
 
 
-def metric_names(rows: Iterable[Mapping[str, Any]], kind: str = "result") -> list[str]:
-    """Metric columns present in ``rows`` (keys that are not fixed columns), first-seen order."""
+def metric_names(rows: Iterable[Mapping[str, Any]], kind: str = "result",
+                 factors: Iterable[str] = ()) -> list[str]:
+    """Metric columns present in ``rows`` (keys that are neither fixed columns nor the extra
+    factor columns ``factors``), first-seen order."""
     fixed = {f.name for f in (HEAD_FIELDS + TAIL_FIELDS if kind == "result"
-                               else _GOLDEN_HEAD + _GOLDEN_TAIL)}
+                               else _GOLDEN_HEAD + _GOLDEN_TAIL)} | set(factors)
     seen: dict[str, None] = {}
     for row in rows:
         for key in row:

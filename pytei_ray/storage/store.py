@@ -413,14 +413,16 @@ class ResultsStore:
         return list(seen)
 
     def conform_parts(self, metrics: Sequence[str],
-                      schemas: dict[str, pa.Schema] | None = None) -> int:
-        """Rewrite any part whose schema is not ``result_schema(metrics)`` (adds null columns).
+                      schemas: dict[str, pa.Schema] | None = None,
+                      factors: Mapping[str, str] | None = None) -> int:
+        """Rewrite any part whose schema is not ``result_schema(metrics, factors)`` (adds null
+        columns).
 
         Needed when a later trial brings a metric the earlier parts lack. ``schemas`` (path ->
         schema, e.g. :attr:`StoredScan.schemas`) saves reading the footers again; it is kept
         up to date. Returns parts rewritten.
         """
-        schema = result_schema(metrics)
+        schema = result_schema(metrics, factors)
         n = 0
         for path in self.part_paths():
             known = schemas.get(path) if schemas is not None else None
@@ -435,11 +437,12 @@ class ResultsStore:
         return n
 
     def write_part(self, rows: Sequence[Mapping[str, Any]], metrics: Sequence[str], name: str,
-                   golden: bool = False) -> str:
-        """Atomically write ``rows`` as part ``name`` (``part-*.parquet``); returns its path."""
+                   golden: bool = False, factors: Mapping[str, str] | None = None) -> str:
+        """Atomically write ``rows`` as part ``name`` (``part-*.parquet``); returns its path.
+        ``factors``: the extra factor columns of result rows (see ``result_schema``)."""
         if not is_part_name(name):
             raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
-        schema = golden_schema(metrics) if golden else result_schema(metrics)
+        schema = golden_schema(metrics) if golden else result_schema(metrics, factors)
         directory = self._join(GOLDEN_DIR) if golden else self.path
         self.fs.create_dir(directory, recursive=True)
         path = f"{directory}/{name}"

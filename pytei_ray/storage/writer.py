@@ -33,6 +33,8 @@ class ResultsWriter:
         known_golden: (model, mitigation) pairs whose golden row is stored already.
         on_new_metrics: called with the full metric list before a part with new metrics is
             written (the launcher records it in the manifest).
+        factors: extra factor columns of the result rows (``Level`` attributes: name ->
+            ``"int"``/``"float"``/``"str"``), typed columns of every part.
         stored_schemas: path -> schema of the stored result parts, when the caller has them
             (:attr:`~pytei_ray.storage.store.StoredScan.schemas`): checking that the parts
             conform to the row schema then reads no footer again.
@@ -55,9 +57,11 @@ class ResultsWriter:
         known_golden: Iterable[tuple[str, str]] = (),
         on_new_metrics: Callable[[list[str]], None] | None = None,
         stored_schemas: dict[str, Any] | None = None,
+        factors: Mapping[str, str] | None = None,
     ) -> None:
         self.store = store
         self.metrics = list(metrics)
+        self.factors = dict(factors or {})
         if isinstance(rows_per_part, bool) or not isinstance(rows_per_part, int) \
                 or rows_per_part < 1:
             raise ValueError(f"Expected rows_per_part to be an integer >= 1, but got "
@@ -102,13 +106,13 @@ class ResultsWriter:
                 self._oldest = None
 
     def _extend_metrics(self, rows: Sequence[Mapping[str, Any]], kind: str) -> None:
-        new = [m for m in metric_names(rows, kind) if m not in self.metrics]
+        new = [m for m in metric_names(rows, kind, self.factors) if m not in self.metrics]
         if not new:
             return
         self.metrics += new
         if self.on_new_metrics is not None:
             self.on_new_metrics(list(self.metrics))
-        self.store.conform_parts(self.metrics, self._schemas)
+        self.store.conform_parts(self.metrics, self._schemas, self.factors)
 
     def _name(self) -> str:
         self._seq += 1
@@ -125,9 +129,9 @@ class ResultsWriter:
         if not self._conformed:
             # parts written by an older version may lack columns added since (e.g.
             # `evaluated`); readers take one part's schema and would drop them silently
-            self.store.conform_parts(self.metrics, self._schemas)
+            self.store.conform_parts(self.metrics, self._schemas, self.factors)
             self._conformed = True
-        self.store.write_part(rows, self.metrics, self._name())
+        self.store.write_part(rows, self.metrics, self._name(), factors=self.factors)
         self.rows_written += len(rows)
         self.parts_written += 1
 
