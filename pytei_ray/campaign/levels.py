@@ -46,8 +46,8 @@ class Level:
         **attrs: column name -> an ``int``, ``float`` or ``str`` (not bool, not NaN).
 
     Example:
-        >>> Level(print, format="bf16", bits=16)
-        Level(<built-in function print>, format='bf16', bits=16)
+        >>> Level(len, format="bf16", bits=16)
+        Level(<built-in function len>, format='bf16', bits=16)
     """
 
     __slots__ = ("value", "attrs")
