@@ -202,14 +202,15 @@ def run(
     out = out if out is not None else default_out(job.base_campaign().name)
     store = ResultsStore(out)
     store.check_location()
+    where = store.display  # for messages: a URI without its query options
     manifest = store.read_manifest()
-    job = apply_repetitions(job, manifest, repetitions, store.location, echo)
-    job = apply_precision(job, manifest, precision, max_reps, confidence, store.location, echo)
+    job = apply_repetitions(job, manifest, repetitions, where, echo)
+    job = apply_precision(job, manifest, precision, max_reps, confidence, where, echo)
     job = job.replace(results_uri=store.location)
     campaign = job.campaign()
     trials = round_trials(campaign, 0, points(campaign)).trials  # the first (or only) round
     spec = campaign.spec(job.params)
-    summary = RunSummary(campaign.name, store.location, len(trials), dry_run=dry_run)
+    summary = RunSummary(campaign.name, where, len(trials), dry_run=dry_run)
     grid_ids = {t.trial_id for t in trials}
 
     diff = compare_specs(manifest["spec"], spec) if manifest else None
@@ -225,10 +226,10 @@ def run(
                  f"round; points still open get more repetitions at the looks {looks} (at most "
                  f"{len(points(campaign)) * looks[-1] * per_point} trials).")
         if manifest is None:
-            echo(f"Output: {store.location} (new)")
+            echo(f"Output: {where} (new)")
         elif diff is not None and not diff.same:
             verb = "needs --extend" if diff.extendable else "would be REFUSED"
-            echo(f"Output: {store.location} (exists; changed campaign, {verb}):\n  "
+            echo(f"Output: {where} (exists; changed campaign, {verb}):\n  "
                  + "\n  ".join(diff.changes))
         else:
             try:
@@ -238,7 +239,7 @@ def run(
                      f"moved to {QUARANTINE_DIR}/ and its trials rerun.")
                 stored = set()
             summary.skipped = len(stored)
-            echo(f"Output: {store.location} (exists: {len(stored)} of {len(trials)} trials stored, "
+            echo(f"Output: {where} (exists: {len(stored)} of {len(trials)} trials stored, "
                  f"{len(trials) - len(stored)} to run)")
         echo("Nothing was run (--dry-run).")
         return summary
@@ -256,6 +257,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                 retry_failed: bool, chunk_size: int | None, flush_seconds: float,
                 rows_per_part: int, progress: bool, echo: Callable[[str], None]) -> RunSummary:
     campaign = job.campaign()
+    where = store.display
     decide = DecisionRows(decision_columns(campaign))
     # one pass over the stored parts: torn ones quarantined, rows, schemas, golden rows
     scan = store.scan(["trial_id", "status", *FACTORS, *decide.columns])
@@ -268,12 +270,12 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
                  "replaced:\n  " + "\n  ".join(diff.changes))
         elif not (extend and diff.extendable):
             new = len({t.trial_id for t in trials} - set(status))
-            raise _refusal(diff.changes, diff.extendable, store.location, len(status), new,
+            raise _refusal(diff.changes, diff.extendable, where, len(status), new,
                            store.job_copy_path())
     foreign = foreign_rows(campaign, stored_rows)
     if foreign:
         raise SpecChangedError(
-            f"{len(foreign)} rows stored in {store.location} belong to trials that are not in this "
+            f"{len(foreign)} rows stored in {where} belong to trials that are not in this "
             "campaign's grid (a trial definition changed). Use a new --out DIR.", [], False)
     if retry_failed:
         failed = {t for t, s in status.items() if s != "ok"}
@@ -305,7 +307,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     if manifest["job"]["source_sha256"] == job.source_sha256:
         store.write_job_source(job.source)
     else:
-        warnings.warn(f"The job file changed since results were first stored in {store.location}, "
+        warnings.warn(f"The job file changed since results were first stored in {where}, "
                       "but the campaign's factors did not; resuming.", stacklevel=2)
 
     stored_golden = {(g["model"], g["mitigation"]) for g in scan.golden}
@@ -313,7 +315,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     regolden = golden_to_recompute(trials, pending0, stored_golden)
     grid = {t.trial_id for t in trials}
     summary.failed_stored = sum(s != "ok" for t, s in status.items() if t in grid)
-    checks = Consistency.from_stored(store.location, store.job_copy_path(), manifest,
+    checks = Consistency.from_stored(where, store.job_copy_path(), manifest,
                                      scan.golden, scan.golden_of_rows, metrics)
     report_nonfinite(checks, scan.golden, manifest, store, echo)
 
@@ -352,7 +354,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         return executor if isinstance(executor, Executor) else get_executor(executor, config)
 
     runner = RoundRunner(job, make_executor, writer, decide, summary,
-                         chunk_size or campaign.chunk_size, progress, echo, store.location,
+                         chunk_size or campaign.chunk_size, progress, echo, where,
                          record_nondeterministic, check)
     looks = campaign.looks()
     active = points(campaign)
