@@ -398,13 +398,7 @@ class TrialWorker:
         from pytei_ray.faults.faultmap import sample_fault_map
         from pytei_ray.injection.apply import apply_faults
 
-        mits = self._mitigations(t.model, t.mitigation)
-        model = self._models[t.model]
-        golden = self._golden[(t.model, t.mitigation)]
-        row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
-                               "n_faults": None, "n_words": None, "n_nonfinite": None,
-                               "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
-                               "evaluated": False}
+        mits, model, golden, row = self._start_row(t, evaluated=False)
         started, t0 = datetime.now(timezone.utc), time.perf_counter()
         metrics: dict[str, float] = {}
         try:
@@ -433,11 +427,27 @@ class TrialWorker:
             row.update(status="failed", error=_error_text(exc))
             if self.ensure_pristine(t.model):
                 sampled = None  # its sites belong to the replica just replaced
-        row.update({m: metrics.get(m) for m in golden})  # None (null) for failed trials
+        self._finish_row(row, metrics, golden, started, t0)
+        return row, sampled
+
+    def _start_row(self, t: Trial, evaluated: bool) -> tuple[list[Any], torch.nn.Module,
+                                                              dict[str, float], dict[str, Any]]:
+        """``(mitigations, replica, golden metrics, row)`` of a trial about to run: the row holds
+        its factors and nulls for the fault statistics it fills in."""
+        mits = self._mitigations(t.model, t.mitigation)
+        row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
+                               "n_faults": None, "n_words": None, "n_nonfinite": None,
+                               "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
+                               "evaluated": evaluated}
+        return mits, self._models[t.model], self._golden[(t.model, t.mitigation)], row
+
+    def _finish_row(self, row: dict[str, Any], metrics: dict[str, float],
+                    golden: dict[str, float], started: datetime, t0: float) -> None:
+        """Metrics (null for a failed trial), golden metrics and bookkeeping columns."""
+        row.update({m: metrics.get(m) for m in golden})
         row.update({f"golden_{m}": v for m, v in golden.items()})
         row.update(worker=self.worker_id, device=str(self.device), started_at=started,
                    duration_s=time.perf_counter() - t0, version=self._version)
-        return row, sampled
 
     def _run_activation_trial(self, t: Trial) -> dict[str, Any]:
         """Run a trial of an activation target set: the fault hooks (seeded with the trial seed,
@@ -446,13 +456,7 @@ class TrialWorker:
         evaluation (after / before mitigations such as SBP); ``n_sites``, ``p_no_fault`` and
         ``n_nonfinite`` are null (the sites depend on the calls evaluate makes); ``evaluated``
         is True (docs/activations.md)."""
-        mits = self._mitigations(t.model, t.mitigation)
-        model = self._models[t.model]
-        golden = self._golden[(t.model, t.mitigation)]
-        row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
-                               "n_faults": None, "n_words": None, "n_nonfinite": None,
-                               "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
-                               "evaluated": True}
+        mits, model, golden, row = self._start_row(t, evaluated=True)
         started, t0 = datetime.now(timezone.utc), time.perf_counter()
         metrics: dict[str, float] = {}
         try:
@@ -467,8 +471,5 @@ class TrialWorker:
         except Exception as exc:
             row.update(status="failed", error=_error_text(exc))
             self.ensure_pristine(t.model)
-        row.update({m: metrics.get(m) for m in golden})  # None (null) for failed trials
-        row.update({f"golden_{m}": v for m, v in golden.items()})
-        row.update(worker=self.worker_id, device=str(self.device), started_at=started,
-                   duration_s=time.perf_counter() - t0, version=self._version)
+        self._finish_row(row, metrics, golden, started, t0)
         return row
