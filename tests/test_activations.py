@@ -11,14 +11,7 @@ from torch import nn
 
 from pytei_ray import ActivationInjector, BitFlip, RandomValue, StuckAt, state_checksum
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models: one thread avoids spinning when the machine is shared."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def make_mlp(seed: int = 0) -> nn.Sequential:
