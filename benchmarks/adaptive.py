@@ -58,20 +58,11 @@ def _run(job, out: Path, executor: str, **kw) -> tuple[pd.DataFrame, float]:
 def _widest(df: pd.DataFrame, target: Precision, min_reps: int, adaptive: bool) -> tuple[float,
                                                                                         int]:
     """Widest half-width of the target metric over the cells, and cells not conclusive, as the
-    report judges them (one definition: pytei_ray.stats.judge_cell)."""
-    from pytei_ray.stats import cell_inputs, checked_bounds, higher_is_better, judge_cell
+    run and the report judge them (pytei_ray.stats.judge_cells)."""
+    from pytei_ray.stats import judge_cells
 
-    m = target.metric
-    bounds = checked_bounds(m, np.concatenate([df[m].to_numpy(float),
-                                               df[f"golden_{m}"].to_numpy(float)]))
-    level = target.look_confidence(min_reps) if adaptive else target.confidence
-    higher = higher_is_better(m) if target.higher_is_better is None else target.higher_is_better
     widest, open_cells = 0.0, 0
-    for _, g in df.groupby(CELL, sort=False):
-        values, golden, ok, faulted, p0 = cell_inputs(g, m)
-        j = judge_cell(values, golden, faulted, p0, precision=target, confidence=target.confidence,
-                       bounds=bounds, higher_is_better=higher, threshold=target.threshold,
-                       level_confidence=level, ok=ok)
+    for _, _, j in judge_cells(df, target, min_reps, POINT_COLS, adaptive=adaptive):
         widest = max(widest, j.estimate.halfwidth if target.on == "mean"
                      else (j.sdc_high - j.sdc_low) / 2)
         open_cells += not j.conclusive

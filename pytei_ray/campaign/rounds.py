@@ -120,30 +120,16 @@ def foreign_rows(campaign: Campaign, stored: Iterable[Mapping[str, Any]]) -> lis
 def cells_at_cap(campaign: Campaign, rows: DecisionRows) -> list[str]:
     """Cells of an adaptive campaign that are still open with ``max_reps`` repetitions, one
     line each with the reason (what the run summary and the report list as "at the cap")."""
-    from pytei_ray.stats import cell_inputs, checked_bounds, higher_is_better, judge_cell
+    from pytei_ray.stats import judge_cells
 
     p = campaign.precision
     frame = rows.frame()
     if p is None or frame.empty:
         return []
-    import numpy as np
-    import pandas as pd
-
-    metric = p.metric
-    bounds = checked_bounds(metric, np.concatenate([
-        pd.to_numeric(frame[metric], errors="coerce").to_numpy(float),
-        pd.to_numeric(frame[f"golden_{metric}"], errors="coerce").to_numpy(float)]))
-    higher = higher_is_better(metric) if p.higher_is_better is None else p.higher_is_better
-    level = p.look_confidence(campaign.repetitions)
     out = []
-    for key, g in frame.groupby([*POINT_FACTORS, "mitigation"], sort=True):
-        if g["repetition"].max() + 1 < p.max_reps:
-            continue  # settled before the cap
-        values, golden, ok, faulted, p0 = cell_inputs(g, metric)
-        verdict = judge_cell(values, golden, faulted, p0, precision=p, confidence=p.confidence,
-                             bounds=bounds, higher_is_better=higher, threshold=p.threshold,
-                             level_confidence=level, ok=ok)
-        if not verdict.conclusive:
+    for key, g, verdict in sorted(judge_cells(frame, p, campaign.repetitions, POINT_FACTORS),
+                                  key=lambda item: item[0]):
+        if g["repetition"].max() + 1 >= p.max_reps and not verdict.conclusive:
             out.append(f"{'/'.join(str(k) for k in key)}: {verdict.reason} after {len(g)} "
                        "repetitions")
     return out

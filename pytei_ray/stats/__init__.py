@@ -14,7 +14,7 @@ from .intervals import (
     student_t_ppf,
     wilson_interval,
 )
-from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, open_points
+from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, judge_cells, open_points
 from .metrics import checked_bounds, higher_is_better, metric_bounds
 from .precision import Precision
 
@@ -32,6 +32,7 @@ __all__ = [
     "estimate_rate",
     "higher_is_better",
     "judge_cell",
+    "judge_cells",
     "looks_heavy_tailed",
     "mean_ci",
     "metric_bounds",

@@ -10,7 +10,7 @@ keep seeing the same faults).
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,7 +21,8 @@ from .metrics import checked_bounds
 from .metrics import higher_is_better as guess_direction
 from .precision import Precision
 
-__all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "open_points"]
+__all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
+           "open_points"]
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
 POINT_COLS = ("model", "target", "error_model", "ber")
@@ -175,6 +176,54 @@ def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, n
     return values, golden, ok, faulted, float(p[0])
 
 
+def judge_cells(
+    rows: pd.DataFrame,
+    precision: Precision,
+    min_reps: int,
+    point_cols: Sequence[str] = POINT_COLS,
+    *,
+    mitigation_col: str = "mitigation",
+    bounds: tuple[float, float] | None = None,
+    adaptive: bool = True,
+) -> Iterator[tuple[tuple, pd.DataFrame, CellJudgement]]:
+    """Judge every cell (point x mitigation) of ``precision.metric`` in ``rows`` by the rule.
+
+    The one loop behind :func:`open_points`, the run summary's cells at the cap
+    (:func:`pytei_ray.campaign.rounds.cells_at_cap`) and the adaptive benchmark.
+
+    Args:
+        rows: Result rows (see :func:`open_points`).
+        precision: The stopping rule.
+        min_reps: Repetitions of the first look (sets the look level).
+        point_cols: Columns identifying a point (those missing from ``rows`` are skipped).
+        mitigation_col: Column of the mitigation (cells of a point differ only in it).
+        bounds: Range of the metric; guessed from its name and the values in ``rows`` when None.
+        adaptive: Judge at ``precision.look_confidence(min_reps)`` (an adaptive campaign's
+            looks); False: at ``precision.confidence`` (one look, a fixed grid).
+
+    Yields:
+        ``(key, group, judgement)``: ``key`` holds the point columns present, then the
+        mitigation; ``group`` the cell's rows.
+    """
+    metric = precision.metric
+    cols = [c for c in point_cols if c in rows]
+    if bounds is None:
+        bounds = checked_bounds(metric, np.concatenate([
+            pd.to_numeric(rows[metric], errors="coerce").to_numpy(float),
+            pd.to_numeric(rows[f"golden_{metric}"], errors="coerce").to_numpy(float)]))
+    higher = (guess_direction(metric) if precision.higher_is_better is None
+              else precision.higher_is_better)
+    level = precision.look_confidence(min_reps) if adaptive else precision.confidence
+    keys = cols + ([mitigation_col] if mitigation_col in rows else [])
+    for key, g in rows.groupby(keys, sort=False, dropna=False):
+        key = key if isinstance(key, tuple) else (key,)
+        values, golden, ok, faulted, p0 = cell_inputs(g, metric)
+        yield key, g, judge_cell(values, golden, faulted, p0, precision=precision,
+                                 confidence=precision.confidence, bounds=bounds,
+                                 higher_is_better=higher, threshold=precision.threshold,
+                                 level_confidence=level, ok=ok)
+
+
 def open_points(
     frame: pd.DataFrame,
     precision: Precision,
@@ -211,28 +260,7 @@ def open_points(
     if looks[look] >= precision.max_reps or frame.empty:
         return set()
     rows = frame[frame["repetition"] < looks[look]]
-    metric = precision.metric
-    cols = [c for c in point_cols if c in rows]
-    if bounds is None:
-        lo, hi = checked_bounds(metric, np.concatenate([
-            pd.to_numeric(rows[metric], errors="coerce").to_numpy(float),
-            pd.to_numeric(rows[f"golden_{metric}"], errors="coerce").to_numpy(float)]))
-        bounds = (lo, hi)
-    higher = (guess_direction(metric) if precision.higher_is_better is None
-              else precision.higher_is_better)
-    level = precision.look_confidence(min_reps)
-    keys = cols + ([mitigation_col] if mitigation_col in rows else [])
-    out: set[tuple] = set()
-    for key, g in rows.groupby(keys, sort=False, dropna=False):
-        key = key if isinstance(key, tuple) else (key,)
-        point = tuple(key[:len(cols)])
-        if point in out:
-            continue
-        values, golden, ok, faulted, p0 = cell_inputs(g, metric)
-        verdict = judge_cell(values, golden, faulted, p0, precision=precision,
-                             confidence=precision.confidence, bounds=bounds,
-                             higher_is_better=higher, threshold=precision.threshold,
-                             level_confidence=level, ok=ok)
-        if not verdict.conclusive:
-            out.add(point)
-    return out
+    n_cols = len([c for c in point_cols if c in rows])
+    return {key[:n_cols] for key, _, verdict in judge_cells(
+        rows, precision, min_reps, point_cols, mitigation_col=mitigation_col, bounds=bounds)
+        if not verdict.conclusive}

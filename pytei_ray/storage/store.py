@@ -458,20 +458,6 @@ class ResultsStore:
             out.update(zip(t.column("trial_id").to_pylist(), t.column("status").to_pylist()))
         return out
 
-    def read_rows(self, columns: Sequence[str]) -> list[dict[str, Any]]:
-        """The given columns of every stored result row, as dicts (one scan of the parts).
-
-        A column a part lacks (e.g. written by an older version) reads as None.
-        """
-        rows: list[dict[str, Any]] = []
-        for path in self.part_paths():
-            names = set(pq.read_schema(path, filesystem=self.fs).names)
-            present = [c for c in columns if c in names]
-            table = pq.read_table(path, columns=present, filesystem=self.fs)
-            missing = dict.fromkeys(c for c in columns if c not in names)
-            rows.extend({**missing, **r} for r in table.to_pylist())
-        return rows
-
     def read_golden(self) -> list[dict[str, Any]]:
         """Every stored golden row as a dict."""
         rows: list[dict[str, Any]] = []
