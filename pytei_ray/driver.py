@@ -313,24 +313,24 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     stored_golden = {(g["model"], g["mitigation"]) for g in scan.golden}
     pending0 = [t for t in trials if t.trial_id not in status]
     regolden = golden_to_recompute(trials, pending0, stored_golden)
-    grid = {t.trial_id for t in trials}
-    summary.failed_stored = sum(s != "ok" for t, s in status.items() if t in grid)
+    # every stored row is a trial of this campaign (foreign rows were refused above)
+    summary.failed_stored = sum(s != "ok" for s in status.values())
     checks = Consistency.from_stored(where, store.job_copy_path(), manifest,
                                      scan.golden, scan.golden_of_rows, metrics)
     report_nonfinite(checks, scan.golden, manifest, store, echo)
 
+    def save_manifest(**fields: Any) -> None:
+        manifest.update(fields)
+        store.write_manifest(touch(manifest))
+
     def record_metrics(names: list[str]) -> None:
-        manifest["metrics"] = names
-        touch(manifest)
-        store.write_manifest(manifest)
+        save_manifest(metrics=names)
 
     def check(result: Any) -> None:
         """Refuse a chunk that would mix experiments; record what is new (before storing)."""
         new = checks.check_chunk(result)
         if new:
-            manifest["model_checksums"] = dict(checks.checksums)
-            touch(manifest)
-            store.write_manifest(manifest)
+            save_manifest(model_checksums=dict(checks.checksums))
         report_nonfinite(checks, result.golden, manifest, store, echo)
 
     def record_nondeterministic(models: list[str]) -> None:
@@ -340,9 +340,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         if new:
             echo(f"warning: evaluate() of {new} is not deterministic; every trial of it is "
                  "evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
-            manifest["nondeterministic_evaluate"] = sorted([*known, *new])
-            touch(manifest)
-            store.write_manifest(manifest)
+            save_manifest(nondeterministic_evaluate=sorted([*known, *new]))
 
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
@@ -350,6 +348,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
         on_new_metrics=record_metrics, stored_schemas=scan.schemas,
         factors=campaign.column_types())
     del scan
+
     def make_executor() -> Executor:
         return executor if isinstance(executor, Executor) else get_executor(executor, config)
 
@@ -370,8 +369,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             summary.rounds = index + 1
             if index and manifest.get("n_trials") != summary.total:
                 # an adaptive round adds trials: the report's progress counts against them
-                manifest["n_trials"] = summary.total
-                store.write_manifest(touch(manifest))
+                save_manifest(n_trials=summary.total)
             if pending:
                 runner.run_round(rnd, pending, len(looks))
             active = next_active(campaign, decide, index, active)
