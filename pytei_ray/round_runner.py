@@ -68,11 +68,17 @@ class RoundRunner:
 
     def recompute_golden(self, trials: list[Trial]) -> None:
         """Golden rows whose part was lost (quarantined): run one stored trial of each pair."""
-        ex = self._start(len(trials))
-        models = [m for m in dict.fromkeys(t.model for t in trials) if m not in self._prepared]
-        self._prepare(ex, models)
-        trials = self._runnable(trials)
+        ex, trials = self._ready(trials)
         _recompute_golden(ex, self.job, trials, self.writer, self.check, self.echo)
+
+    def _ready(self, trials: list[Trial]) -> tuple[Executor, list[Trial]]:
+        """Start the executor, prepare the models of ``trials`` not prepared yet (in campaign
+        order), and return it with the trials that can run (a failed model's are left out)."""
+        ex = self._start(len(trials))
+        needed = {t.model for t in trials}
+        self._prepare(ex, [m for m in self.job.campaign().models
+                           if m in needed and m not in self._prepared])
+        return ex, self._runnable(trials)
 
     def _prepare(self, ex: Executor, models: list[str]) -> None:
         failed = _prepare(ex, self.job, models, self.echo)
@@ -91,12 +97,8 @@ class RoundRunner:
     def run_round(self, rnd: Round, pending: list[Trial], n_looks: int) -> None:
         from tqdm.auto import tqdm
 
-        ex = self._start(len(pending))
+        ex, pending = self._ready(pending)
         campaign = self.job.campaign()
-        models = [m for m in campaign.models if m not in self._prepared
-                  and any(t.model == m for t in pending)]
-        self._prepare(ex, models)
-        pending = self._runnable(pending)
         if not pending:
             return
         desc = campaign.name if n_looks == 1 else (
