@@ -289,8 +289,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     del stored_rows
 
     metrics = list(dict.fromkeys((manifest or {}).get("metrics", []) + scan.metrics))
-    if metrics:  # known from stored rows: refuse a target on another metric before any work
-        check_target_metric(campaign, [{"status": "ok", **{f"golden_{m}": 0.0 for m in metrics}}])
+    check_target_metric(campaign, metrics)  # known from stored rows: refused before any work
     changes = diff.changes if diff is not None and not diff.same else None
     overrides = {"repetitions_override": repetitions_override(job),
                  "precision_override": precision_override(job)}

@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -118,7 +118,9 @@ class RoundRunner:
         stats, summary, bar = ex.stats, self.summary, self.bar
 
         def on_result(result: Any) -> None:
-            check_target_metric(campaign, result.rows)
+            if result.rows:  # every row carries golden_<m> for each metric evaluate returns
+                check_target_metric(campaign, [k[len("golden_"):] for k in result.rows[0]
+                                               if k.startswith("golden_")])
             self.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
             self.on_nondeterministic(result.nondeterministic)
@@ -162,19 +164,17 @@ class RoundRunner:
             self._stack.close()
 
 
-def check_target_metric(campaign: Any, rows: list[dict[str, Any]]) -> None:
-    """Refuse a precision target for a metric that ``evaluate`` does not return (checked on
-    the first rows, before they are stored: no row of a run that cannot stop is kept)."""
-    target = campaign.precision
-    ok = [r for r in rows if r.get("status") == "ok"]
-    if target is None or not ok or f"golden_{target.metric}" in ok[0]:
+def check_target_metric(campaign: Any, metrics: Iterable[str]) -> None:
+    """Refuse a precision target for a metric that ``evaluate`` does not return (checked with
+    the stored metrics before any work, else on the first rows, before they are stored: no
+    row of a run that cannot stop is kept)."""
+    target, metrics = campaign.precision, list(metrics)
+    if target is None or not metrics or target.metric in metrics:
         return
-    found = sorted(k[len("golden_"):] for k in ok[0] if k.startswith("golden_"))
     raise CampaignSpecError(
         f"Expected the precision target's metric to be one that evaluate() returns, but got "
-        f"{target.metric!r}.\n  evaluate() returns: {found}\nPass --precision with one of "
-        "them (e.g. --precision {}=0.01); nothing was stored.".format(found[0] if found
-                                                                      else "METRIC"))
+        f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass --precision with "
+        f"one of them (e.g. --precision {sorted(metrics)[0]}=0.01); nothing was stored.")
 
 
 def _prepare(ex: Executor, job: JobRef, models: list[str],
