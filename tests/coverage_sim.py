@@ -1,0 +1,110 @@
+"""Simulated cells with a known true mean, for the coverage tests and benchmarks/intervals.py.
+
+A cell has ``p0`` (chance of a fault-free trial: the golden value ``GOLDEN``) and a family for a
+faulted trial's metric on [0, 1]. The interval computations are batched over many simulated
+cells (one row each) with :func:`pytei_ray.stats.betting_cs`, by the formula of
+:func:`pytei_ray.stats.estimate_cell` (``tests/test_stats_cs.py`` checks that they agree).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from scipy import stats as st
+
+from pytei_ray.stats import betting_cs, student_t_ppf
+
+GOLDEN = 0.8
+BOUNDS = (0.0, 1.0)
+#: The grid of issue 19: catastrophe chance given a fault, catastrophe size, p0, trials.
+CAT_CHANCES = (0.003, 0.01, 0.03, 0.1, 0.5)
+CAT_SIZES = (0.05, 0.5)
+P0S = (0.0, 0.5, 0.9, 0.99)
+TRIALS = (10, 20, 40, 80, 160, 320, 640)
+TARGETS = (0.01, 0.025)
+
+
+def family(name: str):
+    """``(draw(rng, shape), mean)`` of a faulted trial's metric on [0, 1].
+
+    ``cat:Q:S``: golden with chance 1-Q, golden - S with chance Q (rare catastrophes);
+    ``normal``: N(0.75, 0.05) clipped to [0, 1]; ``beta``: Beta(8, 2); ``bernoulli:P``: 0/1.
+    """
+    kind, *args = name.split(":")
+    if kind == "cat":
+        q, s = float(args[0]), float(args[1])
+        return (lambda rng, shape: np.where(rng.random(shape) < q, GOLDEN - s, GOLDEN),
+                GOLDEN - q * s)
+    if kind == "normal":
+        mu, sd = 0.75, 0.05
+        a, b = (0 - mu) / sd, (1 - mu) / sd  # mean of the clipped normal, exactly
+        mean = (mu * (st.norm.cdf(b) - st.norm.cdf(a)) + sd * (st.norm.pdf(a) - st.norm.pdf(b))
+                + 1.0 * st.norm.sf(b))
+        return lambda rng, shape: np.clip(rng.normal(mu, sd, shape), 0, 1), float(mean)
+    if kind == "beta":
+        return lambda rng, shape: rng.beta(8, 2, shape), 0.8
+    if kind == "bernoulli":
+        p = float(args[0])
+        return lambda rng, shape: (rng.random(shape) < p).astype(float), p
+    raise ValueError(name)
+
+
+def draw_cells(rng: np.random.Generator, name: str, p0: float, reps: int, n: int):
+    """``(values, faulted, truth)``: ``reps`` cells of ``n`` trials each (rows)."""
+    draw, mean1 = family(name)
+    faulted = rng.random((reps, n)) >= p0
+    values = np.where(faulted, draw(rng, (reps, n)), GOLDEN)
+    return values, faulted, p0 * GOLDEN + (1 - p0) * mean1
+
+
+def cs_cells(values, faulted, p0: float, n: int, confidence: float = 0.95):
+    """``(mean, low, high)`` per row over its first ``n`` trials: estimate_cell's formula."""
+    x1 = np.where(faulted[:, :n], values[:, :n], np.nan)
+    lo1, hi1 = betting_cs(x1, BOUNDS, confidence)
+    n1 = faulted[:, :n].sum(1)
+    with np.errstate(invalid="ignore"):
+        mean1 = np.nanmean(x1, axis=1) if x1.shape[1] else np.full(len(x1), np.nan)
+    mean = np.where(n1 > 0, p0 * GOLDEN + (1 - p0) * mean1, GOLDEN)
+    return mean, GOLDEN + (1 - p0) * (lo1 - GOLDEN), GOLDEN + (1 - p0) * (hi1 - GOLDEN)
+
+
+def t_cells(values, faulted, p0: float, n: int, confidence: float = 0.95):
+    """``(mean, low, high)`` per row by the OLD estimate_mean (Student-t on faulted trials)."""
+    f = faulted[:, :n]
+    x1 = np.where(f, values[:, :n], np.nan)
+    n1 = f.sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mean1 = np.nanmean(x1, axis=1)
+        sd = np.nanstd(x1, axis=1, ddof=1)
+        q = np.array([student_t_ppf(0.5 + confidence / 2, k - 1) if k >= 2 else math.nan
+                      for k in n1])
+        half = q * sd / np.sqrt(n1)
+    lo1 = np.where(n1 >= 2, mean1 - half, BOUNDS[0])
+    hi1 = np.where(n1 >= 2, mean1 + half, BOUNDS[1])
+    mean = np.where(n1 > 0, p0 * GOLDEN + (1 - p0) * mean1, GOLDEN)
+    low = np.clip(GOLDEN + (1 - p0) * (lo1 - GOLDEN), *BOUNDS)
+    high = np.clip(GOLDEN + (1 - p0) * (hi1 - GOLDEN), *BOUNDS)
+    return np.clip(mean, *BOUNDS), low, high
+
+
+def adaptive(values, faulted, p0: float, target: float, method=cs_cells, looks=TRIALS,
+             confidence: float = 0.95):
+    """Stop each row at the first look where mean +- ``target`` holds its interval (or the last).
+
+    Returns ``(mean, low, high, stop, conclusive)`` per row at its stopping look.
+    """
+    reps = len(values)
+    out = np.full((3, reps), np.nan)
+    stop = np.full(reps, looks[-1])
+    done = np.zeros(reps, bool)
+    for n in looks:
+        rows = np.flatnonzero(~done)
+        if rows.size == 0:
+            break
+        mean, low, high = method(values[rows], faulted[rows], p0, n, confidence)
+        out[:, rows] = mean, low, high
+        hit = np.maximum(high - mean, mean - low) <= target  # CellEstimate.halfwidth
+        done[rows[hit]] = True
+        stop[rows[hit]] = n
+    return out[0], out[1], out[2], stop, done
