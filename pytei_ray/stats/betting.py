@@ -26,8 +26,8 @@ Computation. Each factor of ``K+_t(m)`` is continuous and nonincreasing in ``m``
 (``max_{s<=t} K+_s(m) >= 2/alpha``) is an interval ``[0, L_t]``, and the running intersection
 of the sequence up to ``t`` is ``[L_t, U_t]`` with ``U_t`` the mirror image (``1 - x``).
 ``L_t`` is the root of a monotone function of ``m``, bracketed and found to ``1e-10`` of the
-range (vectorized over many sequences at once), keeping the largest rejected point: the
-reported bound is never inside the true one.
+range (vectorized over many sequences at once), then the largest rejected multiple of
+``2**-30`` is reported: never inside the true bound, and exactly monotone in ``t``.
 """
 
 from __future__ import annotations
@@ -47,6 +47,7 @@ __all__ = ["TRUNCATION", "betting_cs", "capital", "check_bounded"]
 TRUNCATION = 0.75
 _TOL = 1e-9  # root bracket width at which the search stops (a fraction of the range)
 _MAX_STEPS = 200
+_GRID = 2.0**-30  # reported bounds are multiples of this (> _TOL) fraction of the range
 
 
 def check_bounded(x: np.ndarray, bounds: tuple[float, float]) -> tuple[float, float]:
@@ -66,7 +67,7 @@ def check_bounded(x: np.ndarray, bounds: tuple[float, float]) -> tuple[float, fl
         where = tuple(int(i) for i in np.argwhere(bad)[0])
         raise ValueError(
             f"A value lies outside the metric's declared bounds [{a:g}, {b:g}].\n"
-            f"  value: {arr[where]!r} at position {where if len(where) > 1 else where[0]}\n"
+            f"  value: {float(arr[where])!r} at position {where if len(where) > 1 else where[0]}\n"
             "  fix: correct the bounds, or the metric")
     return a, b
 
@@ -103,20 +104,19 @@ def _log_max_capital(xz: np.ndarray, lam: np.ndarray, m: np.ndarray, c: float) -
     return np.max(np.cumsum(steps, axis=1), axis=1, initial=0.0)
 
 
-def _lower(x: np.ndarray, log_thr: float, c: float) -> np.ndarray:
-    """Running-intersection lower bound ``L_t`` of each row (data in [0, 1], NaN = absent).
+def _lower(xz: np.ndarray, lam: np.ndarray, log_thr: float, c: float) -> np.ndarray:
+    """Running-intersection lower bound ``L_t`` of each row (data in [0, 1], bets ``lam``).
 
     ``f(m) = max_s log K+_s(m) - log(2/alpha)`` is continuous and nonincreasing: the bound is
     its root, found inside a bracket ``[lo, hi]`` with ``f(lo) >= 0 > f(hi)``: three bisection
     steps, then the Illinois variant of regula falsi with a bisection every fourth step (so
-    the bracket shrinks at least geometrically). ``lo`` is returned: a rejected point, never
-    inside the true bound.
+    the bracket shrinks at least geometrically). The largest rejected multiple of ``_GRID`` is
+    returned: never inside the true bound, within ``1e-9`` of it.
     """
-    out = np.zeros(x.shape[0])
-    if x.shape[1] == 0:
+    out = np.zeros(xz.shape[0])
+    if xz.shape[1] == 0:
         return out
-    lam, xz = _bets(x, log_thr)
-    f0 = _log_max_capital(xz, lam, np.zeros(x.shape[0]), c) - log_thr
+    f0 = _log_max_capital(xz, lam, np.zeros(xz.shape[0]), c) - log_thr
     rows = np.flatnonzero(f0 >= 0)  # the others reject nothing: L = 0
     lam, xz = lam[rows], xz[rows]
     lo, hi = np.zeros(rows.size), np.ones(rows.size)
@@ -142,7 +142,14 @@ def _lower(x: np.ndarray, log_thr: float, c: float) -> np.ndarray:
         hi[active] = np.where(rej, a_hi, m)
         fhi[active] = np.where(rej, np.where(last == 1, a_fhi / 2, a_fhi), fm)
         side[active] = np.where(rej, 1, -1)
-    out[rows] = lo
+    # Snap to the largest rejected point of the grid GRID * k: a function of the rejected set
+    # alone, so the bound moves only when that set grows (exactly monotone in the trials).
+    snap = np.floor(hi / _GRID) * _GRID
+    check = np.flatnonzero(snap > lo)  # at most one grid point in (lo, hi): is it rejected?
+    if check.size:
+        rej = _log_max_capital(xz[check], lam[check], snap[check], c) >= log_thr
+        snap[check] = np.where(rej, snap[check], snap[check] - _GRID)
+    out[rows] = snap
     return out
 
 
@@ -190,8 +197,9 @@ def betting_cs(
     a, b = check_bounded(arr, bounds)
     rows = _left_justify(np.atleast_2d((arr - a) / (b - a)))
     log_thr = math.log(2.0 / (1.0 - confidence))
-    low = _lower(rows, log_thr, truncation)
-    high = 1.0 - _lower(1.0 - rows, log_thr, truncation)
+    lam, xz = _bets(rows, log_thr)  # the same bets serve both sides (they see x and 1 - x
+    low = _lower(xz, lam, log_thr, truncation)  # alike); an absent entry has lam = 0
+    high = 1.0 - _lower(1.0 - xz, lam, log_thr, truncation)
     low, high = a + (b - a) * low, a + (b - a) * high
     if arr.ndim == 1:
         return float(low[0]), float(high[0])
@@ -199,13 +207,16 @@ def betting_cs(
 
 
 def capital(
-    x: np.ndarray, m: float, confidence: float = 0.95, *, truncation: float = TRUNCATION
+    x: np.ndarray, m: float | np.ndarray, confidence: float = 0.95, *,
+    truncation: float = TRUNCATION, m_minus: float | np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The two capital processes ``K+_t(m)``, ``K-_t(m)``, ``t = 1..n``, of data in [0, 1].
 
     ``m`` lies outside the confidence sequence at time ``t`` iff either process has reached
-    ``2 / (1 - confidence)`` at some ``s <= t``. For checks and plots; :func:`betting_cs` is
-    what the statistics use.
+    ``2 / (1 - confidence)`` at some ``s <= t``. For checks and simulations (many sequences:
+    2-D ``x``, one per row, NaN = absent; ``m`` one value or one per row, in [0, 1];
+    ``m_minus``: evaluate ``K-`` there instead, two one-sided tests in one pass);
+    :func:`betting_cs` is what the statistics use.
 
     Example:
         >>> kp, km = capital(np.ones(5), 0.5)
@@ -213,14 +224,20 @@ def capital(
         True
     """
     check_confidence(confidence)
-    row = np.atleast_2d(np.asarray(x, dtype=float))
-    check_bounded(row, (0.0, 1.0))
+    arr = np.asarray(x, dtype=float)
+    check_bounded(arr, (0.0, 1.0))
+    rows = np.atleast_2d(arr)
     log_thr = math.log(2.0 / (1.0 - confidence))
-    m_arr = np.array([float(m)])
-    lam, xz = _bets(row, log_thr)
-    plus = np.cumsum(np.log1p(np.minimum(lam, truncation / m_arr[:, None]) * (xz - m)), axis=1)
-    lam_r, xz_r = _bets(1.0 - row, log_thr)
-    with np.errstate(divide="ignore"):
-        cap_r = truncation / (1.0 - m_arr[:, None])
-    minus = np.cumsum(np.log1p(np.minimum(lam_r, cap_r) * (xz_r - (1.0 - m))), axis=1)
-    return np.exp(plus[0]), np.exp(minus[0])
+    out = []
+    lam, xz = _bets(rows, log_thr)
+    def col(v):
+        return np.broadcast_to(np.asarray(v, dtype=float), (rows.shape[0],))[:, None]
+
+    m_minus = m if m_minus is None else m_minus
+    for data, mm in ((xz, col(m)), (1.0 - xz, 1.0 - col(m_minus))):
+        with np.errstate(divide="ignore"):
+            cap = truncation / mm
+        out.append(np.exp(np.cumsum(np.log1p(np.minimum(lam, cap) * (data - mm)), axis=1)))
+    if arr.ndim == 1:
+        return out[0][0], out[1][0]
+    return out[0], out[1]

@@ -45,11 +45,11 @@ class PairedComparison:
     """A mitigation against the baseline on paired trials (see the module docstring).
 
     Attributes:
-        diff: Mean paired difference ``delta`` (> 0: the mitigation helps).
-        diff_low: Lower end of its interval (level ``confidence``).
-        diff_high: Upper end.
+        delta: Mean paired difference (> 0: the mitigation helps).
+        delta_low: Lower end of its interval (level ``confidence``).
+        delta_high: Upper end.
         lost: Mean loss of the baseline against its golden value.
-        recovery: ``diff / lost`` (NaN when ``lost`` is 0 or unknown).
+        recovery: ``delta / lost`` (NaN when ``lost`` is 0 or unknown).
         recovery_low: Lower end of its interval (level ``confidence``; -inf when unknown).
         recovery_high: Upper end (inf when unknown).
         pairs: Pairs used (both trials ran).
@@ -61,9 +61,9 @@ class PairedComparison:
         method: ``"p0-cs"``/``"cs"`` (bounded) or ``"p0-t-finite"``/``"t-finite"``.
     """
 
-    diff: float
-    diff_low: float
-    diff_high: float
+    delta: float
+    delta_low: float
+    delta_high: float
     lost: float
     recovery: float
     recovery_low: float
@@ -117,7 +117,7 @@ def paired_comparison(
         >>> none = np.where(np.arange(1000) % 10 == 0, 0.1, 0.8)    # 1 in 10 pairs collapses
         >>> c = paired_comparison(np.full(1000, 0.8), none, 0.8, 0.8, np.ones(1000, bool), 0.0,
         ...                       metric=acc)                # the mitigation restores every one
-        >>> round(c.diff, 3), round(c.diff_low, 3), c.recovery, round(c.recovery_low, 2)
+        >>> round(c.delta, 3), round(c.delta_low, 3), c.recovery, round(c.recovery_low, 2)
         (0.07, 0.051, 1.0, 0.5)
     """
     check_confidence(confidence)
