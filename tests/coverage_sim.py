@@ -9,11 +9,13 @@ cells (one row each) with :func:`pytei_ray.stats.betting_cs`, by the formula of
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats as st
 
 from pytei_ray.stats import betting_cs, capital, student_t_ppf
+from pytei_ray.stats.betting import TRUNCATION
 
 GOLDEN = 0.8
 BOUNDS = (0.0, 1.0)
@@ -73,7 +75,8 @@ def t_cells(values, faulted, p0: float, n: int, confidence: float = 0.95):
     f = faulted[:, :n]
     x1 = np.where(f, values[:, :n], np.nan)
     n1 = f.sum(1)
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # rows with < 2 faulted trials
         mean1 = np.nanmean(x1, axis=1)
         sd = np.nanstd(x1, axis=1, ddof=1)
         q = np.array([student_t_ppf(0.5 + confidence / 2, k - 1) if k >= 2 else math.nan
@@ -116,7 +119,8 @@ def faulted_first(values, faulted):
     return x1[:, :int(faulted.sum(axis=1).max(initial=0))]
 
 
-def first_miss(values, faulted, truth1: float, confidence: float = 0.95) -> np.ndarray:
+def first_miss(values, faulted, truth1: float, confidence: float = 0.95,
+               truncation: float = TRUNCATION) -> np.ndarray:
     """Per row, the number of faulted trials after which the sequence first excludes ``truth1``
     (the faulted-trial mean), or a number above every count when it never does.
 
@@ -125,13 +129,13 @@ def first_miss(values, faulted, truth1: float, confidence: float = 0.95) -> np.n
     evaluation per row (``test_stats_cs_coverage`` checks it against the intervals).
     """
     x1 = faulted_first(values, faulted)
-    kp, km = capital(x1, truth1, confidence)
+    kp, km = capital(x1, truth1, confidence, truncation=truncation)
     hit = np.maximum(kp, km) >= 2.0 / (1.0 - confidence)
     return np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, values.shape[1] + 1)
 
 
 def adaptive_fast(values, faulted, p0: float, target: float, truth1: float, looks=TRIALS,
-                  confidence: float = 0.95):
+                  confidence: float = 0.95, truncation: float = TRUNCATION):
     """:func:`adaptive` with ``cs_cells``, deciding each look without computing the bounds.
 
     ``mean +- target`` holds the cell interval iff the faulted-trial sequence has rejected
@@ -160,11 +164,12 @@ def adaptive_fast(values, faulted, p0: float, target: float, truth1: float, look
         mean_out[rows] = mean
         m_lo = GOLDEN + (mean - target - GOLDEN) / (1 - p0)
         m_hi = GOLDEN + (mean + target - GOLDEN) / (1 - p0)
-        kp, km = capital(x1, np.clip(m_lo, 0, 1), confidence, m_minus=np.clip(m_hi, 0, 1))
+        kp, km = capital(x1, np.clip(m_lo, 0, 1), confidence, m_minus=np.clip(m_hi, 0, 1),
+                         truncation=truncation)
         low_ok = (m_lo <= 0) | (kp.max(axis=1, initial=0) >= thr)
         high_ok = (m_hi >= 1) | (km.max(axis=1, initial=0) >= thr)
         hit = low_ok & high_ok
         done[rows[hit]] = True
         stop[rows[hit]] = n
-    miss = first_miss(values, faulted, truth1, confidence)
+    miss = first_miss(values, faulted, truth1, confidence, truncation)
     return mean_out, miss > counts[np.arange(reps), stop - 1], stop, done

@@ -63,3 +63,10 @@ def test_adaptive_benchmark_runs(tmp_path):
     for line in ("(0) fixed 2 reps, no skipping", "(1) fixed 2 reps + skipping",
                  "(b) adaptive 2..4 + skipping", "skipping alone:", "adaptive vs the conclusive"):
         assert line in proc.stdout, proc.stdout
+
+
+def test_intervals_benchmark_runs():
+    cmd = [sys.executable, "-m", "benchmarks.intervals", "--reps", "20", "--quick"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "confidence sequence" in proc.stdout and "CS c=3/4" in proc.stdout

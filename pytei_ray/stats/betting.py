@@ -42,8 +42,9 @@ __all__ = ["TRUNCATION", "betting_cs", "capital", "check_bounded"]
 
 #: ``c`` of the truncated bets ``min(l_i, c / m)``: the authors suggest 1/2 or 3/4. 3/4 narrows
 #: the interval faster when the observations sit at one value (most faults masked): on the
-#: rare-catastrophe cells of ``benchmarks/intervals.py`` an adaptive run at +-0.01 stops at
-#: about half the trials of 1/2 (``confseq``'s default), with the same coverage.
+#: rare-catastrophe grid of ``benchmarks/intervals.py`` adaptive runs at +-0.025 stop after
+#: 182 trials per cell on average against 251 with 1/2 (``confseq``'s default), 469 vs 482 at
+#: +-0.01, both covering >= 95.8% in every cell.
 TRUNCATION = 0.75
 _TOL = 1e-9  # root bracket width at which the search stops (a fraction of the range)
 _MAX_STEPS = 200
