@@ -1,7 +1,8 @@
-"""Campaigns as data: the :class:`Campaign` spec, trial expansion, job files and the trial runner.
+"""Campaigns as data: the :class:`Campaign` spec, levels, trial expansion, rounds, job files.
 
-``import pytei_ray.campaign`` never imports Ray; :class:`TrialWorker` imports the fault core
-(torch) only when it is first used.
+Nothing here runs a trial or touches the results directory: trials run in
+:mod:`pytei_ray.execution.worker`, results are stored by :mod:`pytei_ray.storage`, and
+``import pytei_ray.campaign`` imports neither ray nor torch's fault core.
 """
 
 from .jobfile import JobRef, load_job, parse_params
@@ -27,14 +28,5 @@ __all__ = [
     "JobRef",
     "load_job",
     "parse_params",
-    "TrialWorker",
-    "ChunkResult",
 ]
 
-
-def __getattr__(name: str):
-    if name in ("TrialWorker", "ChunkResult"):
-        from . import worker
-
-        return getattr(worker, name)
-    raise AttributeError(f"module 'pytei_ray.campaign' has no attribute {name!r}")

@@ -14,7 +14,7 @@ deterministic), so the race is harmless.
 
 The launcher puts the results location into the :class:`~pytei_ray.campaign.JobRef`; the
 campaign built from that JobRef is bound to its context (:func:`context_for`), which is what a
-:class:`~pytei_ray.campaign.TrialWorker` uses when it is not given one explicitly.
+:class:`~pytei_ray.execution.worker.TrialWorker` uses when it is not given one explicitly.
 """
 
 from __future__ import annotations

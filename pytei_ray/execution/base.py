@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import ChunkResult, TrialWorker
+from pytei_ray.execution.worker import ChunkResult, TrialWorker
 
 from .ray_options import RunStats
 

@@ -34,8 +34,8 @@ from ray import exceptions as rex
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import ChunkResult, TrialWorker
 from pytei_ray.errors import ResourcesUnavailableError, TrialsLostError
+from pytei_ray.execution.worker import ChunkResult, TrialWorker
 
 from .base import Executor, ExecutorConfig, ResultCallback
 from .ray_options import RunStats, parse_options

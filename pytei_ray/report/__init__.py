@@ -26,7 +26,14 @@ import pandas as pd
 
 from pytei_ray.storage.layout import default_report_dir
 
-from ..stats import Precision
+from ..stats import (
+    Precision,
+    higher_is_better,
+    mean_ci,
+    metric_bounds,
+    paired_recovery,
+    wilson_interval,
+)
 from . import plots as _plots
 from .data import (
     Dataset,
@@ -36,7 +43,6 @@ from .data import (
     metric_columns,
 )
 from .html import Page, display_table, render_html
-from .stats import higher_is_better, mean_ci, metric_bounds, paired_recovery, wilson_interval
 from .summary import (
     ADVICE_FACTOR,
     baseline_mitigation,

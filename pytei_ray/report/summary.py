@@ -28,10 +28,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..stats import Precision, cell_inputs, checked_bounds, judge_cell
+from ..stats import (
+    Precision,
+    cell_inputs,
+    checked_bounds,
+    judge_cell,
+    mean_ci,
+    paired_recovery,
+    reps_for_halfwidth,
+    student_t_ppf,
+)
+from ..stats import higher_is_better as guess_direction
 from .data import Dataset, extra_factors, load_dataset, metric_columns
-from .stats import higher_is_better as guess_direction
-from .stats import mean_ci, paired_recovery, reps_for_halfwidth, student_t_ppf
 
 __all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
            "suggest_repetitions", "summarize"]
@@ -229,7 +237,7 @@ def summarize(
         higher_is_better: Metric direction: a bool for all metrics, a ``{metric: bool}`` dict
             (metrics it does not name: its ``"*"`` entry if any, else guessed), or None to guess
             from the name (loss-like names are lower-is-better, see
-            :func:`~pytei_ray.report.stats.higher_is_better`).
+            :func:`~pytei_ray.stats.higher_is_better`).
         nonfinite_as_sdc: Count ok trials with a non-finite metric as SDC.
         precision: A precision target: a :class:`~pytei_ray.stats.Precision` (for its metric),
             or a float = wanted half-width of every metric's mean relative to |golden|. A cell is
@@ -243,7 +251,7 @@ def summarize(
             no trial has a finite metric); in a fixed campaign ``at_threshold`` marks those
             needing more than ``ADVICE_FACTOR`` (10) times their trials.
         bounds: Natural range the mean's CI is clamped to: None guesses it from the name
-            (:func:`~pytei_ray.report.stats.metric_bounds`: [0, 1] for accuracy-like names,
+            (:func:`~pytei_ray.stats.metric_bounds`: [0, 1] for accuracy-like names,
             >= 0 for loss-like ones; a guessed bound is dropped when an observed value lies
             outside it), a ``{metric: (low, high)}`` dict overrides, False turns clamping off.
 
@@ -307,7 +315,7 @@ def recovery(
     """Fraction of the lost metric each mitigation recovers, per BER, paired by trial.
 
     Rows with the same (model, target, error_model, ber, repetition, extra factors) saw the same
-    faults; see :func:`pytei_ray.report.stats.paired_recovery` for the per-pair formula. Only
+    faults; see :func:`pytei_ray.stats.paired_recovery` for the per-pair formula. Only
     pairs whose unmitigated trial lost more than ``threshold`` (relative to |golden|, the SDC
     threshold) count: a near-zero loss in the denominator gives meaningless ratios (190, -48).
 

@@ -16,6 +16,7 @@ from .intervals import (
 )
 from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, judge_cells, open_points
 from .metrics import checked_bounds, higher_is_better, metric_bounds
+from .paired import paired_recovery
 from .precision import Precision
 
 __all__ = [
@@ -37,6 +38,7 @@ __all__ = [
     "mean_ci",
     "metric_bounds",
     "open_points",
+    "paired_recovery",
     "reps_for_halfwidth",
     "student_t_ppf",
     "wilson_interval",

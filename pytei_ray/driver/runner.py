@@ -14,9 +14,8 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytei_ray.campaign.consistency import Consistency
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.rounds import DecisionRows, Round
 from pytei_ray.campaign.trials import Trial, make_chunks
@@ -24,8 +23,8 @@ from pytei_ray.errors import CampaignSpecError, TrialSetupError, TrialsLostError
 from pytei_ray.execution.base import Executor
 from pytei_ray.storage import ResultsStore, ResultsWriter, touch
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pytei_ray.driver import RunSummary
+from .consistency import Consistency
+from .summary import RunSummary
 
 __all__ = ["RoundRunner", "check_target_metric", "golden_to_recompute", "report_nonfinite"]
 

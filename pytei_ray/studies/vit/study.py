@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytei_ray.drs.study import torch_threads
+from pytei_ray.studies.drs.study import torch_threads
 
 from .data import ImageSplit, check_dataset, load_split
 from .model import FORMATS, ViT, convert, format_bits
@@ -67,7 +67,7 @@ class ViTStudy:
     """Hooks of a ViT campaign: build (train once, then load) and convert, load and score data.
 
     Args:
-        dataset: a name in :data:`~pytei_ray.vit.data.DATASETS`.
+        dataset: a name in :data:`~pytei_ray.studies.vit.data.DATASETS`.
         setting: model size and schedule.
         seed: split, initialization and training seed.
 
@@ -85,7 +85,7 @@ class ViTStudy:
 
     @classmethod
     def preset(cls, name: str = "full", dataset: str = "digits", seed: int = 0) -> ViTStudy:
-        """A study with the :data:`~pytei_ray.vit.train.SETTINGS` preset ``name``."""
+        """A study with the :data:`~pytei_ray.studies.vit.train.SETTINGS` preset ``name``."""
         if name not in SETTINGS:
             raise ValueError(f"Expected `setting` to be one of {sorted(SETTINGS)}, but got "
                              f"{name!r}.")
@@ -166,7 +166,7 @@ class ViTStudy:
 
 
 def check_formats(formats: list[str] | tuple[str, ...]) -> list[str]:
-    """``formats`` if each is in :data:`~pytei_ray.vit.model.FORMATS`, else ``ValueError``."""
+    """``formats`` if each is in :data:`.model.FORMATS`, else ``ValueError``."""
     for f in formats:
         format_bits(f)
     if not formats:

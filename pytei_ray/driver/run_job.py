@@ -10,18 +10,10 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytei_ray.campaign.consistency import Consistency
 from pytei_ray.campaign.jobfile import JobRef, load_job
-from pytei_ray.campaign.overrides import (
-    apply_precision,
-    apply_repetitions,
-    precision_override,
-    repetitions_override,
-)
 from pytei_ray.campaign.rounds import (
     DecisionRows,
     cells_at_cap,
@@ -42,12 +34,6 @@ from pytei_ray.errors import (
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
-from pytei_ray.round_runner import (
-    RoundRunner,
-    check_target_metric,
-    golden_to_recompute,
-    report_nonfinite,
-)
 from pytei_ray.storage import (
     QUARANTINE_DIR,
     ResultsStore,
@@ -58,73 +44,22 @@ from pytei_ray.storage import (
     updated_manifest,
 )
 
+from .consistency import Consistency
+from .overrides import (
+    apply_precision,
+    apply_repetitions,
+    precision_override,
+    repetitions_override,
+)
+from .runner import (
+    RoundRunner,
+    check_target_metric,
+    golden_to_recompute,
+    report_nonfinite,
+)
+from .summary import RunSummary
+
 __all__ = ["RunSummary", "run", "default_out"]
-
-
-@dataclass
-class RunSummary:
-    """Outcome of :func:`run`.
-
-    Attributes:
-        campaign: campaign name.  out: results location.  total: trials in the grid.
-        ran: trials run now.  evaluated: of those, trials whose ``evaluate`` ran (the others had
-        no effective fault and got the golden metrics).  failed: of those, ``status="failed"``.
-        skipped: already stored.
-        complete: every trial of the grid has a row.  dry_run: nothing was run.
-        worker_failures: worker processes found dead (Ray executor), ``worker_events`` says
-            what followed (``"2 worker failures (1 restarted, 2 chunks retried)"``).
-        rounds: rounds reached (an adaptive campaign adds repetitions in rounds; 1 otherwise).
-        at_cap: cells of an adaptive campaign still open at ``max_reps``, one line each with
-            why (more repetitions would not settle them cheaply).
-        failed_stored: stored trials of the grid with ``status="failed"`` from earlier runs
-            (``--retry-failed`` runs them again).
-    """
-
-    campaign: str
-    out: str
-    total: int
-    ran: int = 0
-    evaluated: int = 0
-    failed: int = 0
-    skipped: int = 0
-    complete: bool = False
-    dry_run: bool = False
-    worker_failures: int = 0
-    worker_events: str = ""
-    rounds: int = 1
-    at_cap: list[str] = field(default_factory=list)
-    failed_stored: int = 0
-
-    def line(self) -> str:
-        """The summary printed at the end of a run (one line, plus the cells at the cap)."""
-        rounds = f" in {self.rounds} rounds" if self.rounds > 1 else ""
-        if self.ran == 0 and self.complete:
-            text = (f"{self.campaign}: complete, all {self.total} trials{rounds} already stored "
-                    f"in {self.out} (nothing to run).")
-            if self.failed_stored:
-                text = text[:-1] + (f"; {self.failed_stored} of them failed (status='failed'): "
-                                    "rerun with --retry-failed to run them again.")
-        else:
-            state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
-            workers = f"; {self.worker_events}" if self.worker_events else ""
-            golden = self.ran - self.evaluated
-            evals = (f"; {golden} of them without an effective fault (golden metrics, not "
-                     "evaluated)") if golden else ""
-            stored_failed = (f", {self.failed_stored} of them failed"
-                             if self.failed_stored else "")
-            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
-                    f"{self.skipped} skipped (already stored{stored_failed}){workers}{evals}; "
-                    f"{state}; results in {self.out}")
-            if self.complete and self.failed + self.failed_stored:
-                text += ("\n(failed trials are stored with status='failed' and their error; "
-                         "rerun with --retry-failed to run them again)")
-        if self.at_cap:
-            shown = "\n  ".join(self.at_cap[:10])
-            more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
-            text += (f"\n{len(self.at_cap)} cell(s) stopped at the maximum repetitions without "
-                     f"reaching the precision target (more repetitions would not settle them "
-                     f"cheaply):\n  {shown}{more}")
-        return text
 
 
 def _grid_text(trials: list[Trial], n_levels: Mapping[str, int]) -> str:
@@ -183,11 +118,11 @@ def run(
         dry_run: print the grid and the output location, run nothing.
         repetitions: override the campaign's repetitions (``--repetitions N``; the job's
             parameters are unchanged). Without it, a directory that was extended this way
-            keeps its larger count (see :func:`~pytei_ray.campaign.overrides.apply_repetitions`).
+            keeps its larger count (see :func:`~pytei_ray.driver.overrides.apply_repetitions`).
         precision, max_reps, confidence: a precision target that replaces the campaign's
             (``--precision auc=0.005`` text or a :class:`~pytei_ray.stats.Precision`), or
             changes of its maximum repetitions / confidence; recorded in the manifest so that a
-            plain rerun keeps them (see :func:`~pytei_ray.campaign.overrides.apply_precision`).
+            plain rerun keeps them (see :func:`~pytei_ray.driver.overrides.apply_precision`).
         chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
         flush_seconds, rows_per_part: when buffered rows are written as a part file.
         progress: show a tqdm bar.

@@ -1,8 +1,7 @@
-"""Statistics the report uses: re-exported from :mod:`pytei_ray.stats`, plus paired recovery.
+"""Paired comparisons: a mitigation's recovery against the unmitigated trial with the same faults.
 
-The intervals, the metric-name heuristics and the p0-aware estimators live in
-:mod:`pytei_ray.stats` (one owner, shared with the campaign driver); this module keeps the names
-the report has always offered and adds :func:`paired_recovery`, which needs a results frame.
+Trials of one (model, target, error model, BER, repetition) see the same faults under every
+mitigation (DESIGN decision 3), so a mitigation's effect is measured per pair of trials.
 """
 
 from __future__ import annotations
@@ -12,36 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..stats.intervals import (
-    clopper_pearson,
-    mean_ci,
-    reps_for_halfwidth,
-    student_t_ppf,
-    wilson_interval,
-)
-from ..stats.metrics import (
-    LOWER_IS_BETTER_TOKENS,
-    LOWER_IS_BETTER_WORDS,
-    UNIT_RANGE_TOKENS,
-    UNIT_RANGE_WORDS,
-    higher_is_better,
-    metric_bounds,
-)
+from .metrics import higher_is_better
 
-__all__ = [
-    "LOWER_IS_BETTER_TOKENS",
-    "LOWER_IS_BETTER_WORDS",
-    "UNIT_RANGE_TOKENS",
-    "UNIT_RANGE_WORDS",
-    "clopper_pearson",
-    "higher_is_better",
-    "mean_ci",
-    "metric_bounds",
-    "paired_recovery",
-    "reps_for_halfwidth",
-    "student_t_ppf",
-    "wilson_interval",
-]
+__all__ = ["paired_recovery"]
 
 
 def paired_recovery(

@@ -26,13 +26,12 @@ from typing import Any
 
 import torch
 
+from pytei_ray.campaign.context import BuildContext, call_hook, context_for
+from pytei_ray.campaign.jobfile import JobRef
+from pytei_ray.campaign.spec import Campaign, is_activation_target
+from pytei_ray.campaign.trials import Trial
 from pytei_ray.errors import TrialSetupError
 from pytei_ray.storage.schema import RESERVED
-
-from .context import BuildContext, call_hook, context_for
-from .jobfile import JobRef
-from .spec import Campaign, is_activation_target
-from .trials import Trial
 
 __all__ = ["TrialWorker", "ChunkResult"]
 

@@ -165,7 +165,7 @@ class Consistency:
                 "write the changed campaign to a new --out DIR.")
 
     def check_chunk(self, result: Any) -> dict[str, str]:
-        """Check one :class:`~pytei_ray.campaign.ChunkResult` before any of it is stored.
+        """Check one :class:`~pytei_ray.execution.worker.ChunkResult` before any of it is stored.
 
         Returns:
             checksums seen for the first time (see :meth:`check_checksums`).

@@ -11,9 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.errors import CampaignSpecError, JobFileError, PyteiRayError
-
-from .jobfile import JobRef
 
 __all__ = ["apply_precision", "apply_repetitions", "precision_override", "repetitions_override"]
 

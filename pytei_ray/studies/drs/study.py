@@ -10,8 +10,8 @@ A job file declares the campaign; a :class:`DRSStudy` supplies its hooks::
 
 Data. :class:`ClickData` names the log (the synthetic generator, or a real Criteo ``train.txt``
 / MovieLens-1M ``ratings.dat`` file, of which the first ``n_rows`` lines are read) and the
-seeded train/validation/test split (:func:`~pytei_ray.drs.data.split`; vocabularies are fit on
-train only). Each process loads and splits it once.
+seeded train/validation/test split (:func:`~pytei_ray.studies.drs.data.split`; vocabularies are
+fit on train only). Each process loads and splits it once.
 
 Training. ``study.model(name)`` is a factory taking a
 :class:`~pytei_ray.campaign.context.BuildContext`. It trains the model on the train split with
@@ -184,7 +184,7 @@ class DRSStudy:
     @classmethod
     def preset(cls, setting: str = "full", dataset: str = "synthetic", path: str | None = None,
                rows: int | None = None, seed: int = 0) -> DRSStudy:
-        """A study with a :data:`~pytei_ray.drs.SETTINGS` preset's size and schedule.
+        """A study with a :data:`~pytei_ray.studies.drs.SETTINGS` preset's size and schedule.
 
         Args:
             setting: a key of ``SETTINGS`` (``"small"``: a first look, ``"full"``).
@@ -219,7 +219,7 @@ class DRSStudy:
         """Model ``name`` with trained weights: loaded from ``ctx``'s cache, else trained now.
 
         Args:
-            name: a key of :data:`~pytei_ray.drs.MODELS`.
+            name: a key of :data:`~pytei_ray.studies.drs.MODELS`.
             ctx: a :class:`~pytei_ray.campaign.context.BuildContext` (None: train, no cache).
 
         Returns:

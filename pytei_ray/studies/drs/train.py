@@ -47,7 +47,7 @@ class DRSSetting:
     """A recommended synthetic-data size and training schedule (keyword arguments of train).
 
     Attributes:
-        n_rows: Rows of :func:`~pytei_ray.drs.data.synthetic_criteo` (split 0.8/0.1/0.1).
+        n_rows: Rows of :func:`~pytei_ray.studies.drs.data.synthetic_criteo` (split 0.8/0.1/0.1).
         epochs: Maximum training epochs.
         batch_size: Training batch size.
         lr: Adam learning rate.
@@ -165,7 +165,7 @@ def evaluate(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> dict[s
     """``{"auc", "logloss"}`` of ``model`` on ``data`` (see :func:`binary_metrics`).
 
     Example:
-        >>> from pytei_ray.drs import build_model, synthetic_criteo
+        >>> from pytei_ray.studies.drs import build_model, synthetic_criteo
         >>> log = synthetic_criteo(500, seed=0)
         >>> sorted(evaluate(build_model("fm", log.field_dims, log.n_dense), log))
         ['auc', 'logloss']
