@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pytei_ray.campaign import load_job
-from pytei_ray.campaign.context import BuildContext
+from pytei_ray.execution.context import BuildContext
 from pytei_ray.launch import main
 from pytei_ray.mitigations import Ranger
 from pytei_ray.studies.drs import MODELS, ClickData, DRSStudy, synthetic_criteo

@@ -11,7 +11,7 @@ import pytest
 
 from pytei_ray import BitFlip, Campaign
 from pytei_ray.campaign import expand
-from pytei_ray.campaign.context import BuildContext
+from pytei_ray.execution.context import BuildContext
 from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.mitigations import SBP, Clip, Ranger
 from pytei_ray.studies.drs import CLAMP_LAYERS, TARGET_SETS, DRSStudy, torch_threads

@@ -9,8 +9,6 @@ whether the new one only *adds* trials (an extension) or changes existing ones.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import numbers
 import re
@@ -21,9 +19,11 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+from pytei_ray.columns import LEVEL_FACTORS
 from pytei_ray.errors import CampaignSpecError
 
-from .levels import LEVEL_FACTORS, Level, pairs, row_values, split_levels
+from .hashing import stable_sha256
+from .levels import Level, pairs, row_values, split_levels
 
 __all__ = ["Campaign", "compare_specs", "describe", "spec_hash", "SpecDiff"]
 
@@ -361,8 +361,7 @@ def spec_hash(spec: Mapping[str, Any]) -> str:
     """sha256 of the canonical JSON of ``spec`` (key order and level order do not matter)."""
     canonical = dict(spec)
     canonical["bers"] = sorted(float(b) for b in spec.get("bers", []))
-    text = json.dumps(canonical, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).hexdigest()
+    return stable_sha256(canonical).hexdigest()
 
 
 def _show(desc: Any) -> str:
@@ -410,7 +409,7 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
     if o_skip != n_skip:  # absent means the default (True)
         changes.append(f"skip_ineffective: {o_skip!r} -> {n_skip!r}")
         extendable = False
-    for key in ("models", "targets", "error_models", "mitigations"):
+    for key in LEVEL_FACTORS:
         o, n = old.get(key, {}), new.get(key, {})
         for level in o:
             if level not in n:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pytei_ray.campaign.jobfile import JobRef
-from pytei_ray.errors import CampaignSpecError, JobFileError, PyteiRayError
+from pytei_ray.errors import CampaignSpecError, PyteiRayError
 
 __all__ = ["apply_precision", "apply_repetitions", "precision_override", "repetitions_override"]
 
@@ -86,11 +86,9 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
         target = dataclasses.replace(target, **changes)
     if target == own:
         return job
-    try:
-        base.replace(overrides={**base.overrides, "precision": target}).campaign()
-    except JobFileError as exc:
-        raise CampaignSpecError(str(exc)) from exc
-    return base.replace(overrides={**base.overrides, "precision": target})
+    job = base.replace(overrides={**base.overrides, "precision": target})
+    job.campaign()  # an invalid target raises CampaignSpecError here, before any work
+    return job
 
 
 def repetitions_override(job: JobRef) -> int | None:

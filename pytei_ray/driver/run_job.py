@@ -23,12 +23,8 @@ from pytei_ray.campaign.rounds import (
     round_trials,
 )
 from pytei_ray.campaign.spec import compare_specs, spec_hash
-from pytei_ray.campaign.trials import (
-    FACTORS,
-    Trial,
-    count_by_factor,
-    points,
-)
+from pytei_ray.campaign.trials import Trial, count_by_factor, points
+from pytei_ray.columns import FACTORS, PLURAL
 from pytei_ray.errors import (
     SpecChangedError,
 )
@@ -150,9 +146,8 @@ def run(
 
     diff = compare_specs(manifest["spec"], spec) if manifest else None
     if dry_run:
-        n_levels = {"model": len(campaign.models), "target": len(campaign.targets),
-                    "error_model": len(campaign.error_models), "ber": len(campaign.bers),
-                    "repetition": campaign.repetitions, "mitigation": len(campaign.mitigations)}
+        n_levels = {f: len(getattr(campaign, PLURAL[f])) if f in PLURAL else campaign.repetitions
+                    for f in FACTORS}
         echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
         if campaign.precision is not None:
             looks = campaign.looks()

@@ -19,6 +19,7 @@ from typing import Any
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.rounds import DecisionRows, Round
 from pytei_ray.campaign.trials import Trial, make_chunks
+from pytei_ray.columns import golden_metrics
 from pytei_ray.errors import CampaignSpecError, TrialSetupError, TrialsLostError
 from pytei_ray.execution.base import Executor
 from pytei_ray.storage import ResultsStore, ResultsWriter, touch
@@ -118,8 +119,7 @@ class RoundRunner:
 
         def on_result(result: Any) -> None:
             if result.rows:  # every row carries golden_<m> for each metric evaluate returns
-                check_target_metric(campaign, [k[len("golden_"):] for k in result.rows[0]
-                                               if k.startswith("golden_")])
+                check_target_metric(campaign, golden_metrics(result.rows[0]))
             self.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
             self.on_nondeterministic(result.nondeterministic)

@@ -12,10 +12,8 @@ The in-process executor calls it directly; the Ray executor wraps one in each ac
 from __future__ import annotations
 
 import copy
-import math
 import os
 import socket
-import struct
 import time
 import traceback
 import warnings
@@ -26,12 +24,13 @@ from typing import Any
 
 import torch
 
-from pytei_ray.campaign.context import BuildContext, call_hook, context_for
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.spec import Campaign, is_activation_target
 from pytei_ray.campaign.trials import Trial
+from pytei_ray.columns import RESERVED, golden_column, metric_of_golden, same_metrics
 from pytei_ray.errors import TrialSetupError
-from pytei_ray.storage.schema import RESERVED
+
+from .context import BuildContext, call_hook, context_for
 
 __all__ = ["TrialWorker", "ChunkResult"]
 
@@ -75,7 +74,7 @@ def _check_metrics(out: object, expected: Sequence[str] | None) -> dict[str, flo
                         f"{type(out).__name__}.")
     metrics: dict[str, float] = {}
     for key, value in out.items():
-        if not isinstance(key, str) or not key or key in RESERVED or key.startswith("golden_"):
+        if not isinstance(key, str) or not key or key in RESERVED or metric_of_golden(key):
             raise ValueError(f"Expected metric names to be strings that are not result columns "
                              f"({sorted(RESERVED)}) and do not start with 'golden_', but got "
                              f"{key!r}.")
@@ -89,14 +88,6 @@ def _check_metrics(out: object, expected: Sequence[str] | None) -> dict[str, flo
                              f"{list(expected)}, but got {list(metrics)}.")
         metrics = {k: metrics[k] for k in expected}
     return metrics
-
-
-def _same_bits(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
-    """Two metric dicts are equal bit for bit (same names in the same order; NaN equals NaN)."""
-    if list(a) != list(b):
-        return False
-    return all(struct.pack("<d", x) == struct.pack("<d", y) or (math.isnan(x) and math.isnan(y))
-               for x, y in zip(a.values(), b.values()))
 
 
 def _error_text(exc: BaseException) -> str:
@@ -171,7 +162,8 @@ class TrialWorker:
     def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
                 worker_id: str | None = None) -> TrialWorker:
         """A worker for the campaign of ``job``, its hooks given ``job``'s results location."""
-        return cls(job.campaign(), device=device, worker_id=worker_id, context=job.context())
+        return cls(job.campaign(), device=device, worker_id=worker_id,
+                   context=BuildContext(job.results_uri))
 
     # ---- setup -----------------------------------------------------------------------------
     def _setup_error(self, what: str, exc: BaseException, model: str) -> TrialSetupError:
@@ -320,7 +312,7 @@ class TrialWorker:
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
                 again = _check_metrics(self._run_eval(self.campaign.evaluate, model,
                                                       model_name), list(metrics))
-                if not _same_bits(metrics, again):
+                if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
         except Exception as exc:
             raise self._setup_error(
@@ -444,7 +436,7 @@ class TrialWorker:
                     golden: dict[str, float], started: datetime, t0: float) -> None:
         """Metrics (null for a failed trial), golden metrics and bookkeeping columns."""
         row.update({m: metrics.get(m) for m in golden})
-        row.update({f"golden_{m}": v for m, v in golden.items()})
+        row.update({golden_column(m): v for m, v in golden.items()})
         row.update(worker=self.worker_id, device=str(self.device), started_at=started,
                    duration_s=time.perf_counter() - t0, version=self._version)
 

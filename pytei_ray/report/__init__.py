@@ -24,6 +24,7 @@ from typing import Any
 
 import pandas as pd
 
+from pytei_ray.columns import CELL_ORDER, PLURAL
 from pytei_ray.storage.layout import default_report_dir
 
 from ..stats import (
@@ -72,7 +73,7 @@ __all__ = [
     "write_report",
 ]
 
-PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
+PLOT_KEYS = CELL_ORDER
 
 
 @dataclass
@@ -138,8 +139,8 @@ def _expected_trials(manifest: dict[str, Any]) -> int | None:
                 return value
     spec = _spec(manifest)
     try:
-        n = int(spec["repetitions"]) * len(spec["bers"])
-        for factor in ("models", "targets", "error_models", "mitigations"):
+        n = int(spec["repetitions"])
+        for factor in PLURAL.values():
             n *= len(spec[factor])
     except (KeyError, TypeError, ValueError):
         return None

@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pytei_ray.columns import CELL_FACTORS, CELL_ORDER, FACTORS, golden_column
+
 from ..stats import (
     Precision,
     cell_inputs,
@@ -36,6 +38,7 @@ from ..stats import (
     mean_ci,
     paired_recovery,
     reps_for_halfwidth,
+    stopped_at_cap,
     student_t_ppf,
 )
 from ..stats import higher_is_better as guess_direction
@@ -101,7 +104,7 @@ def _bounds(df: pd.DataFrame, metric: str, bounds: BoundsArg) -> tuple[float, fl
         return float(lo), float(hi)
     lo, hi = checked_bounds(metric, pd.concat([
         pd.to_numeric(df[metric], errors="coerce"),
-        pd.to_numeric(df[f"golden_{metric}"], errors="coerce")]).to_numpy(float))
+        pd.to_numeric(df[golden_column(metric)], errors="coerce")]).to_numpy(float))
     return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
 
 
@@ -120,9 +123,8 @@ def _metrics(df: pd.DataFrame, metric: str | Sequence[str] | None) -> list[str]:
 def cell_keys(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> list[str]:
     """Columns that define a table cell: base factors present (error_model and extra factors
     only when they take more than one value)."""
-    always = ("model", "target", "mitigation", "ber")
-    order = ("model", "target", "error_model", "mitigation", "ber")
-    keys = [c for c in order if c in df and (c in always or df[c].nunique(dropna=False) > 1)]
+    keys = [c for c in CELL_ORDER if c in df
+            and (c != "error_model" or df[c].nunique(dropna=False) > 1)]
     extras = [c for c in extra_factors(df, manifest) if df[c].nunique(dropna=False) > 1]
     return keys + extras
 
@@ -209,7 +211,7 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
                reps_needed=int(need),
                at_threshold=bool(cap is None and not j.conclusive
                                  and need > ADVICE_FACTOR * len(g)),
-               at_cap=bool(cap is not None and not j.conclusive and len(g) >= cap))
+               at_cap=bool(cap is not None and stopped_at_cap(g, j, cap)))
     return row
 
 
@@ -338,11 +340,10 @@ def recovery(
     baseline = baseline if baseline is not None else baseline_mitigation(df["mitigation"].unique())
     if baseline is None or df["mitigation"].nunique() < 2:
         return pd.DataFrame()
-    base_keys = [k for k in ("model", "target", "error_model", "ber", "repetition") if k in df]
+    base_keys = [k for k in FACTORS if k != "mitigation" and k in df]  # same faults
     pair_on = base_keys + [f for f in extra_factors(df, manifest) if f in df]
     if by is None:
-        cells = [k for k in cell_keys(df, manifest) if k in ("model", "target", "error_model",
-                                                            "mitigation", "ber")]
+        cells = [k for k in cell_keys(df, manifest) if k in CELL_FACTORS]
     else:
         cells = list(by)
     out = []

@@ -14,7 +14,15 @@ from .intervals import (
     student_t_ppf,
     wilson_interval,
 )
-from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, judge_cells, open_points
+from .judge import (
+    POINT_COLS,
+    CellJudgement,
+    cell_inputs,
+    judge_cell,
+    judge_cells,
+    open_points,
+    stopped_at_cap,
+)
 from .metrics import checked_bounds, higher_is_better, metric_bounds
 from .paired import paired_recovery
 from .precision import Precision
@@ -40,6 +48,7 @@ __all__ = [
     "open_points",
     "paired_recovery",
     "reps_for_halfwidth",
+    "stopped_at_cap",
     "student_t_ppf",
     "wilson_interval",
 ]

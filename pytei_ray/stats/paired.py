@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from pytei_ray.columns import golden_column
+
 from .metrics import higher_is_better
 
 __all__ = ["paired_recovery"]
@@ -54,7 +56,7 @@ def paired_recovery(
         return pd.DataFrame(columns=[*cols[:-2], "golden", "baseline_metric", "metric", "lost",
                                      "recovery"])
     ok = df["status"].eq("ok") if "status" in df else pd.Series(True, index=df.index)
-    rows = df.loc[ok, [*pair_on, "mitigation", metric, f"golden_{metric}"]].copy()
+    rows = df.loc[ok, [*pair_on, "mitigation", metric, golden_column(metric)]].copy()
     rows.columns = cols
     rows = rows[np.isfinite(rows["metric"].astype(float))]
     keys = list(pair_on)

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pytei_ray.columns import golden_column, metric_of_golden
 from pytei_ray.errors import ResultsDirError
 
 from .layout import (
@@ -261,6 +262,25 @@ class ResultsStore:
         """The folder of cached artifacts (``ctx.artifact``) on :attr:`fs`."""
         return self._join(ARTIFACTS_DIR)
 
+    def artifact_location(self, key: str) -> str:
+        """Where artifact ``key`` is (or would be) stored, for messages."""
+        return display_location(self.uri, ARTIFACTS_DIR, key)
+
+    def read_artifact(self, key: str) -> bytes | None:
+        """The bytes stored as artifact ``key``, or None when there are none."""
+        path = f"{self.artifacts_root()}/{key}"
+        if self._info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
+    def write_artifact(self, key: str, data: bytes) -> None:
+        """Store artifact ``key`` atomically. Workers write artifacts without holding the
+        directory's lock (same key, same bytes: the race is harmless), so no lease check."""
+        root = self.artifacts_root()
+        self.fs.create_dir(root, recursive=True)
+        put_atomic(self.fs, f"{root}/{key}", data)
+
     @contextmanager
     def lock(self, ttl: float | None = None) -> Iterator[None]:
         """Hold the directory's ``_lock`` while writing: one launcher per directory.
@@ -387,19 +407,19 @@ class ResultsStore:
         seen: dict[str, None] = {}
 
         def golden_columns(schema: pa.Schema) -> list[str]:
-            return [f"golden_{m}" for m in metrics_of_schema(schema)]
+            return [golden_column(m) for m in metrics_of_schema(schema)]
 
         for path, schema, table in self._whole_parts(self.path, columns, golden_columns):
             out.schemas[path] = schema
             seen.update(dict.fromkeys(metrics_of_schema(schema)))
             names = set(table.column_names)
             missing = dict.fromkeys(c for c in columns if c not in names)
-            gcols = [c for c in table.column_names if c.startswith("golden_")]
+            gcols = [c for c in table.column_names if metric_of_golden(c) is not None]
             for r in table.to_pylist():
                 out.rows.append({**missing, **{c: r.get(c) for c in columns if c in names}})
                 key = (r["model"], r["mitigation"])
                 if key not in out.golden_of_rows:
-                    out.golden_of_rows[key] = {c[len("golden_"):]: r[c] for c in gcols}
+                    out.golden_of_rows[key] = {metric_of_golden(c): r[c] for c in gcols}
         out.metrics = list(seen)
         for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
             out.golden.extend(table.to_pylist())
