@@ -35,24 +35,16 @@ from pytei_ray.storage import (
     ResultsStore,
     ResultsWriter,
     default_out,
-    new_manifest,
-    touch,
-    updated_manifest,
 )
 
-from .consistency import Consistency
+from .ledger import RunLedger
 from .overrides import (
     apply_precision,
     apply_repetitions,
     precision_override,
     repetitions_override,
 )
-from .runner import (
-    RoundRunner,
-    check_target_metric,
-    golden_to_recompute,
-    report_nonfinite,
-)
+from .runner import RoundRunner, check_target_metric, golden_to_recompute
 from .summary import RunSummary
 
 __all__ = ["RunSummary", "run", "default_out"]
@@ -223,16 +215,11 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     changes = diff.changes if diff is not None and not diff.same else None
     overrides = {"repetitions_override": repetitions_override(job),
                  "precision_override": precision_override(job)}
-    if manifest is None:
-        manifest = new_manifest(spec, spec_hash=spec_hash(spec), n_trials=len(trials),
-                                metrics=metrics, job_path=job.path,
-                                source_sha256=job.source_sha256, overrides=overrides)
-    else:
-        manifest = updated_manifest(manifest, spec, spec_hash=spec_hash(spec),
-                                    n_trials=len(trials), metrics=metrics,
-                                    source_sha256=job.source_sha256, overrides=overrides,
-                                    changes=changes)
-    store.write_manifest(manifest)
+    ledger = RunLedger.open(store, manifest, spec, spec_hash=spec_hash(spec),
+                            n_trials=len(trials), metrics=metrics, job=job, overrides=overrides,
+                            changes=changes, scan_golden=scan.golden,
+                            golden_of_rows=scan.golden_of_rows, echo=echo)
+    manifest = ledger.manifest
     if manifest["job"]["source_sha256"] == job.source_sha256:
         store.write_job_source(job.source)
     else:
@@ -244,46 +231,21 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     regolden = golden_to_recompute(trials, pending0, stored_golden)
     # every stored row is a trial of this campaign (foreign rows were refused above)
     summary.failed_stored = sum(s != "ok" for s in status.values())
-    checks = Consistency.from_stored(where, store.job_copy_path(), manifest,
-                                     scan.golden, scan.golden_of_rows, metrics)
-    report_nonfinite(checks, scan.golden, manifest, store, echo)
-
-    def save_manifest(**fields: Any) -> None:
-        manifest.update(fields)
-        store.write_manifest(touch(manifest))
-
-    def record_metrics(names: list[str]) -> None:
-        save_manifest(metrics=names)
-
-    def check(result: Any) -> None:
-        """Refuse a chunk that would mix experiments; record what is new (before storing)."""
-        new = checks.check_chunk(result)
-        if new:
-            save_manifest(model_checksums=dict(checks.checksums))
-        report_nonfinite(checks, result.golden, manifest, store, echo)
-
-    def record_nondeterministic(models: list[str]) -> None:
-        # models whose evaluate() varied between two golden runs: none of their trials skipped
-        known = manifest.get("nondeterministic_evaluate", [])
-        new = [m for m in models if m not in known]
-        if new:
-            echo(f"warning: evaluate() of {new} is not deterministic; every trial of it is "
-                 "evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
-            save_manifest(nondeterministic_evaluate=sorted([*known, *new]))
+    ledger.record_nonfinite(scan.golden)
 
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden=stored_golden,
-        on_new_metrics=record_metrics, stored_schemas=scan.schemas,
+        on_new_metrics=ledger.record_metrics, stored_schemas=scan.schemas,
         factors=campaign.column_types())
     del scan
 
     def make_executor() -> Executor:
         return executor if isinstance(executor, Executor) else get_executor(executor, config)
 
-    runner = RoundRunner(job, make_executor, writer, decide, summary,
-                         chunk_size or campaign.chunk_size, progress, echo, where,
-                         record_nondeterministic, check)
+    runner = RoundRunner(job, make_executor, writer, decide, summary, ledger,
+                         chunk_size=chunk_size or campaign.chunk_size, progress=progress,
+                         echo=echo, location=where)
     looks = campaign.looks()
     active = points(campaign)
     summary.total = summary.skipped = 0
@@ -296,9 +258,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             summary.total += len(rnd.trials)
             summary.skipped += len(rnd.trials) - len(pending)
             summary.rounds = index + 1
-            if index and manifest.get("n_trials") != summary.total:
-                # an adaptive round adds trials: the report's progress counts against them
-                save_manifest(n_trials=summary.total)
+            if index:  # an adaptive round adds trials: the report's progress counts them
+                ledger.set_n_trials(summary.total)
             if pending:
                 runner.run_round(rnd, pending, len(looks))
             active = next_active(campaign, decide, index, active)
