@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+import urllib.parse
 import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -152,9 +153,10 @@ class ResultsStore:
         """Raise :class:`ResultsDirError` unless the location can become or is our directory.
 
         Refused, before anything is written: a file; a path under a regular file; a local
-        location whose nearest existing folder cannot be written (read-only, ``/proc``); a
-        non-empty folder without a manifest; a manifest that is not valid (see
-        :func:`~pytei_ray.storage.manifest.validate_manifest`).
+        location whose nearest existing folder cannot be written (read-only, ``/proc``); an
+        object-store location in a bucket that does not exist (unless the URI has
+        ``allow_bucket_creation=true``); a non-empty folder without a manifest; a manifest
+        that is not valid (see :func:`~pytei_ray.storage.manifest.validate_manifest`).
         """
         try:
             info = self._info(self.path)
@@ -169,6 +171,8 @@ class ResultsStore:
                 "file.\nPass --out with a new or existing results directory.")
         if self._local:
             self._check_local_parents()
+        elif info.type == pafs.FileType.NotFound:
+            self._check_bucket()
         if info.type == pafs.FileType.Directory and not self.has_manifest():
             entries = self.fs.get_file_info(pafs.FileSelector(self.path))
             if any(not os.path.basename(e.path).startswith((".", "_")) for e in entries):
@@ -177,6 +181,23 @@ class ResultsStore:
                     f"no {MANIFEST}, so it is not a pytei_ray results directory.\n"
                     "Pass --out with a new or empty directory.")
         self.read_manifest()  # a present manifest must be valid
+
+    def _check_bucket(self) -> None:
+        """An object-store location that does not exist yet needs an existing bucket, unless
+        the URI lets pyarrow create it (``?allow_bucket_creation=true``, pyarrow's S3 option):
+        the first write would fail, and ``--dry-run`` must refuse what the run refuses."""
+        bucket = self.path.lstrip("/").split("/", 1)[0]
+        if not bucket or self.fs.type_name not in ("s3", "gcs"):
+            return
+        query = urllib.parse.parse_qs(urllib.parse.urlsplit(self.uri).query)
+        if [v.lower() for v in query.get("allow_bucket_creation", [])] in (["true"], ["1"]):
+            return
+        if self._info(bucket).type == pafs.FileType.NotFound:
+            raise ResultsDirError(
+                f"Cannot use the results location {self.display!r}: its bucket {bucket!r} "
+                "does not exist.\nCreate the bucket first, or add allow_bucket_creation=true "
+                "to the URI's options (e.g. s3://bucket/dir?allow_bucket_creation=true) to let "
+                "pyarrow create it, or pass --out with a location in an existing bucket.")
 
     def _check_local_parents(self) -> None:
         """The nearest existing ancestor must be a folder we can create files in."""
