@@ -237,9 +237,15 @@ class ResultsStore:
         directory = self._join(GOLDEN_DIR) if golden else self.path
         return [i.path for i in self._list(directory) if is_part_name(os.path.basename(i.path))]
 
+    def _open_part(self, info: pafs.FileInfo, columns: Sequence[str] | None,
+                   extra: Callable[[pa.Schema], list[str]] | None = None
+                   ) -> tuple[pa.Schema, pa.Table] | str:
+        """The one read of a part (:func:`~pytei_ray.storage.files.open_part`)."""
+        return open_part(self.fs, info, columns, extra)
+
     def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
         """Why the part is unreadable, or None if it is whole."""
-        got = open_part(self.fs, info, columns)
+        got = self._open_part(info, columns)
         return got if isinstance(got, str) else None
 
     def _quarantine(self, info: pafs.FileInfo, reason: str) -> None:
@@ -262,7 +268,7 @@ class ResultsStore:
                 continue
             if not is_part_name(name):
                 continue
-            got = open_part(self.fs, info, columns, extra)
+            got = self._open_part(info, columns, extra)
             if isinstance(got, str):
                 self._quarantine(info, got)
                 continue
