@@ -18,7 +18,8 @@ from torch import nn
 
 from pytei_ray import BitFlip, FaultMap, Injector, StuckAt
 from pytei_ray.campaign import Campaign, expand
-from pytei_ray.campaign.spec import compare_specs, spec_hash
+from pytei_ray.campaign.compare import compare_specs
+from pytei_ray.campaign.spec import spec_hash
 from pytei_ray.errors import CampaignSpecError
 from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.mitigations import SBP

@@ -5,9 +5,10 @@ Nothing here runs a trial or touches the results directory: trials run in
 ``import pytei_ray.campaign`` imports neither ray nor torch's fault core.
 """
 
+from .compare import SpecDiff, compare_specs
 from .jobfile import JobRef, load_job, parse_params
 from .levels import Level, OneBitFlip, bit_levels
-from .spec import Campaign, SpecDiff, compare_specs, describe, spec_hash
+from .spec import Campaign, describe, spec_hash
 from .trials import Trial, count_by_factor, expand, make_chunks, trial_id, trial_seed
 
 __all__ = [

@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pytei_ray.campaign.compare import compare_specs
 from pytei_ray.campaign.jobfile import JobRef, load_job
 from pytei_ray.campaign.rounds import (
     DecisionRows,
@@ -22,7 +23,7 @@ from pytei_ray.campaign.rounds import (
     next_active,
     round_trials,
 )
-from pytei_ray.campaign.spec import compare_specs, spec_hash
+from pytei_ray.campaign.spec import spec_hash
 from pytei_ray.campaign.trials import Trial, count_by_factor, points
 from pytei_ray.columns import FACTORS, PLURAL
 from pytei_ray.errors import (
