@@ -65,11 +65,12 @@ def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
     head = f"The campaign differs from the one whose results are stored in {out}:\n  "
     body = "\n  ".join(diff_changes)
     if extendable:
-        tail = (f"\nThese changes only add trials. Run again with --extend to run the {n_new} "
-                f"new trials and keep the {n_stored} stored rows, or use a new --out DIR.")
+        tail = (f"\nThese changes only add trials. Run again with `extend=True` to run the "
+                f"{n_new} new trials and keep the {n_stored} stored rows, or use a new "
+                "`out=DIR`.")
     else:
         tail = ("\nStored results cannot be mixed with a changed campaign. Write to a new "
-                f"directory (--out NEW_DIR), or restore the job to the stored campaign (its "
+                f"directory (`out=NEW_DIR`), or restore the job to the stored campaign (its "
                 f"source is kept in {job_copy}).")
     return SpecChangedError(head + body + tail, diff_changes, extendable)
 
@@ -151,7 +152,7 @@ def run(
         if manifest is None:
             echo(f"Output: {where} (new)")
         elif diff is not None and not diff.same:
-            verb = "needs --extend" if diff.extendable else "would be REFUSED"
+            verb = "needs `extend=True`" if diff.extendable else "would be REFUSED"
             echo(f"Output: {where} (exists; changed campaign, {verb}):\n  "
                  + "\n  ".join(diff.changes))
         else:
@@ -164,7 +165,7 @@ def run(
             summary.skipped = len(stored)
             echo(f"Output: {where} (exists: {len(stored)} of {len(trials)} trials stored, "
                  f"{len(trials) - len(stored)} to run)")
-        echo("Nothing was run (--dry-run).")
+        echo("Nothing was run (`dry_run=True`).")
         return summary
 
     with store.lock():
@@ -199,7 +200,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     if foreign:
         raise SpecChangedError(
             f"{len(foreign)} rows stored in {where} belong to trials that are not in this "
-            "campaign's grid (a trial definition changed). Use a new --out DIR.", [], False)
+            "campaign's grid (a trial definition changed). Use a new `out=DIR`.", [], False)
     if retry_failed:
         failed = {t for t, s in status.items() if s != "ok"}
         store.drop_trials(failed)

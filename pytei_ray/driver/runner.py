@@ -170,8 +170,8 @@ def check_target_metric(campaign: Any, metrics: Iterable[str]) -> None:
         return
     raise CampaignSpecError(
         f"Expected the precision target's metric to be one that evaluate() returns, but got "
-        f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass --precision with "
-        f"one of them (e.g. --precision {sorted(metrics)[0]}=0.01); nothing was stored.")
+        f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass a target on one of "
+        f"them (e.g. `precision='{sorted(metrics)[0]}=0.01'`); nothing was stored.")
 
 
 def _prepare(ex: Executor, job: JobRef, models: list[str],

@@ -53,7 +53,7 @@ class RunSummary:
                     f"in {self.out} (nothing to run).")
             if self.failed_stored:
                 text = text[:-1] + (f"; {self.failed_stored} of them failed (status='failed'): "
-                                    "rerun with --retry-failed to run them again.")
+                                    "rerun with `retry_failed=True` to run them again.")
         else:
             state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
             workers = f"; {self.worker_events}" if self.worker_events else ""
@@ -67,7 +67,7 @@ class RunSummary:
                     f"{state}; results in {self.out}")
             if self.complete and self.failed + self.failed_stored:
                 text += ("\n(failed trials are stored with status='failed' and their error; "
-                         "rerun with --retry-failed to run them again)")
+                         "rerun with `retry_failed=True` to run them again)")
         if self.at_cap:
             shown = "\n  ".join(self.at_cap[:10])
             more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
