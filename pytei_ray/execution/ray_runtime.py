@@ -101,6 +101,9 @@ class _Divert(io.TextIOBase):
     def encoding(self) -> str:  # type: ignore[override]
         return getattr(self.stream, "encoding", "utf-8")
 
+    def __getattr__(self, name: str) -> Any:  # e.g. .buffer: the underlying stream's
+        return getattr(self.stream, name)
+
 
 class RayMessages:
     """While active, Ray's own driver lines go to a log file instead of this process's stdout.
