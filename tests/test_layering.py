@@ -69,7 +69,7 @@ def _offenders(modules: list[str], banned: tuple[str, ...]) -> list[str]:
 def test_the_package_is_read():
     assert {"pytei_ray.campaign.spec", "pytei_ray.driver.run_job",
             "pytei_ray.execution.ray_executor", "pytei_ray.storage.store"} <= set(MODULES)
-    assert ("ray", 32) in IMPORTS["pytei_ray.execution.ray_executor"]  # the reader sees imports
+    assert "ray" in {t for t, _ in IMPORTS["pytei_ray.execution.ray_executor"]}  # imports seen
 
 
 def test_only_execution_imports_ray():
