@@ -62,7 +62,11 @@ def _check_bucket(fs: pafs.FileSystem, path: str, uri: str, display: str) -> Non
     query = urllib.parse.parse_qs(urllib.parse.urlsplit(uri).query)
     if [v.lower() for v in query.get("allow_bucket_creation", [])] in (["true"], ["1"]):
         return
-    if fs.get_file_info(bucket).type == pafs.FileType.NotFound:
+    try:
+        missing = fs.get_file_info(bucket).type == pafs.FileType.NotFound
+    except OSError:  # e.g. no permission to look at the bucket itself: the first write tells
+        return
+    if missing:
         raise ResultsDirError(
             f"Cannot use the results location {display!r}: its bucket {bucket!r} "
             "does not exist.\nCreate the bucket first, or add allow_bucket_creation=true "
