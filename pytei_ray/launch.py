@@ -42,6 +42,8 @@ def cli_text(text: str) -> str:
     Example:
         >>> cli_text("Run again with `extend=True`, or use a new `out=DIR`.")
         'Run again with --extend, or use a new --out DIR.'
+        >>> cli_text("Pass `out=...` with a new directory.")
+        'Pass --out with a new directory.'
         >>> cli_text("e.g. `precision='auc=0.01'`; `seed=1` is not a flag")
         'e.g. --precision auc=0.01; `seed=1` is not a flag'
     """
@@ -49,7 +51,7 @@ def cli_text(text: str) -> str:
         name, value = match.groups()
         if name not in FLAGS:
             return match.group(0)
-        if value == "True":
+        if value in ("True", "..."):  # `extend=True`, `out=...`: the flag alone
             return FLAGS[name]
         return f"{FLAGS[name]} {value.strip(chr(39) + chr(34))}"
 

@@ -120,7 +120,7 @@ class Consistency:
                     "another model), so nothing of it was stored. Seed the factory, e.g. "
                     "torch.manual_seed(0) inside it (torch.random.fork_rng() keeps the global "
                     "RNG), or load fixed weights; then run the same command again. If the "
-                    f"model was changed on purpose, write to a new --out DIR ({self.location} "
+                    f"model was changed on purpose, write to a new `out=DIR` ({self.location} "
                     "holds results of the old one).")
         return new
 
@@ -159,7 +159,7 @@ class Consistency:
                 "since they were computed, or evaluate() is not deterministic). Nothing of "
                 "this chunk was stored.\nRestore the job "
                 f"file or its evaluate() as it was{copy} and run the same command again, or "
-                "write the changed campaign to a new --out DIR.")
+                "write the changed campaign to a new `out=DIR`.")
 
     def check_chunk(self, result: Any) -> dict[str, str]:
         """Check one :class:`~pytei_ray.execution.worker.ChunkResult` before any of it is stored.

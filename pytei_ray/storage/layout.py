@@ -80,7 +80,7 @@ def resolve_location(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]
             return pafs.FileSystem.from_uri(text)
         except Exception as exc:  # pyarrow raises several types for bad URIs
             raise ResultsDirError(f"Cannot open results location {text!r}: {exc}\n"
-                                  "Pass --out with a local path or a URI pyarrow knows "
+                                  "Use a local path or a URI that pyarrow knows "
                                   "(s3://bucket/dir, gs://bucket/dir).") from exc
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
 

@@ -34,11 +34,11 @@ def check_location(fs: pafs.FileSystem, path: str, uri: str, display: str, *, lo
         if local:
             _check_local_parents(path, display)
         raise ResultsDirError(f"Cannot use the results location {display!r}: {exc}\n"
-                              "Pass --out with a new or existing results directory.") from exc
+                              "Pass `out=...` with a new or existing results directory.") from exc
     if info.type == pafs.FileType.File:
         raise ResultsDirError(
             f"Expected the output location to be a directory, but {display!r} is a "
-            "file.\nPass --out with a new or existing results directory.")
+            "file.\nPass `out=...` with a new or existing results directory.")
     if local:
         _check_local_parents(path, display)
     elif info.type == pafs.FileType.NotFound:
@@ -49,7 +49,7 @@ def check_location(fs: pafs.FileSystem, path: str, uri: str, display: str, *, lo
             raise ResultsDirError(
                 f"Refusing to write results into {display!r}: it is not empty and holds "
                 f"no {MANIFEST}, so it is not a pytei_ray results directory.\n"
-                "Pass --out with a new or empty directory.")
+                "Pass `out=...` with a new or empty directory.")
 
 
 def _check_bucket(fs: pafs.FileSystem, path: str, uri: str, display: str) -> None:
@@ -71,7 +71,7 @@ def _check_bucket(fs: pafs.FileSystem, path: str, uri: str, display: str) -> Non
             f"Cannot use the results location {display!r}: its bucket {bucket!r} "
             "does not exist.\nCreate the bucket first, or add allow_bucket_creation=true "
             "to the URI's options (e.g. s3://bucket/dir?allow_bucket_creation=true) to let "
-            "pyarrow create it, or pass --out with a location in an existing bucket.")
+            "pyarrow create it, or pass `out=...` with a location in an existing bucket.")
 
 def _check_local_parents(location: str, display: str) -> None:
     """The nearest existing ancestor must be a folder we can create files in."""
@@ -84,11 +84,11 @@ def _check_local_parents(location: str, display: str) -> None:
     if not os.path.isdir(path):
         raise ResultsDirError(
             f"Cannot create the results directory {display!r}: {path} is a regular "
-            "file, not a folder.\nPass --out with a path whose parents are folders.")
+            "file, not a folder.\nPass `out=...` with a path whose parents are folders.")
     if not writable(path):
         raise ResultsDirError(
             f"Cannot write the results directory {display!r}: {path} does not accept "
-            "new files (read-only, or a virtual filesystem like /proc).\nPass --out with a "
+            "new files (read-only, or a virtual filesystem like /proc).\nPass `out=...` with a "
             "writable location.")
 
 def writable(folder: str) -> bool:
