@@ -17,8 +17,17 @@ from .intervals import (
     student_t_ppf,
     wilson_interval,
 )
-from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, judge_cells, open_points
+from .judge import (
+    POINT_COLS,
+    CellJudgement,
+    cell_inputs,
+    judge_cell,
+    judge_cells,
+    open_points,
+    stopped_at_cap,
+)
 from .metrics import Metric, checked_bounds, higher_is_better, metric_bounds, resolve_metric
+from .paired import paired_recovery
 from .precision import Precision
 
 __all__ = [
@@ -50,9 +59,11 @@ __all__ = [
     "metric_bounds",
     "open_points",
     "paired_comparison",
+    "paired_recovery",
     "rate_cs",
     "reps_for_halfwidth",
     "resolve_metric",
+    "stopped_at_cap",
     "student_t_ppf",
     "wilson_interval",
 ]
