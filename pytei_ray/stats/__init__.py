@@ -8,7 +8,7 @@ numbers. The report (:mod:`pytei_ray.report`) and the adaptive campaign driver b
 from .betting import betting_cs, capital, check_bounded
 from .compare import PairedComparison, compare_mitigations, paired_comparison
 from .estimate import HEAVY_MAD, MeanEstimate, estimate_mean, estimate_rate, looks_heavy_tailed
-from .honest import CellEstimate, estimate_cell, judge_cell_cs, rate_cs
+from .honest import CellEstimate, cs_faulted_needed, estimate_cell, judge_cell_cs, rate_cs
 from .intervals import (
     check_confidence,
     clopper_pearson,
@@ -27,7 +27,6 @@ from .judge import (
     stopped_at_cap,
 )
 from .metrics import Metric, checked_bounds, higher_is_better, metric_bounds, resolve_metric
-from .paired import paired_recovery
 from .precision import Precision
 
 __all__ = [
@@ -47,6 +46,7 @@ __all__ = [
     "checked_bounds",
     "clopper_pearson",
     "compare_mitigations",
+    "cs_faulted_needed",
     "estimate_cell",
     "estimate_mean",
     "estimate_rate",
@@ -59,7 +59,6 @@ __all__ = [
     "metric_bounds",
     "open_points",
     "paired_comparison",
-    "paired_recovery",
     "rate_cs",
     "reps_for_halfwidth",
     "resolve_metric",

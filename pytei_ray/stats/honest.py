@@ -24,14 +24,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .betting import betting_cs, check_bounded
+from .betting import TRUNCATION, betting_cs, check_bounded
 from .estimate import MeanEstimate, estimate_mean, estimate_rate
 from .intervals import check_confidence
-from .judge import CellJudgement
 from .metrics import Metric
 from .precision import Precision
 
-__all__ = ["CellEstimate", "estimate_cell", "judge_cell_cs", "rate_cs"]
+__all__ = ["CellEstimate", "CellJudgement", "cs_faulted_needed", "estimate_cell",
+           "judge_cell_cs", "rate_cs"]
 
 
 @dataclass(frozen=True)
@@ -54,6 +54,8 @@ class CellEstimate(MeanEstimate):
     nonfinite_rate: float = math.nan
     nonfinite_low: float = 0.0
     nonfinite_high: float = 1.0
+    sd1: float = math.nan
+    range_width: float = math.inf
 
     @property
     def halfwidth(self) -> float:
@@ -67,6 +69,31 @@ class CellEstimate(MeanEstimate):
         if math.isnan(self.mean):
             return (self.high - self.low) / 2.0
         return max(self.mean - self.low, self.high - self.mean)
+
+
+@dataclass(frozen=True)
+class CellJudgement:
+    """What a cell's trials let one conclude.
+
+    Attributes:
+        estimate: The mean and its interval (:func:`estimate_cell`: a :class:`CellEstimate`).
+        sdc: Trials counted as SDC (among ok faulted trials).
+        sdc_rate: SDC rate (:func:`~pytei_ray.stats.estimate_rate` or :func:`rate_cs`).
+        sdc_low: Lower end of its interval.
+        sdc_high: Upper end of its interval.
+        confidence: Level of the mean's interval.
+        conclusive: Whether the cell is settled (see :func:`judge_cell_cs`).
+        reason: Why, in a few words (``"half-width 0.012 > 0.005"``).
+    """
+
+    estimate: MeanEstimate
+    sdc: int
+    sdc_rate: float
+    sdc_low: float
+    sdc_high: float
+    confidence: float
+    conclusive: bool
+    reason: str
 
 
 def _known(p0: float | None) -> bool:
@@ -147,8 +174,35 @@ def estimate_cell(
         low, high = g + (1.0 - p) * (lo1 - g), g + (1.0 - p) * (hi1 - g)
     else:
         mean, low, high = mean1, lo1, hi1
+    sd1 = float(x1.std()) if x1.size else math.nan
     return CellEstimate(mean, low, high, n, int(x1.size), p, "p0-cs" if known else "cs", True,
-                        **extra)
+                        **extra, sd1=sd1, range_width=b - a)
+
+
+def cs_faulted_needed(sd: float, width: float, target: float, confidence: float = 0.95,
+                      cap: int = 10**7) -> int:
+    """Faulted trials after which a confidence sequence's half-width is about ``target``.
+
+    A planning estimate (not a guarantee) for the relaunch advice: the half-width of
+    :func:`~pytei_ray.stats.betting_cs` after ``n`` observations of spread ``sd`` on a range
+    of ``width`` is about ``sd * sqrt(2 log(2/alpha) / n) + width * log(2/alpha) / (3/4 n)``
+    (the second term: the catastrophes ``n`` clean trials cannot exclude).
+    """
+    if not target > 0 or not math.isfinite(width):
+        return cap
+    sd = 0.0 if not math.isfinite(sd) else sd
+    k = math.log(2.0 / (1.0 - confidence))
+    n = 1
+    while n < cap and sd * math.sqrt(2 * k / n) + width * k / (TRUNCATION * n) > target:
+        n *= 2
+    lo = max(1, n // 2)
+    while lo < n:  # the smallest n that gets there
+        mid = (lo + n) // 2
+        if sd * math.sqrt(2 * k / mid) + width * k / (TRUNCATION * mid) > target:
+            lo = mid + 1
+        else:
+            n = mid
+    return min(n, cap)
 
 
 def rate_cs(k_seq: np.ndarray, p0: float | None, confidence: float = 0.95
