@@ -43,6 +43,7 @@ __all__ = [
     "BitFlip",
     "Campaign",
     "Level",
+    "Metric",
     "OneBitFlip",
     "bit_levels",
     "ErrorModel",
@@ -71,4 +72,8 @@ def __getattr__(name: str) -> Any:
         from . import campaign
 
         return getattr(campaign, name)
+    if name == "Metric":  # lazy: the statistics import scipy
+        from .stats import Metric
+
+        return Metric
     raise AttributeError(f"module 'pytei_ray' has no attribute {name!r}")
