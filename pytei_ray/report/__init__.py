@@ -27,6 +27,7 @@ from pytei_ray.storage.layout import default_report_dir
 
 from ..stats import (
     Precision,
+    check_confidence,
     higher_is_better,
     mean_ci,
     metric_bounds,
@@ -188,6 +189,10 @@ def write_report(
         >>> rep = write_report("results/drs")       # doctest: +SKIP
         >>> print(rep.text)                         # doctest: +SKIP
     """
+    check_confidence(confidence)  # bad input: refused before anything is read or written
+    if isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
+        raise ValueError("Expected argument `threshold` to be a float in the [0, 1) range, "
+                         f"but got {threshold!r}.")
     ds = load_dataset(path)
     out = Path(to) if to is not None else default_output_dir(path)
     try:
