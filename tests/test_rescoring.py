@@ -86,7 +86,7 @@ def full_and_rescored(model, log, fmap, mitigations=()):
     r = prepare_rescoring(model, log, SPLIT, mitigations=mitigations)
     assert r.enabled, r.reason
     with apply_faults(fmap, model, mitigations) as applied:
-        ids = r.plan(applied.map)
+        ids = r.plan(applied.map, max_share=1.0)
         assert ids is not None
         with torch.no_grad():
             full_out = drs_outputs(model, log)
@@ -135,6 +135,11 @@ def test_oov_hot_and_several_tables(name, test_log):
                                                                                  bit))
             assert_same(full, rescored)
             assert 0 < len(ids) < len(test_log) or picks == oov
+    r = prepare_rescoring(model, test_log, SPLIT, index_map)
+    with apply_faults(row_faults(model, oov), model) as applied:  # OOV rows: many samples
+        n = len(r.plan(applied.map, max_share=1.0))
+        assert n > len(test_log) // 4
+        assert r.plan(applied.map, max_share=(n - 1) / len(test_log)) is None  # full is cheaper
 
 
 def test_unread_rows_are_ineffective(test_log):
@@ -270,7 +275,7 @@ def test_tied_weights_are_no_table_and_bags_are():
                                       np.array([row * 4 + 1]), np.full(1, -1, np.int32),
                                       np.full(1, 1 << 29, np.int32), 1)], "x", "bit")
         with apply_faults(fmap, model) as applied:
-            ids = r.plan(applied.map)
+            ids = r.plan(applied.map, max_share=1.0)
             with torch.no_grad():
                 full = _toy_split()(model, x)
             assert len(ids) and np.float64(r.metrics(model, ids)["s"]) == np.float64(full["s"])

@@ -40,7 +40,7 @@ import torch
 from torch import nn
 
 from ..faults.faultmap import FaultMap
-from .lookups import IndexMap, check_indices, find_tables, record_lookups
+from .lookups import IndexMap, check_indices, find_tables, record_lookups, sorted_unique
 
 __all__ = ["Rescorer", "SplitEvaluation", "build_index_map", "prepare_rescoring", "same_bits"]
 
@@ -148,12 +148,16 @@ class Rescorer:
     def enabled(self) -> bool:
         return self.reason is None
 
-    def plan(self, faults: FaultMap) -> np.ndarray | None:
+    def plan(self, faults: FaultMap, max_share: float = 0.5) -> np.ndarray | None:
         """Samples whose outputs ``faults`` (as applied: after SBP filtered them) can change
-        (empty: none, the trial is ineffective), or None: score in full."""
+        (empty: none, the trial is ineffective), or None: score in full (a fault outside the
+        tables, or more than ``max_share`` of the samples affected: a full pass is cheaper)."""
         if not self.enabled or self.index_map is None:
             return None
-        return self.index_map.affected(faults)
+        ids = self.index_map.affected(faults)
+        if ids is None or len(ids) > max_share * self.index_map.n_samples:
+            return None
+        return ids
 
     def metrics(self, model: nn.Module, ids: np.ndarray | torch.Tensor) -> dict[str, float]:
         """Metrics of ``model`` (faults applied, mitigation hooks attached) with the outputs of
@@ -193,7 +197,7 @@ def _check_subsets(r: Rescorer, model: nn.Module, full: torch.Tensor) -> str | N
     for size in CHECK_SIZES:
         ids = np.sort(rng.choice(n, min(size, n), replace=False))
         if size == CHECK_SIZES[-1]:
-            ids = np.unique(np.concatenate([ids, [0, n - 1]]))
+            ids = sorted_unique(np.concatenate([ids, [0, n - 1]]))
         with torch.no_grad():
             sub = _checked_outputs(r.split.outputs(model, r.data, torch.from_numpy(ids)),
                                    len(ids), f"outputs(model, data, indices) for {len(ids)} ids")
@@ -224,10 +228,10 @@ def _probe(r: Rescorer, model: nn.Module) -> str | None:
                 for row in rows:
                     saved.append((w, int(row), w[int(row)].clone()))
                     w[int(row)] = w[int(row)] * 2.0 + 0.25
-                touched.append(table.samples_of(np.unique(np.asarray(rows, np.int64))))
+                touched.append(table.samples_of(sorted_unique(np.asarray(rows, np.int64))))
             full = _checked_outputs(r.split.outputs(model, r.data, None), len(golden),
                                     "outputs(model, data) with changed rows")
-            ids = np.unique(np.concatenate(touched)) if touched else np.empty(0, np.int64)
+            ids = sorted_unique(np.concatenate(touched)) if touched else np.empty(0, np.int64)
             keep = np.ones(len(golden), bool)
             keep[ids] = False
             keep_t = torch.from_numpy(keep).to(full.device)
