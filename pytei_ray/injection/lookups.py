@@ -204,8 +204,8 @@ class TableRows:
     indptr: np.ndarray
     samples: np.ndarray
 
-    def samples_of(self, rows: np.ndarray) -> np.ndarray:
-        """Samples (sorted, distinct) that look up any of ``rows``."""
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """The samples of every row in ``rows`` (distinct rows), with repeats across rows."""
         pos = np.searchsorted(self.rows, rows)
         hit = pos < len(self.rows)
         hit[hit] = self.rows[pos[hit]] == rows[hit]
@@ -215,7 +215,11 @@ class TableRows:
         starts, ends = self.indptr[pos], self.indptr[pos + 1]
         lengths = ends - starts
         at = np.repeat(starts - np.concatenate([[0], np.cumsum(lengths)[:-1]]), lengths)
-        return sorted_unique(self.samples[at + np.arange(int(lengths.sum()))])
+        return self.samples[at + np.arange(int(lengths.sum()))]
+
+    def samples_of(self, rows: np.ndarray) -> np.ndarray:
+        """Samples (sorted, distinct) that look up any of ``rows``."""
+        return sorted_unique(self._gather(sorted_unique(rows)))
 
     def lookups(self, row: int) -> int:
         """How many samples look up ``row``."""
@@ -243,7 +247,7 @@ class IndexMap:
     def affected(self, faults: FaultMap) -> np.ndarray | None:
         """The samples whose output ``faults`` can change (sorted int64; empty: none), or None
         when a fault lies outside the tables (score in full)."""
-        parts = []
+        hit = np.zeros(self.n_samples, bool)  # O(lookups gathered + samples), no sort
         for tf in faults.tensors:
             if not tf.n_words:
                 continue
@@ -253,8 +257,8 @@ class IndexMap:
             if tuple(tf.shape) != (table.num_rows, table.dim):
                 raise ValueError(f"Fault map does not fit table {tf.name!r}.\n  expected: "
                                  f"{(table.num_rows, table.dim)}\n  got: {tuple(tf.shape)}")
-            parts.append(table.samples_of(sorted_unique(tf.index // table.dim)))
-        return sorted_unique(np.concatenate(parts)) if parts else np.empty(0, np.int64)
+            hit[table._gather(sorted_unique(tf.index // table.dim))] = True
+        return np.flatnonzero(hit).astype(np.int64)
 
     @property
     def n_lookups(self) -> int:
