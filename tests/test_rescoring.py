@@ -228,6 +228,18 @@ def test_batch_dependent_models_turn_rescoring_off():
     r = prepare_rescoring(_BatchNormNet(False).eval(), _toy_x(), _toy_split())
     assert r.enabled, r.reason
 
+    def eval_mode_outputs(model, x, indices=None):  # as DRS predict(): eval while it runs
+        was = model.training
+        model.eval()
+        try:
+            return _toy_split().outputs(model, x, indices)
+        finally:
+            model.train(was)
+
+    r = prepare_rescoring(_BatchNormNet(True), _toy_x(),
+                          SplitEvaluation(eval_mode_outputs, _toy_split().score))
+    assert r.enabled, r.reason  # what counts is the mode while the evaluation runs
+
 
 class _Tied(nn.Module):  # the table's weight is also the output projection
     def __init__(self) -> None:

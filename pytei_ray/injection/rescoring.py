@@ -182,12 +182,32 @@ class Rescorer:
         return out
 
 
-def _batch_dependent(model: nn.Module) -> str | None:
-    for name, mod in model.named_modules():
-        if isinstance(mod, nn.modules.batchnorm._BatchNorm) and mod.training:
-            return (f"{type(mod).__name__} {name!r} is in train mode: it normalizes with the "
-                    "statistics of the batch, so a sample's output depends on the others")
-    return None
+class _BatchNormWatch:
+    """Forward pre-hooks noting the BatchNorm layers that run in train mode (batch statistics:
+    a sample's output then depends on the others), as the evaluation calls them."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.training: list[str] = []
+        self._handles = [mod.register_forward_pre_hook(self._hook(name))
+                         for name, mod in model.named_modules()
+                         if isinstance(mod, nn.modules.batchnorm._BatchNorm)]
+
+    def _hook(self, name: str) -> Callable:
+        def hook(mod: nn.Module, args: Any) -> None:
+            what = f"{type(mod).__name__} {name!r}"
+            if mod.training and what not in self.training:
+                self.training.append(what)
+        return hook
+
+    def remove(self) -> None:
+        for h in self._handles:
+            h.remove()
+
+    def reason(self) -> str | None:
+        if not self.training:
+            return None
+        return (f"{self.training[0]} is in train mode: it normalizes with the statistics of "
+                "the batch, so a sample's output depends on the others")
 
 
 def _check_subsets(r: Rescorer, model: nn.Module, full: torch.Tensor) -> str | None:
@@ -279,8 +299,12 @@ def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
     handles = [m.attach(model) for m in mitigations]
     try:
         tables = find_tables(model, split.tables)
-        check, golden = record_lookups(
-            model, lambda m: split.outputs(m, data, None), index_map.n_samples, tables)
+        watch = _BatchNormWatch(model)
+        try:
+            check, golden = record_lookups(
+                model, lambda m: split.outputs(m, data, None), index_map.n_samples, tables)
+        finally:
+            watch.remove()
         golden = _checked_outputs(golden, index_map.n_samples, "outputs(model, data)")
         if check.fingerprint != index_map.fingerprint:
             raise ValueError(
@@ -296,8 +320,7 @@ def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
         elif not index_map.tables:
             r.reason = "the model has no embedding table that is a plain lookup"
         else:
-            r.reason = _batch_dependent(model) or _check_subsets(r, model, golden) \
-                or _probe(r, model)
+            r.reason = watch.reason() or _check_subsets(r, model, golden) or _probe(r, model)
         return r
     finally:
         for h in reversed(handles):
