@@ -41,9 +41,6 @@ import numpy as np
 import torch
 
 from pytei_ray import BitFlip
-from pytei_ray.drs import MODELS, build_model, synthetic_criteo
-from pytei_ray.drs.data import CRITEO_CARDINALITIES, split
-from pytei_ray.drs.train import binary_metrics
 from pytei_ray.faults.faultmap import sample_fault_map
 from pytei_ray.injection import (
     SplitEvaluation,
@@ -53,6 +50,9 @@ from pytei_ray.injection import (
     resolve_targets,
     sample_batches,
 )
+from pytei_ray.studies.drs import MODELS, build_model, synthetic_criteo
+from pytei_ray.studies.drs.data import CRITEO_CARDINALITIES, split
+from pytei_ray.studies.drs.train import binary_metrics
 
 BERS = [1e-8, 1e-7, 1e-6, 1e-5, 1e-4]
 TABLES = ["embedding.factors.weight", "embedding.linear.weight"]

@@ -13,9 +13,6 @@ import torch
 from torch import nn
 
 from pytei_ray import BitFlip
-from pytei_ray.drs import CLAMP_LAYERS, MODELS, build_model, synthetic_criteo
-from pytei_ray.drs.data import split as split_log
-from pytei_ray.drs.train import binary_metrics
 from pytei_ray.faults.faultmap import FaultMap, TensorFaults, sample_fault_map
 from pytei_ray.injection import (
     SplitEvaluation,
@@ -28,6 +25,9 @@ from pytei_ray.injection import (
 )
 from pytei_ray.injection.rescoring import same_bits
 from pytei_ray.mitigations import SBP, Clip
+from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, build_model, synthetic_criteo
+from pytei_ray.studies.drs.data import split as split_log
+from pytei_ray.studies.drs.train import binary_metrics
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 TABLES = ["embedding.factors.weight", "embedding.linear.weight"]
