@@ -78,7 +78,7 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         # their score, so that a trial whose faults all lie in embedding rows re-scores only
         # the test samples that look those rows up (the same metrics, bit for bit)
         evaluate=study.split,
-        rescore=rescore,
+        rescore=bool(rescore),         # --set rescore=0: every trial scored in full
         calibrate=study.calibrate,     # profiled mitigations (Ranger) see validation only
         # Bit error rates: every bit of every targeted weight flips with this probability.
         bers=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] if not small
