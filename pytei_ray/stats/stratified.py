@@ -31,7 +31,7 @@ import numpy as np
 from .intervals import check_confidence
 
 __all__ = ["StratifiedEstimate", "StratumCell", "StratumInterval", "allocate",
-           "empirical_bernstein", "split_confidence", "stratified_mean"]
+           "empirical_bernstein", "plan_strata", "split_confidence", "stratified_mean"]
 
 #: A per-stratum interval: ``(values, (a, b), level) -> (low, high)`` for the mean of a
 #: distribution on ``[a, b]``, valid for every such distribution.
@@ -72,16 +72,19 @@ class StratumCell:
         weight: the stratum's probability (exact, from the fault model).
         values: the metric of its trials (empty: none run yet).
         exact: the stratum's value when it is known without trials (the golden stratum).
+        bounded: the design does not sample it: its mean is bounded by the range and it takes
+            no share of the error (see :func:`plan_strata`).
     """
 
     weight: float
     values: np.ndarray = field(default_factory=lambda: np.empty(0))
     exact: float | None = None
+    bounded: bool = False
 
     @property
     def sampled(self) -> bool:
-        """Whether the design samples this stratum (its value is not known, its weight > 0)."""
-        return self.exact is None and self.weight > 0.0
+        """Whether the design samples this stratum (value not known, weight > 0, not bounded)."""
+        return self.exact is None and self.weight > 0.0 and not self.bounded
 
 
 @dataclass(frozen=True)
@@ -140,8 +143,9 @@ def _check_cells(cells: Sequence[StratumCell], tail: float, a: float, b: float) 
         x = np.asarray(c.values, dtype=float)
         bad = np.flatnonzero(~((x >= a) & (x <= b)))
         if bad.size:
-            raise ValueError(f"Stratum {i}: trial {int(bad[0])} has value {x[bad[0]]!r} outside "
-                             f"the metric's bounds [{a}, {b}]; fix the bounds or the metric.")
+            raise ValueError(f"Stratum {i}: trial {int(bad[0])} has value {float(x[bad[0]])!r} "
+                             f"outside the metric's bounds [{a}, {b}]; fix the bounds or the "
+                             "metric.")
         if c.exact is not None and not a <= c.exact <= b:
             raise ValueError(f"Stratum {i}: its known value {c.exact!r} is outside the "
                              f"metric's bounds [{a}, {b}].")
@@ -179,6 +183,9 @@ def stratified_mean(cells: Sequence[StratumCell], bounds: tuple[float, float],
     n = 0
     for c, level in zip(cells, levels):
         x = np.asarray(c.values, dtype=float)
+        if c.bounded and x.size:
+            raise ValueError(f"A stratum the design bounds by the range has {x.size} trials; "
+                             "sample it in the design (bounded=False) to use them.")
         if c.exact is not None:
             lo = hi = m = float(c.exact)
         elif level is not None and x.size:
@@ -195,6 +202,33 @@ def stratified_mean(cells: Sequence[StratumCell], bounds: tuple[float, float],
     low += tail * a
     high += tail * b
     return StratifiedEstimate(mean, low, high, n, float(tail), tuple(levels), tuple(parts))
+
+
+def plan_strata(weights: Sequence[float], bounds: tuple[float, float], target: float,
+                tail: float = 0.0, share: float = 0.25) -> list[bool]:
+    """Which strata a design samples: the fewest, heaviest first, such that the strata left
+    out and the tail together weigh at most ``2 * share * target / (b - a)``, so that bounding
+    them by the range adds at most ``share * target`` to the half-width. A function of the
+    design alone (weights, range, target), fixed before any trial, as the confidence split
+    requires. Pass the weights of the strata whose value is unknown (not the golden one).
+
+    Example:
+        >>> plan_strata([0.0967, 0.0031], (0.0, 1.0), 0.01), plan_strata([0.5, 0.5], (0, 1), 0.01)
+        ([True, False], [True, True])
+    """
+    a, b = _check_bounds(bounds)
+    if not target > 0:
+        raise ValueError(f"Expected argument `target` > 0, but got {target!r}.")
+    budget = 2.0 * share * target / (b - a) - tail
+    w = np.asarray(weights, dtype=float)
+    keep = [False] * w.size
+    left = float(w.sum())
+    for i in sorted(range(w.size), key=lambda i: (-w[i], i)):
+        if left <= budget:
+            break
+        keep[i] = True
+        left -= float(w[i])
+    return keep
 
 
 def allocate(weights: Sequence[float], halfwidths: Sequence[float], counts: Sequence[int],

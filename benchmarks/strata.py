@@ -1,0 +1,392 @@
+"""Evaluations that honest intervals need with and without strata, on the rare-catastrophe family.
+
+    python -m benchmarks.strata                       # the figures of benchmarks/README.md
+    python -m benchmarks.strata --quick               # seconds (the smoke test runs this)
+
+The family ("a twin with known truth"): a model of ``N`` bit sites (``N / 32`` fp32 words); a
+trial keeps the golden metric 0.8 (range [0, 1]) unless a catastrophe happens, then it drops by
+``size`` (0.05 or 0.5). A catastrophe happens when a flip hits the critical bit class (bit 30 of
+each word, 1 of 32 bits), with probability ``q_c`` per such flip, and with probability ``q_o``
+per other flip (default 1 and 0: "catastrophe only when a flip hits the class"; ``--leak`` gives
+0.9 and 1e-3, so no stratum is constant). Its truth is exact: ``P(catastrophe) = 1 - (1 - b
+q_c)^{|C|} (1 - b q_o)^{N - |C|}`` at BER ``b``. Fault-free trials cost no evaluation.
+
+Per (BER, catastrophe size, target half-width), over ``--reps`` simulated campaigns, each method
+adds evaluations in rounds (10, then x``--growth`` a round up to ``--cap``) until its interval's
+half-width is at most the target; printed: the median evaluations at that point (``>cap`` when
+the median run did not settle), the fraction settled, and coverage (the final interval holds
+the truth) and, for settled runs, the fraction within the target of the truth.
+
+(U) unstratified honest: faulted trials only (their law: ``K >= 1`` faults), the cell interval
+    ``golden + (1 - p0) (CS - golden)`` with a confidence sequence on the faulted mean.
+(B) bit-class strata: golden (known), no flip in the class with >= 1 elsewhere, >= 1 flip in
+    the class; weights exact (``Stratum.probability``), a CS per sampled stratum at half the
+    error each, trials allocated by weight x half-width (``allocate``).
+(E) exact-count strata shared across BERs: strata "exactly k faults", k = 1..K, whose trials
+    serve every BER of the point; each BER's K makes its tail (bounded by the range) at most
+    target / 4, its error split over its K strata. Counted once for all the BERs it covers
+    (those with K <= --k-cap), against the sum of (U) and (B) over the same BERs.
+
+Per-stratum interval: the hedged-capital betting confidence sequence of Waudby-Smith & Ramdas
+(JRSS-B 2024; predictable plug-in bets truncated at 1/2), valid for every distribution on the
+range and at every look, so adaptive rounds and allocation need no correction. It is a
+stand-in written here for the library's own (issue 19 item 1); ``--interval eb`` uses the
+fixed-sample empirical Bernstein bound instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pytei_ray.faults.strata import bit_class_strata, count_weights, k_max_for  # noqa: E402
+from pytei_ray.stats.stratified import (  # noqa: E402
+    StratumCell,
+    allocate,
+    empirical_bernstein,
+    plan_strata,
+    stratified_mean,
+)
+
+GOLDEN, BOUNDS = 0.8, (0.0, 1.0)
+WIDTH = 32  # bits per word; the class is one bit of each
+
+
+# ---- the per-stratum confidence sequence ------------------------------------------------------
+def betting_cs(values: np.ndarray, bounds: tuple[float, float], confidence: float,
+               c: float = 0.5) -> tuple[float, float]:
+    """Hedged-capital betting CS (WSR 2024, theta = 1/2, PrPl bets truncated at c/m, c/(1-m))
+    at the last time: ``{m : max(K+_n(m), K-_n(m)) / 2 < 1 / alpha}``, endpoints by bisection
+    outward from the sample mean (the set is an interval)."""
+    a, b = bounds
+    x = (np.asarray(values, dtype=float) - a) / (b - a)
+    n = x.size
+    if n == 0:
+        return a, b
+    alpha = 1.0 - confidence
+    t = np.arange(1, n + 1, dtype=float)
+    mu = (0.5 + np.cumsum(x)) / (t + 1.0)
+    sig2 = (0.25 + np.cumsum((x - mu) ** 2)) / (t + 1.0)
+    prev = np.concatenate([[0.25], sig2[:-1]])
+    lam = np.sqrt(2.0 * math.log(2.0 / alpha) / (prev * t * np.log1p(t)))
+    thr = math.log(1.0 / alpha) + math.log(2.0)
+
+    def outside(m: float) -> bool:
+        lp = np.minimum(lam, c / m) if m > 0 else lam
+        lm = np.minimum(lam, c / (1.0 - m)) if m < 1 else lam
+        d = x - m
+        return bool(max(np.log1p(lp * d).sum(), np.log1p(-lm * d).sum()) >= thr)
+
+    inside = float(x.mean())
+    if outside(inside):
+        grid = np.linspace(0.0, 1.0, 2049)
+        ins = [m for m in grid if not outside(float(m))]
+        if not ins:
+            return a + (b - a) * inside, a + (b - a) * inside
+        inside = float(ins[len(ins) // 2])
+    ends = []
+    for edge in (0.0, 1.0):
+        if not outside(edge):
+            ends.append(edge)
+            continue
+        lo, hi = inside, edge  # lo inside, hi outside
+        for _ in range(40):
+            mid = 0.5 * (lo + hi)
+            if outside(mid):
+                hi = mid
+            else:
+                lo = mid
+            if abs(hi - lo) < 1e-6:
+                break
+        ends.append(hi)
+    return a + (b - a) * ends[0], a + (b - a) * ends[1]
+
+
+# ---- the family ---------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Family:
+    n_sites: int
+    size: float
+    q_c: float = 1.0
+    q_o: float = 0.0
+
+    @property
+    def n_class(self) -> int:
+        return self.n_sites // WIDTH
+
+    @property
+    def n_other(self) -> int:
+        return self.n_sites - self.n_class
+
+    def p_cat(self, b: float) -> float:
+        """P(catastrophe) at BER b (pgf of the two Binomials)."""
+        return 1.0 - math.exp(self.n_class * math.log1p(-b * self.q_c)
+                              + self.n_other * math.log1p(-b * self.q_o))
+
+    def truth(self, b: float) -> float:
+        return GOLDEN - self.size * self.p_cat(b)
+
+    def p0(self, b: float) -> float:
+        return math.exp(self.n_sites * math.log1p(-b))
+
+    def bit_strata_cat(self, b: float) -> list[float]:
+        """Catastrophe probability within [no class flip & >= 1 other, >= 1 class flip]."""
+        nc, no = self.n_class, self.n_other
+        z_o = math.exp(no * math.log1p(-b))
+        z_c = math.exp(nc * math.log1p(-b))
+        g_o = math.exp(no * math.log1p(-b * self.q_o))
+        g_c = math.exp(nc * math.log1p(-b * self.q_c))
+        s1 = 1.0 - (g_o - z_o) / (1.0 - z_o) if z_o < 1 else 0.0
+        s2 = 1.0 - (g_c - z_c) / (1.0 - z_c) * g_o if z_c < 1 else 0.0
+        return [s1, s2]
+
+    def count_cat(self, k: int) -> float:
+        """Catastrophe probability given exactly k faults (class hits are hypergeometric)."""
+        if k == 0:
+            return 0.0
+        from scipy.stats import hypergeom
+
+        j = np.arange(0, min(k, self.n_class) + 1)
+        pj = hypergeom.pmf(j, self.n_sites, self.n_class, k)
+        keep = (1 - self.q_c) ** j * (1 - self.q_o) ** (k - j)
+        return float(1.0 - (pj * keep).sum())
+
+
+def _draw(rng: np.random.Generator, q: float, n: int, size: float) -> np.ndarray:
+    return GOLDEN - size * (rng.random(n) < q)
+
+
+# ---- the three methods --------------------------------------------------------------------------
+@dataclass
+class Outcome:
+    evals: int
+    settled: bool
+    covered: bool
+    close: bool  # settled and |estimate - truth| <= target
+
+
+GROWTH = [1.25]  # evaluations grow by this factor a round (set by --growth)
+
+
+def _looks(cap: int) -> list[int]:
+    out, n = [], 10
+    while n <= cap:
+        out.append(n)
+        n = max(n + 1, int(round(n * GROWTH[0])))
+    return out
+
+
+def run_unstratified(fam: Family, b: float, target: float, cap: int, rng, interval) -> Outcome:
+    p0 = fam.p0(b)
+    q1 = fam.p_cat(b) / (1.0 - p0)
+    truth = fam.truth(b)
+    vals = np.empty(0)
+    sample = plan_strata([1.0 - p0], BOUNDS, target)[0]
+    for n in _looks(cap):
+        if sample:
+            vals = np.concatenate([vals, _draw(rng, q1, n - vals.size, fam.size)])
+        est = stratified_mean([StratumCell(p0, exact=GOLDEN),
+                               StratumCell(1.0 - p0, vals, bounded=not sample)],
+                              BOUNDS, 0.95, interval)
+        if est.halfwidth <= target:
+            break
+    settled = est.halfwidth <= target
+    return Outcome(vals.size, settled, est.low <= truth <= est.high,
+                   settled and abs(est.mean - truth) <= target)
+
+
+def run_bit_strata(fam: Family, b: float, target: float, cap: int, rng, interval) -> Outcome:
+    strata = bit_class_strata(1)
+    split = _Split(fam.n_class, fam.n_other)
+    w = [s.probability(split, b) for s in strata]  # golden, C0/O>=1, C>=1
+    q = fam.bit_strata_cat(b)
+    truth = fam.truth(b)
+    vals = [np.empty(0), np.empty(0)]
+    sample = plan_strata(w[1:], BOUNDS, target)
+    half = [0.5 if k else 0.0 for k in sample]
+    for n in _looks(cap):
+        counts = allocate(w[1:], half, [v.size for v in vals], n)
+        for i in range(2):
+            vals[i] = np.concatenate([vals[i], _draw(rng, q[i], counts[i] - vals[i].size,
+                                                     fam.size)])
+        est = stratified_mean([StratumCell(w[0], exact=GOLDEN),
+                               StratumCell(w[1], vals[0], bounded=not sample[0]),
+                               StratumCell(w[2], vals[1], bounded=not sample[1])],
+                              BOUNDS, 0.95, interval)
+        half = [(hi - lo) / 2 if k else 0.0 for (lo, hi), k in zip(est.parts[1:], sample)]
+        if est.halfwidth <= target:
+            break
+    settled = est.halfwidth <= target
+    return Outcome(sum(v.size for v in vals), settled, est.low <= truth <= est.high,
+                   settled and abs(est.mean - truth) <= target)
+
+
+@dataclass(frozen=True)
+class _Split:  # what Stratum.probability reads of SiteClasses
+    n_class: int
+    n_other: int
+
+
+def run_count_strata(fam: Family, bers: list[float], target: float, cap: int, rng, interval,
+                     k_cap: int) -> tuple[list[float], dict[float, Outcome], int]:
+    """One point, all its BERs with K <= k_cap: returns (covered BERs, outcome per BER, evals)."""
+    ks, plans = {}, {}
+    for b in bers:  # per BER: strata k = 1..K, the lightest left to the range (plan_strata)
+        k = k_max_for(fam.n_sites, [b], target / 8.0)
+        wk, tail = count_weights(fam.n_sites, b, k)
+        plans[b] = plan_strata(wk[1:], BOUNDS, target, tail)
+        ks[b] = max((i + 1 for i, p in enumerate(plans[b]) if p), default=0)
+    ok = [b for b in bers if 1 <= ks[b] <= k_cap]
+    if not ok:
+        return [], {}, 0
+    k_top = max(ks[b] for b in ok)
+    weights = {b: count_weights(fam.n_sites, b, ks[b]) for b in ok}
+    cat = [fam.count_cat(k) for k in range(k_top + 1)]
+    vals = [np.empty(0) for _ in range(k_top + 1)]  # index k; k = 0 is golden, never sampled
+    half = np.full(k_top + 1, 0.5)
+    open_b = list(ok)
+    done: dict[float, object] = {}
+    ests: dict[float, object] = {}
+    for n in _looks(cap):
+        score_w = np.zeros(k_top + 1)
+        for b in open_b:
+            wk, _ = weights[b]
+            planned = np.where(plans[b][:ks[b]], wk[1:], 0.0)
+            score_w[1:ks[b] + 1] = np.maximum(score_w[1:ks[b] + 1], planned)
+        counts = allocate(score_w[1:], half[1:], [v.size for v in vals[1:]], n)
+        for k in range(1, k_top + 1):
+            extra = counts[k - 1] - vals[k].size
+            vals[k] = np.concatenate([vals[k], _draw(rng, cat[k], extra, fam.size)])
+        cache: dict[tuple[int, float], tuple[float, float]] = {}
+        index = {id(v): k for k, v in enumerate(vals)}
+
+        def cached(x, bounds, level, _cache=cache, _index=index):  # shared by the BERs
+            key = (_index[id(x)], level)
+            if key not in _cache:
+                _cache[key] = interval(x, bounds, level)
+            return _cache[key]
+
+        new_half = np.zeros(k_top + 1)
+        for b in open_b:
+            wk, tail = weights[b]
+            cells = [StratumCell(float(wk[0]), exact=GOLDEN)] + [
+                StratumCell(float(wk[k]), vals[k] if plans[b][k - 1] else np.empty(0),
+                            bounded=not plans[b][k - 1]) for k in range(1, ks[b] + 1)]
+            est = stratified_mean(cells, BOUNDS, 0.95, cached, tail)
+            ests[b] = est
+            for k, (lo, hi) in enumerate(est.parts[1:], start=1):
+                new_half[k] = max(new_half[k], (hi - lo) / 2)
+        half = np.where(new_half > 0, new_half, half)
+        for b in list(open_b):
+            if ests[b].halfwidth <= target:
+                open_b.remove(b)
+                done[b] = ests[b]
+        if not open_b:
+            break
+    total = sum(v.size for v in vals)
+    out = {}
+    for b in ok:
+        est = ests[b]
+        settled = b in done
+        truth = fam.truth(b)
+        out[b] = Outcome(total, settled, est.low <= truth <= est.high,
+                         settled and abs(est.mean - truth) <= target)
+    return ok, out, total
+
+
+# ---- the table ----------------------------------------------------------------------------------
+def _summary(outs: list[Outcome], cap: int) -> dict[str, float]:
+    ev = np.array([o.evals for o in outs])
+    settled = np.mean([o.settled for o in outs])
+    med = float(np.median(ev)) if settled >= 0.5 else math.inf
+    return {"median": med, "mean": float(ev.mean()), "settled": float(settled),
+            "coverage": float(np.mean([o.covered for o in outs])),
+            "close": float(np.mean([o.close for o in outs if o.settled] or [math.nan]))}
+
+
+def _fmt(s: dict[str, float], cap: int) -> str:
+    med = f">{cap}" if math.isinf(s["median"]) else f"{s['median']:.0f}"
+    return f"{med:>7} {100 * s['settled']:4.0f}% {100 * s['coverage']:5.1f}%"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sites", type=float, default=1e6)
+    ap.add_argument("--bers", type=float, nargs="+",
+                    default=[1e-8, 1e-7, 6.93e-7, 1e-6, 1e-5, 1e-4, 1e-3])
+    ap.add_argument("--sizes", type=float, nargs="+", default=[0.05, 0.5])
+    ap.add_argument("--targets", type=float, nargs="+", default=[0.025, 0.01])
+    ap.add_argument("--reps", type=int, default=200)
+    ap.add_argument("--cap", type=int, default=20480)
+    ap.add_argument("--k-cap", type=int, default=8)
+    ap.add_argument("--leak", action="store_true", help="q_c = 0.9, q_o = 1e-3")
+    ap.add_argument("--interval", choices=["betting", "eb"], default="betting")
+    ap.add_argument("--growth", type=float, default=1.25,
+                    help="evaluations grow by this factor a round (2: the campaign's doubling)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--quick", action="store_true", help="toy sizes (seconds)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.bers, args.sizes, args.targets = [1e-7, 1e-5], [0.5], [0.025]
+        args.reps, args.cap = 8, 640
+    GROWTH[0] = args.growth
+    interval = betting_cs if args.interval == "betting" else empirical_bernstein
+    n_sites = int(args.sites)
+    q_c, q_o = (0.9, 1e-3) if args.leak else (1.0, 0.0)
+    rng = np.random.default_rng(args.seed)
+    t0 = time.perf_counter()
+    print(f"rare-catastrophe family: N = {n_sites:.3g} sites, class 1/{WIDTH}, golden {GOLDEN}, "
+          f"q_c = {q_c}, q_o = {q_o}; {args.reps} runs per row; interval: {args.interval}; "
+          f"95%; rounds of 10 evaluations growing x{args.growth} up to {args.cap}")
+    print("columns per method: median evaluations to settle, settled, coverage\n")
+    failures = 0
+    for size in args.sizes:
+        for target in args.targets:
+            fam = Family(n_sites, size, q_c, q_o)
+            print(f"### catastrophe size {size}, target +-{target}")
+            print(f"{'BER':>9} {'faults':>8} {'p0':>6} {'P(cat)':>8} | "
+                  f"{'(U) unstratified':>20} | {'(B) bit-class strata':>20} | U/B")
+            per_b: dict[float, dict[str, dict[str, float]]] = {}
+            for b in args.bers:
+                u = _summary([run_unstratified(fam, b, target, args.cap, rng, interval)
+                              for _ in range(args.reps)], args.cap)
+                s = _summary([run_bit_strata(fam, b, target, args.cap, rng, interval)
+                              for _ in range(args.reps)], args.cap)
+                per_b[b] = {"U": u, "B": s}
+                ratio = u["mean"] / max(s["mean"], 1e-9)
+                print(f"{b:9.3g} {n_sites * b:8.3g} {fam.p0(b):6.3f} {fam.p_cat(b):8.2e} | "
+                      f"{_fmt(u, args.cap)} | {_fmt(s, args.cap)} | {ratio:5.2f}x")
+                failures += (u["coverage"] < 0.94) + (s["coverage"] < 0.94)
+            runs = [run_count_strata(fam, args.bers, target, args.cap, rng, interval,
+                                     args.k_cap) for _ in range(args.reps)]
+            covered = runs[0][0]
+            if covered:
+                tot = np.array([r[2] for r in runs])
+                cov = {b: np.mean([r[1][b].covered for r in runs]) for b in covered}
+                sett = {b: np.mean([r[1][b].settled for r in runs]) for b in covered}
+                u_sum = sum(per_b[b]["U"]["mean"] for b in covered)
+                s_sum = sum(per_b[b]["B"]["mean"] for b in covered)
+                print(f"(E) exact-count strata shared by BERs {[f'{b:.3g}' for b in covered]}: "
+                      f"median {np.median(tot):.0f} evaluations (mean {tot.mean():.0f}) for all "
+                      f"of them; settled {', '.join(f'{100 * v:.0f}%' for v in sett.values())}; "
+                      f"coverage {', '.join(f'{100 * v:.1f}%' for v in cov.values())}")
+                print(f"    same BERs, mean evaluations summed: (U) {u_sum:.0f}, (B) {s_sum:.0f}"
+                      f", (E) {tot.mean():.0f}: U/E {u_sum / tot.mean():.2f}x, "
+                      f"B/E {s_sum / tot.mean():.2f}x")
+                failures += sum(v < 0.94 for v in cov.values())
+            print()
+    print(f"rows with coverage below 94%: {failures}; {time.perf_counter() - t0:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
