@@ -15,17 +15,23 @@ Per (BER, catastrophe size, target half-width), over ``--reps`` simulated campai
 adds evaluations in rounds (10, then x``--growth`` a round up to ``--cap``) until its interval's
 half-width is at most the target; printed: the median evaluations at that point (``>cap`` when
 the median run did not settle), the fraction settled, and coverage (the final interval holds
-the truth) and, for settled runs, the fraction within the target of the truth.
+the truth); at the end, per method, the lowest coverage and the lowest fraction of settled
+runs whose estimate is within the target of the truth, over all rows. Strata whose weight
+bounded by the range costs at most a quarter of the target are not sampled
+(``plan_strata``): that alone settles a cell with few faulted trials at no evaluation.
 
 (U) unstratified honest: faulted trials only (their law: ``K >= 1`` faults), the cell interval
     ``golden + (1 - p0) (CS - golden)`` with a confidence sequence on the faulted mean.
 (B) bit-class strata: golden (known), no flip in the class with >= 1 elsewhere, >= 1 flip in
     the class; weights exact (``Stratum.probability``), a CS per sampled stratum at half the
     error each, trials allocated by weight x half-width (``allocate``).
+(P) post-stratified: the trials of (U) (no new sampler, no new seed), each labelled by whether
+    a flip hit the class; the (U) interval and the (B) interval from the same trials, each at
+    half the error, intersected. Never much worse than the better of the two.
 (E) exact-count strata shared across BERs: strata "exactly k faults", k = 1..K, whose trials
-    serve every BER of the point; each BER's K makes its tail (bounded by the range) at most
-    target / 4, its error split over its K strata. Counted once for all the BERs it covers
-    (those with K <= --k-cap), against the sum of (U) and (B) over the same BERs.
+    serve every BER of the point; per BER the strata it needs (``plan_strata``), its error
+    split over them. Counted once for all the BERs it covers (those needing k <= --k-cap),
+    against the sum of (U), (B) and (P) over the same BERs.
 
 Per-stratum interval: the hedged-capital betting confidence sequence of Waudby-Smith & Ramdas
 (JRSS-B 2024; predictable plug-in bets truncated at 1/2), valid for every distribution on the
@@ -54,6 +60,7 @@ from pytei_ray.stats.stratified import (  # noqa: E402
     allocate,
     empirical_bernstein,
     plan_strata,
+    post_stratified_mean,
     stratified_mean,
 )
 
@@ -230,6 +237,33 @@ def run_bit_strata(fam: Family, b: float, target: float, cap: int, rng, interval
                    settled and abs(est.mean - truth) <= target)
 
 
+def run_post_strata(fam: Family, b: float, target: float, cap: int, rng, interval) -> Outcome:
+    """(P): the unstratified trials, post-stratified on whether a flip hit the class: the
+    unstratified interval and the stratified one, each at half the error, intersected."""
+    strata = bit_class_strata(1)
+    split = _Split(fam.n_class, fam.n_other)
+    w = [s.probability(split, b) for s in strata]
+    q = fam.bit_strata_cat(b)
+    truth = fam.truth(b)
+    p_hit = w[2] / (w[1] + w[2])  # P(class hit | >= 1 fault)
+    sample = plan_strata(w[1:], BOUNDS, target)
+    hits = np.empty(0, bool)
+    vals = np.empty(0)
+    for n in _looks(cap):
+        if any(sample):
+            new_hits = rng.random(n - hits.size) < p_hit
+            new = np.where(new_hits, _draw(rng, q[1], new_hits.size, fam.size),
+                           _draw(rng, q[0], new_hits.size, fam.size))
+            hits, vals = np.concatenate([hits, new_hits]), np.concatenate([vals, new])
+        est = post_stratified_mean(vals, np.where(hits, 2, 1), w, GOLDEN, BOUNDS, 0.95,
+                                   interval, bounded=[not k for k in sample])
+        if est.halfwidth <= target:
+            break
+    settled = est.halfwidth <= target
+    return Outcome(vals.size, settled, est.low <= truth <= est.high,
+                   settled and abs(est.mean - truth) <= target)
+
+
 @dataclass(frozen=True)
 class _Split:  # what Stratum.probability reads of SiteClasses
     n_class: int
@@ -318,6 +352,13 @@ def _fmt(s: dict[str, float], cap: int) -> str:
     return f"{med:>7} {100 * s['settled']:4.0f}% {100 * s['coverage']:5.1f}%"
 
 
+def _ratio(a: dict[str, float], b: dict[str, float]) -> str:
+    """Mean evaluations of a over b ("-" when neither needs any)."""
+    if b["mean"] == 0:
+        return f"{'-' if a['mean'] == 0 else 'inf':>6}"
+    return f"{a['mean'] / b['mean']:5.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sites", type=float, default=1e6)
@@ -349,23 +390,31 @@ def main(argv: list[str] | None = None) -> int:
           f"95%; rounds of 10 evaluations growing x{args.growth} up to {args.cap}")
     print("columns per method: median evaluations to settle, settled, coverage\n")
     failures = 0
+    worst = {k: [1.0, 1.0] for k in "UBPE"}  # lowest coverage, lowest "within target"
     for size in args.sizes:
         for target in args.targets:
             fam = Family(n_sites, size, q_c, q_o)
             print(f"### catastrophe size {size}, target +-{target}")
             print(f"{'BER':>9} {'faults':>8} {'p0':>6} {'P(cat)':>8} | "
-                  f"{'(U) unstratified':>20} | {'(B) bit-class strata':>20} | U/B")
+                  f"{'(U) unstratified':>20} | {'(B) bit-class strata':>20} | "
+                  f"{'(P) post-strat. & U':>20} | {'U/B':>6} {'U/P':>6}")
             per_b: dict[float, dict[str, dict[str, float]]] = {}
             for b in args.bers:
                 u = _summary([run_unstratified(fam, b, target, args.cap, rng, interval)
                               for _ in range(args.reps)], args.cap)
                 s = _summary([run_bit_strata(fam, b, target, args.cap, rng, interval)
                               for _ in range(args.reps)], args.cap)
-                per_b[b] = {"U": u, "B": s}
-                ratio = u["mean"] / max(s["mean"], 1e-9)
+                pp = _summary([run_post_strata(fam, b, target, args.cap, rng, interval)
+                               for _ in range(args.reps)], args.cap)
+                per_b[b] = {"U": u, "B": s, "P": pp}
                 print(f"{b:9.3g} {n_sites * b:8.3g} {fam.p0(b):6.3f} {fam.p_cat(b):8.2e} | "
-                      f"{_fmt(u, args.cap)} | {_fmt(s, args.cap)} | {ratio:5.2f}x")
-                failures += (u["coverage"] < 0.94) + (s["coverage"] < 0.94)
+                      f"{_fmt(u, args.cap)} | {_fmt(s, args.cap)} | {_fmt(pp, args.cap)} | "
+                      f"{_ratio(u, s)} {_ratio(u, pp)}")
+                failures += sum(x["coverage"] < 0.94 for x in (u, s, pp))
+                for key, x in (("U", u), ("B", s), ("P", pp)):
+                    worst[key][0] = min(worst[key][0], x["coverage"])
+                    if not math.isnan(x["close"]):
+                        worst[key][1] = min(worst[key][1], x["close"])
             runs = [run_count_strata(fam, args.bers, target, args.cap, rng, interval,
                                      args.k_cap) for _ in range(args.reps)]
             covered = runs[0][0]
@@ -375,15 +424,24 @@ def main(argv: list[str] | None = None) -> int:
                 sett = {b: np.mean([r[1][b].settled for r in runs]) for b in covered}
                 u_sum = sum(per_b[b]["U"]["mean"] for b in covered)
                 s_sum = sum(per_b[b]["B"]["mean"] for b in covered)
+                p_sum = sum(per_b[b]["P"]["mean"] for b in covered)
+                for b in covered:
+                    worst["E"][0] = min(worst["E"][0], cov[b])
+                    close = [r[1][b].close for r in runs if r[1][b].settled]
+                    if close:
+                        worst["E"][1] = min(worst["E"][1], float(np.mean(close)))
                 print(f"(E) exact-count strata shared by BERs {[f'{b:.3g}' for b in covered]}: "
                       f"median {np.median(tot):.0f} evaluations (mean {tot.mean():.0f}) for all "
                       f"of them; settled {', '.join(f'{100 * v:.0f}%' for v in sett.values())}; "
                       f"coverage {', '.join(f'{100 * v:.1f}%' for v in cov.values())}")
                 print(f"    same BERs, mean evaluations summed: (U) {u_sum:.0f}, (B) {s_sum:.0f}"
-                      f", (E) {tot.mean():.0f}: U/E {u_sum / tot.mean():.2f}x, "
-                      f"B/E {s_sum / tot.mean():.2f}x")
+                      f", (P) {p_sum:.0f}, (E) {tot.mean():.0f}: U/E {u_sum / tot.mean():.2f}x,"
+                      f" B/E {s_sum / tot.mean():.2f}x, P/E {p_sum / tot.mean():.2f}x")
                 failures += sum(v < 0.94 for v in cov.values())
             print()
+    for key, (cov, close) in worst.items():
+        print(f"({key}) lowest coverage {100 * cov:.1f}%, lowest within-target among settled "
+              f"{100 * close:.1f}%")
     print(f"rows with coverage below 94%: {failures}; {time.perf_counter() - t0:.0f} s")
     return 0
 

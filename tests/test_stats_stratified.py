@@ -178,3 +178,40 @@ def test_family_weights_match_the_library_strata():
     assert got == pytest.approx(w, rel=1e-12)
     assert GOLDEN.probability(Split, ber) == pytest.approx(w[0], rel=1e-12)
     assert Stratum((1, None)).probability(Split, ber) == pytest.approx(w[2], rel=1e-12)
+
+
+def test_post_stratified_interval_is_the_intersection_of_the_two_at_half_the_error():
+    from pytei_ray.stats.stratified import post_stratified_mean
+
+    rng = np.random.default_rng(5)
+    lab = rng.choice([1, 2], 200, p=[0.7, 0.3])
+    x = np.where(lab == 2, 0.3 + 0.1 * rng.random(200), 0.8 - 0.01 * rng.random(200))
+    w = [0.2, 0.56, 0.24]
+    est = post_stratified_mean(x, lab, w, 0.8, BOUNDS, 0.95)
+    u = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.8, x)], BOUNDS, 0.975)
+    s = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.56, x[lab == 1]),
+                         StratumCell(0.24, x[lab == 2])], BOUNDS, 0.975)
+    assert est.low == max(u.low, s.low) and est.high == min(u.high, s.high)
+    assert est.mean == pytest.approx(s.mean) and est.n == 200
+    with pytest.raises(ValueError, match="one stratum label in 1..2"):
+        post_stratified_mean(x, np.zeros(200, int), w, 0.8, BOUNDS)
+
+
+def test_post_stratified_interval_covers_the_rare_catastrophe_family():
+    from pytei_ray.stats.stratified import post_stratified_mean
+
+    rng = np.random.default_rng(11)
+    worst = 1.0
+    for p0 in (0.0, 0.5, 0.9):
+        _, w, q = _family(p0, 0.9, 1e-3)
+        hit = w[2] / (w[1] + w[2])
+        truth = 0.8 - 0.5 * (w[1] * q[1] + w[2] * q[2])
+        for n in (10, 40, 160):
+            covered = 0
+            for _ in range(150):
+                lab = np.where(rng.random(n) < hit, 2, 1)
+                cat = rng.random(n) < np.where(lab == 2, q[2], q[1])
+                e = post_stratified_mean(0.8 - 0.5 * cat, lab, w, 0.8, BOUNDS)
+                covered += e.low <= truth <= e.high
+            worst = min(worst, covered / 150)
+    assert worst >= 0.94

@@ -221,3 +221,17 @@ def test_golden_stratum_and_bad_strata():
     split = site_classes(sites + [SiteInfo("q", torch.int8, (4,))], BitFlip(1e-3),
                          bits=["exponent"])
     assert (split.n_class, split.n_other) == (80, 240 + 32)
+
+
+def test_count_in_class_reads_the_stratum_off_a_map():
+    from pytei_ray.faults import StuckAt
+    from pytei_ray.faults.strata import count_in_class
+
+    sites = [SiteInfo("a", torch.float32, (50,)), SiteInfo("b", torch.float16, (40,))]
+    for error in (BitFlip(0.01), StuckAt(0.01, value=0)):
+        for j in (0, 1, 3):
+            fmap = sample_stratum_map(sites, error, j, Stratum((j, j), (2, 2)), bits=["sign"])
+            assert count_in_class(fmap, ["sign"]) == j
+            assert fmap.n_faults == j + 2
+    with pytest.raises(ValueError, match="map of bit faults"):
+        count_in_class(sample_fault_map(sites, RandomValue(n=2), 0), "sign")

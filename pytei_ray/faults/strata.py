@@ -46,8 +46,8 @@ from .sampling import (
     truncated_binomial,
 )
 
-__all__ = ["GOLDEN", "SiteClasses", "Stratum", "at_count", "bit_class_strata", "count_strata",
-           "count_weights", "k_max_for", "sample_stratum_map", "site_classes"]
+__all__ = ["GOLDEN", "SiteClasses", "Stratum", "at_count", "bit_class_strata", "count_in_class",
+           "count_strata", "count_weights", "k_max_for", "sample_stratum_map", "site_classes"]
 
 CountRange = tuple[int, "int | None"]
 
@@ -245,6 +245,38 @@ def k_max_for(n_sites: int, rates: Sequence[float], tail: float) -> int:
         while binomial_mass(n_sites, rate, k + 1, None) > tail:
             k += 1
     return k
+
+
+def count_in_class(fmap: FaultMap, bits: Iterable[int | str] | int | str) -> int:
+    """Fault sites of a sampled bit-model map whose bit is in the class ``bits``: what labels
+    an unstratified trial with its stratum after the fact (post-stratification).
+
+    Example:
+        >>> import torch
+        >>> from pytei_ray.faults import BitFlip, SiteInfo, sample_fault_map
+        >>> fmap = sample_fault_map([SiteInfo("w", torch.float32, (100,))], BitFlip(n=5), 1)
+        >>> count_in_class(fmap, "sign") + count_in_class(fmap, ["exponent", "mantissa"])
+        5
+    """
+    if fmap.unit != "bit":
+        raise ValueError(f"A bit class needs a map of bit faults; this one's sites are "
+                         f"{fmap.unit}s ({fmap.error}).")
+    wanted = (bits,) if isinstance(bits, (int, str)) else tuple(bits)
+    total = 0
+    for t in fmap.tensors:
+        if not t.n_words:
+            continue
+        lay = t.layout
+        mask = 0
+        for b in wanted:
+            for i in (lay.fields.get(b, ()) if isinstance(b, str) else
+                      ((int(b),) if 0 <= int(b) < lay.width else ())):
+                mask |= 1 << i
+        if not mask:
+            continue
+        touched = (~t.and_mask | t.xor_mask).view(lay.np_uint) & lay.np_uint.type(mask)
+        total += int(np.bitwise_count(touched).sum())
+    return total
 
 
 def at_count(error: ErrorModel, k: int) -> ErrorModel:
