@@ -182,6 +182,7 @@ class Outcome:
 
 
 GROWTH = [1.25]  # evaluations grow by this factor a round (set by --growth)
+POST_SHARE = [0.5]  # (P): the part of the error given to the stratified interval
 
 
 def _looks(cap: int) -> list[int]:
@@ -256,7 +257,8 @@ def run_post_strata(fam: Family, b: float, target: float, cap: int, rng, interva
                            _draw(rng, q[0], new_hits.size, fam.size))
             hits, vals = np.concatenate([hits, new_hits]), np.concatenate([vals, new])
         est = post_stratified_mean(vals, np.where(hits, 2, 1), w, GOLDEN, BOUNDS, 0.95,
-                                   interval, bounded=[not k for k in sample])
+                                   interval, bounded=[not k for k in sample],
+                                   strata_share=POST_SHARE[0])
         if est.halfwidth <= target:
             break
     settled = est.halfwidth <= target
@@ -347,13 +349,21 @@ def _summary(outs: list[Outcome], cap: int) -> dict[str, float]:
             "close": float(np.mean([o.close for o in outs if o.settled] or [math.nan]))}
 
 
+_SKIPPED = {"median": math.nan, "mean": math.nan, "settled": math.nan, "coverage": 1.0,
+            "close": math.nan}
+
+
 def _fmt(s: dict[str, float], cap: int) -> str:
+    if math.isnan(s["settled"]):
+        return f"{'-':>20}"
     med = f">{cap}" if math.isinf(s["median"]) else f"{s['median']:.0f}"
     return f"{med:>7} {100 * s['settled']:4.0f}% {100 * s['coverage']:5.1f}%"
 
 
 def _ratio(a: dict[str, float], b: dict[str, float]) -> str:
     """Mean evaluations of a over b ("-" when neither needs any)."""
+    if math.isnan(a["mean"]) or math.isnan(b["mean"]):
+        return f"{'-':>6}"
     if b["mean"] == 0:
         return f"{'-' if a['mean'] == 0 else 'inf':>6}"
     return f"{a['mean'] / b['mean']:5.2f}x"
@@ -373,6 +383,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", choices=["betting", "eb"], default="betting")
     ap.add_argument("--growth", type=float, default=1.25,
                     help="evaluations grow by this factor a round (2: the campaign's doubling)")
+    ap.add_argument("--post-share", type=float, default=0.5,
+                    help="(P): part of the error given to the stratified interval")
+    ap.add_argument("--methods", default="UBPE", help="letters of the methods to run")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--quick", action="store_true", help="toy sizes (seconds)")
     args = ap.parse_args(argv)
@@ -380,6 +393,7 @@ def main(argv: list[str] | None = None) -> int:
         args.bers, args.sizes, args.targets = [1e-7, 1e-5], [0.5], [0.025]
         args.reps, args.cap = 8, 640
     GROWTH[0] = args.growth
+    POST_SHARE[0] = args.post_share
     interval = betting_cs if args.interval == "betting" else empirical_bernstein
     n_sites = int(args.sites)
     q_c, q_o = (0.9, 1e-3) if args.leak else (1.0, 0.0)
@@ -400,12 +414,12 @@ def main(argv: list[str] | None = None) -> int:
                   f"{'(P) post-strat. & U':>20} | {'U/B':>6} {'U/P':>6}")
             per_b: dict[float, dict[str, dict[str, float]]] = {}
             for b in args.bers:
-                u = _summary([run_unstratified(fam, b, target, args.cap, rng, interval)
-                              for _ in range(args.reps)], args.cap)
-                s = _summary([run_bit_strata(fam, b, target, args.cap, rng, interval)
-                              for _ in range(args.reps)], args.cap)
-                pp = _summary([run_post_strata(fam, b, target, args.cap, rng, interval)
-                               for _ in range(args.reps)], args.cap)
+                u, s, pp = (
+                    _summary([run(fam, b, target, args.cap, rng, interval)
+                              for _ in range(args.reps)], args.cap) if key in args.methods
+                    else _SKIPPED
+                    for key, run in (("U", run_unstratified), ("B", run_bit_strata),
+                                     ("P", run_post_strata)))
                 per_b[b] = {"U": u, "B": s, "P": pp}
                 print(f"{b:9.3g} {n_sites * b:8.3g} {fam.p0(b):6.3f} {fam.p_cat(b):8.2e} | "
                       f"{_fmt(u, args.cap)} | {_fmt(s, args.cap)} | {_fmt(pp, args.cap)} | "
@@ -415,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
                     worst[key][0] = min(worst[key][0], x["coverage"])
                     if not math.isnan(x["close"]):
                         worst[key][1] = min(worst[key][1], x["close"])
+            if "E" not in args.methods:
+                print()
+                continue
             runs = [run_count_strata(fam, args.bers, target, args.cap, rng, interval,
                                      args.k_cap) for _ in range(args.reps)]
             covered = runs[0][0]

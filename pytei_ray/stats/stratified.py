@@ -212,17 +212,19 @@ def stratified_mean(cells: Sequence[StratumCell], bounds: tuple[float, float],
 def post_stratified_mean(values: np.ndarray, stratum: np.ndarray, weights: Sequence[float],
                          golden: float, bounds: tuple[float, float], confidence: float = 0.95,
                          interval: StratumInterval = empirical_bernstein,
-                         bounded: Sequence[bool] | None = None) -> StratifiedEstimate:
+                         bounded: Sequence[bool] | None = None,
+                         strata_share: float = 0.5) -> StratifiedEstimate:
     """Unstratified trials, labelled after the fact by their stratum: the unstratified interval
-    and the stratified one, each at half the error, intersected.
+    (at ``1 - strata_share`` of the error) and the stratified one (at ``strata_share``),
+    intersected.
 
     The trials are drawn from the faulted law (``>= 1`` fault), as an unstratified campaign
     draws them; each one's stratum (e.g. whether a flip hit the class) is read off its fault
     map. Within a stratum they are then i.i.d. from that stratum's law, so per-stratum
     intervals hold as in a stratified design (with a time-uniform per-stratum method, at any
     look); the intersection holds with probability ``>= confidence`` by the union bound, and
-    is never much wider than the better of the two (each pays ``log(4 / alpha)`` instead of
-    ``log(2 / alpha)``).
+    is never much wider than the better of the two (with the default even split each pays
+    ``log(4 / alpha)`` instead of ``log(2 / alpha)``).
 
     Args:
         values: metric of the faulted trials.
@@ -234,6 +236,8 @@ def post_stratified_mean(values: np.ndarray, stratum: np.ndarray, weights: Seque
         interval: the per-stratum method.
         bounded: per stratum ``1 .. S``, whether the design leaves it to the range
             (:func:`plan_strata`); its trials then count in the unstratified interval only.
+        strata_share: the part of the error ``1 - confidence`` given to the stratified
+            interval, in (0, 1); fixed before any trial, as the union bound requires.
 
     Example:
         >>> x = np.r_[np.full(60, 0.8), np.full(40, 0.3)]
@@ -250,14 +254,17 @@ def post_stratified_mean(values: np.ndarray, stratum: np.ndarray, weights: Seque
     if lab.shape != x.shape or (lab.size and (lab.min() < 1 or lab.max() >= len(w))):
         raise ValueError(f"Expected one stratum label in 1..{len(w) - 1} per trial, but got "
                          f"labels {sorted(set(lab.tolist()))} for {x.size} values.")
-    half = 1.0 - (1.0 - confidence) / 2.0
+    if not 0.0 < strata_share < 1.0:
+        raise ValueError(f"Expected argument `strata_share` in (0, 1), but got {strata_share!r}.")
+    alpha = 1.0 - confidence
     whole = stratified_mean([StratumCell(w[0], exact=golden),
                              StratumCell(1.0 - w[0], np.empty(0) if all(skip) else x,
-                                         bounded=all(skip))], bounds, half, interval)
+                                         bounded=all(skip))], bounds,
+                            1.0 - alpha * (1.0 - strata_share), interval)
     cells = [StratumCell(w[0], exact=golden)] + [
         StratumCell(w[i], np.empty(0) if skip[i - 1] else x[lab == i], bounded=skip[i - 1])
         for i in range(1, len(w))]
-    strat = stratified_mean(cells, bounds, half, interval)
+    strat = stratified_mean(cells, bounds, 1.0 - alpha * strata_share, interval)
     low, high = max(whole.low, strat.low), min(whole.high, strat.high)
     return StratifiedEstimate(min(max(strat.mean, low), high), low, high, whole.n, 0.0,
                               strat.levels, strat.parts)
