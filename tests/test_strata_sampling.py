@@ -235,3 +235,16 @@ def test_count_in_class_reads_the_stratum_off_a_map():
             assert fmap.n_faults == j + 2
     with pytest.raises(ValueError, match="map of bit faults"):
         count_in_class(sample_fault_map(sites, RandomValue(n=2), 0), "sign")
+
+
+def test_exponent_msb_names_the_top_exponent_bit_of_every_float_format():
+    from pytei_ray.faults import layout_of
+    from pytei_ray.faults.strata import class_bits
+
+    want = {torch.float64: 62, torch.float32: 30, torch.float16: 14, torch.bfloat16: 14}
+    for dtype, bit in want.items():
+        assert class_bits(layout_of(dtype), "exponent_msb") == {bit}
+    assert class_bits(layout_of(torch.int8), "exponent_msb") == frozenset()
+    sites = [SiteInfo("h", torch.float16, (8,)), SiteInfo("f", torch.float32, (4,))]
+    split = site_classes(sites, BitFlip(1e-3), "exponent_msb")
+    assert (split.n_class, split.n_other) == (12, 8 * 15 + 4 * 31)

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dtypes import dtype_name, layout_of
+from .dtypes import BitLayout, dtype_name, layout_of
 from .faultmap import FaultMap, SiteInfo, _words_faults
 from .models import ErrorModel
 from .sampling import (
@@ -46,11 +46,9 @@ from .sampling import (
     truncated_binomial,
 )
 
-__all__ = ["GOLDEN", "SiteClasses", "Stratum", "at_count", "bit_class_strata", "count_in_class",
-           "count_strata", "count_weights", "k_max_for", "sample_stratum_map", "site_classes"]
-
-CountRange = tuple[int, "int | None"]
-
+__all__ = ["CLASS_NAMES", "GOLDEN", "SiteClasses", "Stratum", "at_count", "bit_class_strata",
+           "class_bits", "count_in_class", "count_strata", "count_weights", "k_max_for",
+           "sample_stratum_map", "site_classes"]
 
 def _check_range(name: str, r: object) -> tuple[int, int | None]:
     ok = (isinstance(r, tuple) and len(r) == 2 and isinstance(r[0], int) and r[0] >= 0
@@ -110,6 +108,35 @@ class SiteClasses:
         return out
 
 
+#: Class names beyond the dtypes' fields: the exponent's most significant bit of each float
+#: format (bit 30 of float32, 14 of float16 and bfloat16, 62 of float64, ...), whose flips
+#: turn a weight into a huge or non-finite value.
+CLASS_NAMES = {"exponent_msb"}
+
+
+def class_bits(layout: BitLayout, bits: Iterable[int | str] | int | str) -> frozenset[int]:
+    """The bit indices of ``layout`` in the class ``bits``: field names, ``"exponent_msb"``,
+    indices; a name the dtype lacks or an index beyond its width selects nothing.
+
+    Example:
+        >>> import torch
+        >>> from pytei_ray.faults import layout_of
+        >>> sorted(class_bits(layout_of(torch.bfloat16), ["exponent_msb", "sign"]))
+        [14, 15]
+    """
+    wanted = (bits,) if isinstance(bits, (int, str)) else tuple(bits)
+    out: set[int] = set()
+    for b in wanted:
+        if b == "exponent_msb":
+            if "exponent" in layout.fields:
+                out.add(max(layout.fields["exponent"]))
+        elif isinstance(b, str):
+            out.update(layout.fields.get(b, ()))
+        elif 0 <= int(b) < layout.width:
+            out.add(int(b))
+    return frozenset(out)
+
+
 def site_classes(sites: Sequence[SiteInfo], error: ErrorModel,
                  bits: Iterable[int | str] | int | str | None = None) -> SiteClasses:
     """Split the sites that ``error`` targets into the class ``bits`` and the rest.
@@ -135,12 +162,7 @@ def site_classes(sites: Sequence[SiteInfo], error: ErrorModel,
             cls.append(tuple(range(per_word[-1])))
             other.append(())
             continue
-        chosen: set[int] = set()
-        for b in wanted:
-            if isinstance(b, str):
-                chosen.update(lay.fields.get(b, ()))
-            elif 0 <= int(b) < lay.width:
-                chosen.add(int(b))
+        chosen = class_bits(lay, wanted)
         site_bits = error.site_bits(lay)
         cls.append(tuple(i for i, b in enumerate(site_bits) if b in chosen))
         other.append(tuple(i for i, b in enumerate(site_bits) if b not in chosen))
@@ -261,17 +283,12 @@ def count_in_class(fmap: FaultMap, bits: Iterable[int | str] | int | str) -> int
     if fmap.unit != "bit":
         raise ValueError(f"A bit class needs a map of bit faults; this one's sites are "
                          f"{fmap.unit}s ({fmap.error}).")
-    wanted = (bits,) if isinstance(bits, (int, str)) else tuple(bits)
     total = 0
     for t in fmap.tensors:
         if not t.n_words:
             continue
         lay = t.layout
-        mask = 0
-        for b in wanted:
-            for i in (lay.fields.get(b, ()) if isinstance(b, str) else
-                      ((int(b),) if 0 <= int(b) < lay.width else ())):
-                mask |= 1 << i
+        mask = sum(1 << i for i in class_bits(lay, bits))
         if not mask:
             continue
         touched = (~t.and_mask | t.xor_mask).view(lay.np_uint) & lay.np_uint.type(mask)
