@@ -429,6 +429,10 @@ def main(argv: list[str] | None = None) -> int:
                     worst[key][0] = min(worst[key][0], x["coverage"])
                     if not math.isnan(x["close"]):
                         worst[key][1] = min(worst[key][1], x["close"])
+            tot = {k: sum(per_b[b][k]["mean"] for b in args.bers) for k in "UBP"}
+            print(f"{'all BERs':>9} {'':>8} {'':>6} {'':>8} | mean evaluations summed: "
+                  + ", ".join(f"({k}) {v:.0f}" for k, v in tot.items())
+                  + f"; U/B {tot['U'] / tot['B']:.2f}x, U/P {tot['U'] / tot['P']:.2f}x")
             if "E" not in args.methods:
                 print()
                 continue
