@@ -26,8 +26,8 @@ bounded by the range costs at most a quarter of the target are not sampled
     the class; weights exact (``Stratum.probability``), a CS per sampled stratum at half the
     error each, trials allocated by weight x half-width (``allocate``).
 (P) post-stratified: the trials of (U) (no new sampler, no new seed), each labelled by whether
-    a flip hit the class; the (U) interval and the (B) interval from the same trials, each at
-    half the error, intersected. Never much worse than the better of the two.
+    a flip hit the class; the (U) interval at 3/4 of the error and the (B) interval from the
+    same trials at 1/4 (``--post-share``), intersected. Never much worse than the better.
 (E) exact-count strata shared across BERs: strata "exactly k faults", k = 1..K, whose trials
     serve every BER of the point; per BER the strata it needs (``plan_strata``), its error
     split over them. Counted once for all the BERs it covers (those needing k <= --k-cap),
@@ -182,7 +182,7 @@ class Outcome:
 
 
 GROWTH = [1.25]  # evaluations grow by this factor a round (set by --growth)
-POST_SHARE = [0.5]  # (P): the part of the error given to the stratified interval
+POST_SHARE = [0.25]  # (P): the part of the error given to the stratified interval
 
 
 def _looks(cap: int) -> list[int]:
@@ -383,7 +383,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--interval", choices=["betting", "eb"], default="betting")
     ap.add_argument("--growth", type=float, default=1.25,
                     help="evaluations grow by this factor a round (2: the campaign's doubling)")
-    ap.add_argument("--post-share", type=float, default=0.5,
+    ap.add_argument("--post-share", type=float, default=0.25,
                     help="(P): part of the error given to the stratified interval")
     ap.add_argument("--methods", default="UBPE", help="letters of the methods to run")
     ap.add_argument("--seed", type=int, default=0)

@@ -180,19 +180,22 @@ def test_family_weights_match_the_library_strata():
     assert Stratum((1, None)).probability(Split, ber) == pytest.approx(w[2], rel=1e-12)
 
 
-def test_post_stratified_interval_is_the_intersection_of_the_two_at_half_the_error():
+def test_post_stratified_interval_is_the_intersection_of_the_two_at_their_shares():
     from pytei_ray.stats.stratified import post_stratified_mean
 
     rng = np.random.default_rng(5)
     lab = rng.choice([1, 2], 200, p=[0.7, 0.3])
     x = np.where(lab == 2, 0.3 + 0.1 * rng.random(200), 0.8 - 0.01 * rng.random(200))
     w = [0.2, 0.56, 0.24]
-    est = post_stratified_mean(x, lab, w, 0.8, BOUNDS, 0.95)
-    u = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.8, x)], BOUNDS, 0.975)
-    s = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.56, x[lab == 1]),
-                         StratumCell(0.24, x[lab == 2])], BOUNDS, 0.975)
-    assert est.low == max(u.low, s.low) and est.high == min(u.high, s.high)
-    assert est.mean == pytest.approx(s.mean) and est.n == 200
+    for share in (0.25, 0.5):
+        est = post_stratified_mean(x, lab, w, 0.8, BOUNDS, 0.95, strata_share=share)
+        u = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.8, x)], BOUNDS,
+                            1 - 0.05 * (1 - share))
+        s = stratified_mean([StratumCell(0.2, exact=0.8), StratumCell(0.56, x[lab == 1]),
+                             StratumCell(0.24, x[lab == 2])], BOUNDS, 1 - 0.05 * share)
+        assert est.low == max(u.low, s.low) and est.high == min(u.high, s.high)
+        assert est.mean == pytest.approx(s.mean) and est.n == 200
+        assert est.levels == (None, 1 - 0.05 * share / 2, 1 - 0.05 * share / 2)
     with pytest.raises(ValueError, match="one stratum label in 1..2"):
         post_stratified_mean(x, np.zeros(200, int), w, 0.8, BOUNDS)
 
