@@ -29,14 +29,15 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from .intervals import check_confidence
 
 __all__ = ["StratifiedEstimate", "StratumCell", "StratumInterval", "allocate",
-           "empirical_bernstein", "plan_strata", "post_stratified_mean", "split_confidence",
-           "stratified_mean"]
+           "empirical_bernstein", "estimate_from_rows", "plan_strata", "post_stratified_mean",
+           "split_confidence", "stratified_mean"]
 
 #: A per-stratum interval: ``(values, (a, b), level) -> (low, high)`` for the mean of a
 #: distribution on ``[a, b]``, valid for every such distribution.
@@ -270,6 +271,46 @@ def post_stratified_mean(values: np.ndarray, stratum: np.ndarray, weights: Seque
     low, high = max(whole.low, strat.low), min(whole.high, strat.high)
     return StratifiedEstimate(min(max(strat.mean, low), high), low, high, whole.n, 0.0,
                               strat.levels, strat.parts)
+
+
+_LABELS = {"C0/O1-": 1, "C1-/O0-": 2}  # the faulted strata of faults.strata.bit_class_strata(1)
+
+
+def estimate_from_rows(rows: Any, metric: str, bounds: tuple[float, float],
+                       confidence: float = 0.95, interval: StratumInterval = empirical_bernstein,
+                       strata_share: float = 0.25) -> StratifiedEstimate:
+    """A post-stratified cell from its rows alone (the columns of
+    :data:`pytei_ray.faults.poststrata.STRATA_COLUMNS`, ``p_no_fault``, ``golden_<metric>``).
+
+    Weights: ``w0 = p_no_fault``, ``w2 = p_class_hit`` (>= 1 fault in the class), ``w1 = 1 -
+    w0 - w2``; the faulted rows (stratum not ``"C0/O0"``) are the trials, labelled by their
+    ``stratum``; then :func:`post_stratified_mean`.
+
+    Raises:
+        ValueError: when the rows mix points (several ``p_no_fault``, ``p_class_hit`` or
+            golden values) or lack the strata columns.
+    """
+    need = {metric, f"golden_{metric}", "p_no_fault", "p_class_hit", "stratum"}
+    missing = sorted(need - set(rows.columns))
+    if missing:
+        raise ValueError(f"Rows of a post-stratified cell need the columns {missing}; was the "
+                         "campaign run with strata=ClassStrata(...)?")
+    one = {}
+    for col in (f"golden_{metric}", "p_no_fault", "p_class_hit"):
+        values = rows[col].unique()
+        if len(values) != 1:
+            raise ValueError(f"Expected the rows of one cell (one value of {col!r}), but got "
+                             f"{sorted(values.tolist())}.")
+        one[col] = float(values[0])
+    w0, w2 = one["p_no_fault"], one["p_class_hit"]
+    faulted = rows[rows["stratum"] != "C0/O0"]
+    unknown = sorted(set(faulted["stratum"]) - set(_LABELS))
+    if unknown:
+        raise ValueError(f"Unknown strata {unknown} (expected {sorted(_LABELS)} or 'C0/O0').")
+    labels = faulted["stratum"].map(_LABELS).to_numpy(dtype=np.int64)
+    return post_stratified_mean(faulted[metric].to_numpy(dtype=float), labels,
+                                [w0, max(0.0, 1.0 - w0 - w2), w2], one[f"golden_{metric}"],
+                                bounds, confidence, interval, strata_share=strata_share)
 
 
 def plan_strata(weights: Sequence[float], bounds: tuple[float, float], target: float,
