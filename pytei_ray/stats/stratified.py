@@ -283,8 +283,9 @@ def estimate_from_rows(rows: Any, metric: str, bounds: tuple[float, float],
     :data:`pytei_ray.faults.poststrata.STRATA_COLUMNS`, ``p_no_fault``, ``golden_<metric>``).
 
     Weights: ``w0 = p_no_fault``, ``w2 = p_class_hit`` (>= 1 fault in the class), ``w1 = 1 -
-    w0 - w2``; the faulted rows (stratum not ``"C0/O0"``) are the trials, labelled by their
-    ``stratum``; then :func:`post_stratified_mean`.
+    w0 - w2``; the faulted rows (stratum not ``"C0/O0"``) are the trials, in repetition order
+    (a confidence sequence's bets depend on it), labelled by their ``stratum``; then
+    :func:`post_stratified_mean`.
 
     Raises:
         ValueError: when the rows mix points (several ``p_no_fault``, ``p_class_hit`` or
@@ -304,6 +305,8 @@ def estimate_from_rows(rows: Any, metric: str, bounds: tuple[float, float],
         one[col] = float(values[0])
     w0, w2 = one["p_no_fault"], one["p_class_hit"]
     faulted = rows[rows["stratum"] != "C0/O0"]
+    if "repetition" in faulted.columns:  # a confidence sequence bets in the order of drawing
+        faulted = faulted.sort_values("repetition", kind="stable")
     unknown = sorted(set(faulted["stratum"]) - set(_LABELS))
     if unknown:
         raise ValueError(f"Unknown strata {unknown} (expected {sorted(_LABELS)} or 'C0/O0').")
