@@ -216,7 +216,7 @@ class RayExecutor(Executor):
                         f"No worker became ready for {timeout:g} s (each needs "
                         f"{self._actor_opts['num_cpus']:g} CPU, {self._actor_opts['num_gpus']:g} "
                         f"GPU; cluster has {ray.cluster_resources()}). Add nodes or lower the "
-                        "request; --executor-opt resource_timeout=SECONDS waits longer.")
+                        "request; `options=...` resource_timeout=SECONDS waits longer.")
                 continue
             last_progress = time.monotonic()
             ref = done[0]
