@@ -239,7 +239,8 @@ class RayExecutor(Executor):
             reported.update(r["trial_id"] for r in rows)
             if rows or result.golden:
                 on_result(ChunkResult(rows, result.golden, result.worker, result.rebuilt,
-                                      result.nondeterministic, result.checksums))
+                                      result.nondeterministic, result.checksums,
+                                      result.rescoring_off))
         if lost:
             ids = [t.trial_id for t in lost]
             raise TrialsLostError(
