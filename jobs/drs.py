@@ -11,6 +11,7 @@ activation clipping.
     python -m pytei_ray.launch jobs/drs.py --set activations=1   # + faults in layer outputs
     python -m pytei_ray.launch jobs/drs.py --set dataset=criteo --set data=/data/train.txt
     python -m pytei_ray.launch jobs/drs.py --set dataset=movielens --set data=ml-1m/ratings.dat
+    python -m pytei_ray.launch jobs/drs.py --set rescore=0   # score every trial in full
     python -m pytei_ray.report results/drs                   # tables and plots
 
 Nothing is downloaded. Without ``data`` the log is a synthetic Criteo-like one (generated, same
@@ -18,6 +19,10 @@ seed -> same rows). With a real file the first ``rows`` lines are read (default:
 size, 150k full / 20k small). Rows are split 80/10/10 into train / validation / test with a
 fixed seed: models train on train, stop early on validation AUC, Ranger calibrates on
 validation, and only the metrics use test.
+
+Embedding faults are cheap: a trial whose faults all lie in embedding rows scores only the test
+samples that look those rows up (patched into the fault-free logits; ``n_rescored`` in its row),
+after each worker checked that this gives the full evaluation's metrics bit for bit.
 
 Training happens before the trials, once per model, and the checkpoint is stored with the
 results (``results/drs/_artifacts/``): a resumed run, an extension (``--extend --repetitions
@@ -41,7 +46,8 @@ from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
 
 
 def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,
-                  rows: int | None = None, activations: bool = False) -> Campaign:
+                  rows: int | None = None, activations: bool = False,
+                  rescore: bool = True) -> Campaign:
     """The DRS campaign.
 
     Args:
@@ -51,6 +57,8 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         data: path of the real dataset's file (required unless synthetic).
         rows: rows of the log to use (default: 150k full, 20k small).
         activations: also inject into the outputs of the ``dense`` layers (target ``dense-out``).
+        rescore: re-score a trial whose faults all lie in embedding rows on the test samples
+            that look them up (the same metrics, bit for bit); False scores every trial in full.
     """
     # Which data, how to train, how to score: the DRS library's ready-made hooks.
     study = DRSStudy.preset("small" if small else "full", dataset=dataset, path=data, rows=rows)
@@ -66,7 +74,11 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         # checkpoint with the results; afterwards every worker just loads it.
         models={m: study.model(m) for m in MODELS},  # fm wide_deep dcn deepfm afn dlrm
         data=study.eval_data,          # per model: the test split (+ validation for Ranger)
-        evaluate=study.evaluate,       # -> {"auc": AUC-ROC, "logloss": log loss} on test
+        # -> {"auc": AUC-ROC, "logloss": log loss} on test, split into per-sample logits and
+        # their score, so that a trial whose faults all lie in embedding rows re-scores only
+        # the test samples that look those rows up (the same metrics, bit for bit)
+        evaluate=study.split,
+        rescore=bool(rescore),         # --set rescore=0: every trial scored in full
         calibrate=study.calibrate,     # profiled mitigations (Ranger) see validation only
         # Bit error rates: every bit of every targeted weight flips with this probability.
         bers=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] if not small

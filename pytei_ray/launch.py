@@ -32,7 +32,8 @@ EXIT_OK, EXIT_SETUP, EXIT_INPUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 FLAGS = {"out": "--out", "extend": "--extend", "retry_failed": "--retry-failed",
          "dry_run": "--dry-run", "repetitions": "--repetitions", "precision": "--precision",
          "max_reps": "--max-reps", "confidence": "--confidence", "params": "--set",
-         "chunk_size": "--chunk-size"}
+         "chunk_size": "--chunk-size", "executor": "--executor", "options": "--executor-opt",
+         "address": "--address", "num_gpus": "--num-gpus", "num_cpus": "--num-cpus"}
 _ARGUMENT = re.compile(r"`(\w+)=([^`]*)`")
 
 

@@ -70,3 +70,19 @@ def test_intervals_benchmark_runs():
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "confidence sequence" in proc.stdout and "CS c=3/4" in proc.stdout
+
+def test_rescoring_benchmark_runs_at_toy_size(tmp_path):
+    out = tmp_path / "rescoring.json"
+    cmd = [sys.executable, "-m", "benchmarks.rescoring", "--toy", "--big", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    data = json.loads(out.read_text())
+    assert data["failures"] == []  # re-scored metrics equal the full pass, bit for bit
+    for part in ("default", "big"):
+        rows = data[part]
+        assert {(r["model"], r["ber"]) for r in rows} == {
+            (m, b) for m in ("fm", "dcn") for b in (1e-6, 1e-4)}
+        for r in rows:
+            assert r["trials"] > 0 and r["full_ms"] > 0 and r["rescored_ms"] >= 0
+            assert 0 <= r["share_pct"] <= 100
+    assert "rescored=" in proc.stdout

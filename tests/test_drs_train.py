@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import struct
 from pathlib import Path
 
 import pytest
@@ -98,6 +99,44 @@ def test_binary_metrics_matches_torchmetrics_on_finite_logits() -> None:
     assert m["auc"] == pytest.approx(float(ref), abs=1e-6)
     bce = torch.nn.functional.binary_cross_entropy_with_logits(logits.double(), labels.double())
     assert m["logloss"] == pytest.approx(float(bce), rel=1e-9)
+
+
+def _reference_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """binary_metrics as it was (torchmetrics on dense ranks): stored golden metrics come from
+    it, so the one-sort version must give the same bits."""
+    x = torch.nan_to_num(logits.to(torch.float64), nan=0.0, posinf=math.inf, neginf=-math.inf)
+    positive = labels > 0.5
+    _, inverse = torch.unique(x, sorted=True, return_inverse=True)
+    ranks = inverse.to(torch.float64) / inverse.max().clamp_min(1).to(torch.float64)
+    n_pos = int(positive.sum())
+    auc = float(binary_auroc(ranks, positive.long(), validate_args=False)) \
+        if 0 < n_pos < len(x) else math.nan
+    loss = torch.where(positive, torch.nn.functional.softplus(-x),
+                       torch.nn.functional.softplus(x))
+    return {"auc": auc, "logloss": float(loss.mean())}
+
+
+def test_binary_metrics_equal_the_torchmetrics_version_bit_for_bit() -> None:
+    gen = torch.Generator().manual_seed(1)
+    for case in range(400):
+        n = int(torch.randint(2, 2500, (1,), generator=gen))
+        x = torch.randn(n, generator=gen)
+        if case % 4 == 1:  # many ties
+            x = torch.round(x * 3) / 3
+        elif case % 4 == 2:  # NaN, +-inf, -0.0 and 0.0 (ties of the float64 comparison)
+            u = torch.rand(n, generator=gen)
+            x[u < 0.1] = math.nan
+            x[(u >= 0.1) & (u < 0.2)] = math.inf
+            x[(u >= 0.2) & (u < 0.25)] = -math.inf
+            x[(u >= 0.25) & (u < 0.3)] = -0.0
+            x[(u >= 0.3) & (u < 0.35)] = 0.0
+        elif case % 4 == 3:
+            x = torch.randint(0, 3, (n,), generator=gen).float()
+        labels = (torch.rand(n, generator=gen) < 0.3).float()
+        got, ref = binary_metrics(x, labels), _reference_metrics(x, labels)
+        for k in ("auc", "logloss"):
+            assert math.isnan(ref[k]) and math.isnan(got[k]) or \
+                struct.pack("<d", got[k]) == struct.pack("<d", ref[k]), (case, k, got, ref)
 
 
 def test_binary_metrics_nonfinite_policy() -> None:

@@ -8,6 +8,8 @@ rule holds for code paths a run does not happen to take. ``test_injector`` and
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -121,3 +123,10 @@ def test_the_import_graph_has_no_cycle():
         if module not in state:
             visit(module, [])
     assert cycles == []
+
+
+def test_importing_the_campaign_loads_no_storage_execution_or_ray():
+    code = ("import sys, pytei_ray.campaign; loaded = [m for m in ('ray', 'pyarrow', 'pandas', "
+            "'pytei_ray.storage', 'pytei_ray.execution', 'pytei_ray.driver') if m in sys.modules]; "
+            "assert not loaded, loaded")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=PACKAGE.parent)

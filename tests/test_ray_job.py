@@ -101,8 +101,15 @@ def test_ray_job_submit_gives_the_rows_of_a_local_run(head, tmp_path, reference)
     cmd = [RAY_CLI, "job", "submit", "--address", head, "--working-dir", str(REPO), "--",
            "python", "-m", "pytei_ray.launch", "jobs/tiny.py", "--set", "small=1",
            "--out", str(out), "--no-progress", "--workers", "2", "--chunk-size", "3"]
-    proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True,
-                          timeout=180)
+    # The head answers /api/version before its job agent has registered; until then a submit
+    # fails with "No available agent" and no job is created, so retrying it is safe.
+    deadline = time.monotonic() + 60
+    while True:
+        proc = subprocess.run(cmd, env=_env(), cwd=REPO, capture_output=True, text=True,
+                              timeout=180)
+        if "No available agent" not in proc.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(2)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "complete" in proc.stdout
     assert "Ray cluster" in proc.stdout  # joined the head, did not start its own Ray

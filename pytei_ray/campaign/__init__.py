@@ -2,7 +2,8 @@
 
 Nothing here runs a trial or touches the results directory: trials run in
 :mod:`pytei_ray.execution.worker`, results are stored by :mod:`pytei_ray.storage`, and
-``import pytei_ray.campaign`` imports neither ray nor torch's fault core.
+``import pytei_ray.campaign`` imports neither ray, pyarrow, pandas nor the storage and
+execution packages (torch comes with the ``pytei_ray`` package itself).
 """
 
 from .compare import SpecDiff, compare_specs

@@ -42,9 +42,9 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
     """Compare a stored spec with a new one, field by field.
 
     Adding BERs, repetitions or levels of a named factor (a model, a mitigation, ...) is an
-    extension; changing the name, seed, params, ``skip_ineffective`` (it decides the
-    ``evaluated`` column of every row), or the definition of an existing level, or removing
-    anything, is a change that existing results cannot be mixed with.
+    extension; changing the name, seed, params, ``skip_ineffective`` or ``rescore`` (they
+    decide the ``evaluated`` column of every row), or the definition of an existing level, or
+    removing anything, is a change that existing results cannot be mixed with.
 
     Example:
         >>> old = {"name": "a", "bers": [0.1], "repetitions": 2}
@@ -57,10 +57,11 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         if old.get(key) != new.get(key):
             changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
             extendable = False
-    o_skip, n_skip = old.get("skip_ineffective", True), new.get("skip_ineffective", True)
-    if o_skip != n_skip:  # absent means the default (True)
-        changes.append(f"skip_ineffective: {o_skip!r} -> {n_skip!r}")
-        extendable = False
+    for flag in ("skip_ineffective", "rescore"):  # they decide `evaluated` (and n_rescored)
+        o_flag, n_flag = old.get(flag, True), new.get(flag, True)
+        if o_flag != n_flag:  # absent means the default (True)
+            changes.append(f"{flag}: {o_flag!r} -> {n_flag!r}")
+            extendable = False
     for key in LEVEL_FACTORS:
         o, n = old.get(key, {}), new.get(key, {})
         for level in o:

@@ -175,6 +175,10 @@ class Campaign:
         data: ``(model_name) -> data``, called once per model on each worker.
         evaluate: ``(model, data) -> {metric: float}``; runs under ``torch.no_grad()`` on a model
             in eval mode; it must return the same metric names for every trial of a model.
+            A :class:`~pytei_ray.SplitEvaluation` (per-sample ``outputs`` and a ``score`` of
+            them) is such an ``evaluate`` that also lets trials whose faults all lie in
+            embedding tables re-score only the samples that look a faulted row up
+            (``rescore``; docs/campaign.md).
         bers: bit error rates in [0, 1], distinct (0 is a valid fault-free control).
         repetitions: Monte-Carlo repetitions (seeds) per point, >= 1.
         mitigations: name -> ``None`` | Mitigation | list of Mitigations.
@@ -206,6 +210,11 @@ class Campaign:
             run before it is stored. Metrics not declared keep the name heuristics
             (docs/report.md). Recorded in the spec (only when given, so other specs hash as
             before).
+        rescore: with a split ``evaluate`` (and ``skip_ineffective``), re-score a trial whose
+            faults all lie in embedding tables on the samples that look a faulted row up,
+            after a per-worker check that this equals a full evaluation bit for bit (its row
+            records ``n_rescored``). False scores every trial in full. Appears in the spec
+            only when False.
 
     Example:
         >>> import torch
@@ -237,6 +246,7 @@ class Campaign:
     num_gpus_per_worker: float | None = None
     precision: Any = None
     skip_ineffective: bool = True
+    rescore: bool = True
     metrics: Mapping[str, Any] | None = None
     #: column name -> {"type", factor -> {level -> value}}: the attributes of the ``Level``
     #: values, computed at construction (an init field only so that ``dataclasses.replace``
@@ -284,8 +294,9 @@ class Campaign:
                 raise _fail("precision", "None or a Precision (e.g. Precision('auc', 0.005))",
                             self.precision)
             self.precision.looks(self.repetitions)  # raises if max_reps < repetitions
-        if not isinstance(self.skip_ineffective, bool):
-            raise _fail("skip_ineffective", "a bool", self.skip_ineffective)
+        for flag in ("skip_ineffective", "rescore"):
+            if not isinstance(getattr(self, flag), bool):
+                raise _fail(flag, "a bool", getattr(self, flag))
         if self.metrics is not None:
             put("metrics", MappingProxyType(_check_metrics(self.metrics)))
             if self.precision is not None and self.precision.metric in self.metrics:
@@ -299,6 +310,20 @@ class Campaign:
     def metric_info(self, name: str) -> Any:
         """The declared :class:`~pytei_ray.stats.Metric` of ``name``, or None."""
         return (self.metrics or {}).get(name)
+
+    @property
+    def split(self) -> Any:
+        """The split evaluation (``evaluate`` with per-sample ``outputs`` and a ``score``), or
+        None for a black-box ``evaluate``."""
+        ev = self.evaluate
+        return ev if callable(getattr(ev, "outputs", None)) and callable(
+            getattr(ev, "score", None)) else None
+
+    @property
+    def rescores(self) -> bool:
+        """Whether workers may re-score trials: a split ``evaluate``, ``rescore`` and
+        ``skip_ineffective`` (re-scoring, like skipping, stands on a deterministic one)."""
+        return self.rescore and self.skip_ineffective and self.split is not None
 
     def looks(self) -> list[int]:
         """Repetition counts at which an adaptive campaign decides which points continue
@@ -344,8 +369,8 @@ class Campaign:
     def spec(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Everything that determines the results, as JSON-able data (stored in the manifest).
 
-        ``skip_ineffective`` appears only when False, so the spec (and its hash) of a campaign
-        with the default is the one stored before the option existed.
+        ``skip_ineffective`` and ``rescore`` appear only when False, so the spec (and its hash)
+        of a campaign with the defaults is the one stored before the options existed.
 
         Args:
             params: the job parameters the campaign was made with (``--set k=v``).
@@ -364,6 +389,8 @@ class Campaign:
         }
         if not self.skip_ineffective:
             spec["skip_ineffective"] = False
+        if not self.rescore:
+            spec["rescore"] = False
         if self.level_columns:  # only when used, so that other specs (and hashes) are unchanged
             spec["factors"] = _jsonable(dict(self.level_columns))
         if self.metrics:  # likewise

@@ -90,6 +90,20 @@ class RunLedger:
                       "is evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
             self.save(nondeterministic_evaluate=sorted([*known, *new]))
 
+    def record_rescoring_off(self, off: Sequence[Mapping[str, str]]) -> None:
+        """(model, mitigation) pairs whose re-scoring self-check failed on a worker: their
+        trials are scored in full; the manifest lists them with the reason (merged over runs
+        and workers, one entry per pair)."""
+        known = list(self.manifest.get("rescoring_off") or [])
+        seen = {(d["model"], d["mitigation"]) for d in known}
+        new = [dict(d) for d in off if (d["model"], d["mitigation"]) not in seen]
+        if new:
+            for d in new:
+                self.echo(f"warning: re-scoring is off for model {d['model']!r} with mitigation "
+                          f"{d['mitigation']!r} ({d['reason']}); its trials are scored in full "
+                          "(recorded as 'rescoring_off' in the manifest).")
+            self.save(rescoring_off=[*known, *new])
+
     def record_nonfinite(self, golden: list[dict[str, Any]]) -> None:
         """Warn about (once each) and record non-finite golden metrics: not refused, since
         every run reproduces them and the other metrics stay valid, but no trial can be

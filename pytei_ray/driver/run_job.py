@@ -23,7 +23,7 @@ from pytei_ray.campaign.rounds import (
     next_active,
     round_trials,
 )
-from pytei_ray.campaign.spec import spec_hash
+from pytei_ray.campaign.spec import Campaign, spec_hash
 from pytei_ray.campaign.trials import Trial, count_by_factor, points
 from pytei_ray.columns import FACTORS, PLURAL
 from pytei_ray.errors import (
@@ -73,6 +73,40 @@ def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
                 f"directory (`out=NEW_DIR`), or restore the job to the stored campaign (its "
                 f"source is kept in {job_copy}).")
     return SpecChangedError(head + body + tail, diff_changes, extendable)
+
+
+def _dry_run(store: ResultsStore, campaign: Campaign, trials: list[Trial],
+             manifest: dict[str, Any] | None, diff: Any, summary: RunSummary,
+             echo: Callable[[str], None]) -> None:
+    """What ``dry_run=True`` prints: the grid, the adaptive plan, the output location's state."""
+    where = store.display
+    grid_ids = {t.trial_id for t in trials}
+    n_levels = {f: len(getattr(campaign, PLURAL[f])) if f in PLURAL else campaign.repetitions
+                for f in FACTORS}
+    echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
+    if campaign.precision is not None:
+        looks = campaign.looks()
+        per_point = len(campaign.mitigations)
+        echo(f"Adaptive: {campaign.precision.describe()}; the trials above are the first "
+             f"round; points still open get more repetitions at the looks {looks} (at most "
+             f"{len(points(campaign)) * looks[-1] * per_point} trials).")
+    if manifest is None:
+        echo(f"Output: {where} (new)")
+    elif diff is not None and not diff.same:
+        verb = "needs `extend=True`" if diff.extendable else "would be REFUSED"
+        echo(f"Output: {where} (exists; changed campaign, {verb}):\n  "
+             + "\n  ".join(diff.changes))
+    else:
+        try:
+            stored = set(store.read_trial_status()) & grid_ids
+        except Exception as exc:  # a torn part: the real run quarantines it first
+            echo(f"note: a stored part is unreadable ({type(exc).__name__}); it will be "
+                 f"moved to {QUARANTINE_DIR}/ and its trials rerun.")
+            stored = set()
+        summary.skipped = len(stored)
+        echo(f"Output: {where} (exists: {len(stored)} of {len(trials)} trials stored, "
+             f"{len(trials) - len(stored)} to run)")
+    echo("Nothing was run (`dry_run=True`).")
 
 
 def run(
@@ -136,36 +170,10 @@ def run(
     trials = round_trials(campaign, 0, points(campaign)).trials  # the first (or only) round
     spec = campaign.spec(job.params)
     summary = RunSummary(campaign.name, where, len(trials), dry_run=dry_run)
-    grid_ids = {t.trial_id for t in trials}
 
     diff = compare_specs(manifest["spec"], spec) if manifest else None
     if dry_run:
-        n_levels = {f: len(getattr(campaign, PLURAL[f])) if f in PLURAL else campaign.repetitions
-                    for f in FACTORS}
-        echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
-        if campaign.precision is not None:
-            looks = campaign.looks()
-            per_point = len(campaign.mitigations)
-            echo(f"Adaptive: {campaign.precision.describe()}; the trials above are the first "
-                 f"round; points still open get more repetitions at the looks {looks} (at most "
-                 f"{len(points(campaign)) * looks[-1] * per_point} trials).")
-        if manifest is None:
-            echo(f"Output: {where} (new)")
-        elif diff is not None and not diff.same:
-            verb = "needs `extend=True`" if diff.extendable else "would be REFUSED"
-            echo(f"Output: {where} (exists; changed campaign, {verb}):\n  "
-                 + "\n  ".join(diff.changes))
-        else:
-            try:
-                stored = set(store.read_trial_status()) & grid_ids
-            except Exception as exc:  # a torn part: the real run quarantines it first
-                echo(f"note: a stored part is unreadable ({type(exc).__name__}); it will be "
-                     f"moved to {QUARANTINE_DIR}/ and its trials rerun.")
-                stored = set()
-            summary.skipped = len(stored)
-            echo(f"Output: {where} (exists: {len(stored)} of {len(trials)} trials stored, "
-                 f"{len(trials) - len(stored)} to run)")
-        echo("Nothing was run (`dry_run=True`).")
+        _dry_run(store, campaign, trials, manifest, diff, summary, echo)
         return summary
 
     with store.lock():

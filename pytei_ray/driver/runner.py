@@ -122,6 +122,7 @@ class RoundRunner:
             self.ledger.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
             self.ledger.record_nondeterministic(result.nondeterministic)
+            self.ledger.record_rescoring_off(result.rescoring_off)
             self.decide.add(result.rows)
             delivered.update(r["trial_id"] for r in result.rows)
             summary.ran += len(result.rows)

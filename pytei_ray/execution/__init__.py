@@ -44,7 +44,7 @@ def get_executor(name: str, config: ExecutorConfig | None = None) -> Executor:
         ValueError: unknown or unavailable name.
     """
     if name not in EXECUTORS or name not in available_executors():
-        raise ValueError(f"Expected --executor to be one of {available_executors()}, but got "
+        raise ValueError(f"Expected `executor=...` to be one of {available_executors()}, but got "
                          f"{name!r}.")
     module, _, cls = EXECUTORS[name].partition(":")
     return getattr(importlib.import_module(module), cls)(config)

@@ -35,6 +35,9 @@ class ChunkResult:
         checksums: model -> ``state_checksum`` of the replica as its factory built it, for
             every model this worker has built (the driver compares them across workers and
             runs: a factory that does not seed builds different models).
+        rescoring_off: ``{"model", "mitigation", "reason"}`` of every (model, mitigation)
+            whose re-scoring self-check failed on this worker so far (their trials are
+            scored in full). Cumulative, like ``nondeterministic``.
     """
 
     rows: list[dict[str, Any]]
@@ -43,6 +46,7 @@ class ChunkResult:
     rebuilt: list[str] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
     checksums: dict[str, str] = field(default_factory=dict)
+    rescoring_off: list[dict[str, str]] = field(default_factory=list)
 
 
 def _version() -> str:

@@ -216,7 +216,7 @@ class RayExecutor(Executor):
                         f"No worker became ready for {timeout:g} s (each needs "
                         f"{self._actor_opts['num_cpus']:g} CPU, {self._actor_opts['num_gpus']:g} "
                         f"GPU; cluster has {ray.cluster_resources()}). Add nodes or lower the "
-                        "request; --executor-opt resource_timeout=SECONDS waits longer.")
+                        "request; `options=...` resource_timeout=SECONDS waits longer.")
                 continue
             last_progress = time.monotonic()
             ref = done[0]
@@ -239,7 +239,8 @@ class RayExecutor(Executor):
             reported.update(r["trial_id"] for r in rows)
             if rows or result.golden:
                 on_result(ChunkResult(rows, result.golden, result.worker, result.rebuilt,
-                                      result.nondeterministic, result.checksums))
+                                      result.nondeterministic, result.checksums,
+                                      result.rescoring_off))
         if lost:
             ids = [t.trial_id for t in lost]
             raise TrialsLostError(

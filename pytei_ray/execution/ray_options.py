@@ -34,7 +34,7 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in dict(options or {}).items():
         if key not in OPTIONS:
-            raise ExecutorOptionError(f"Expected --executor-opt keys for the ray executor to be "
+            raise ExecutorOptionError(f"Expected `options=...` keys for the ray executor to be "
                                       f"among {sorted(OPTIONS)}, but got {key!r}.")
         kind = OPTIONS[key]
         try:
@@ -46,10 +46,10 @@ def parse_options(options: Mapping[str, Any] | None) -> dict[str, Any]:
             else:
                 value = kind(value)
         except (TypeError, ValueError):
-            raise ExecutorOptionError(f"Expected --executor-opt {key} to be a {kind.__name__}, "
+            raise ExecutorOptionError(f"Expected `options=...` {key} to be a {kind.__name__}, "
                                       f"but got {value!r}.") from None
         if kind is not bool and not value >= 0:  # also rejects NaN
-            raise ExecutorOptionError(f"Expected --executor-opt {key} to be >= 0, but got "
+            raise ExecutorOptionError(f"Expected `options=...` {key} to be >= 0, but got "
                                       f"{value!r}.")
         if key == "num_gpus" and value > 1 and value != int(value):
             raise ExecutorOptionError(f"Expected num_gpus per worker to be a fraction <= 1 or a "

@@ -298,8 +298,8 @@ def check_feasible(num_cpus: float, num_gpus: float, num_workers: int | None,
             f"No worker can be placed: each needs {num_cpus:g} CPU and {num_gpus:g} GPU, but the "
             f"largest node has {_largest(_alive_node_resources())} (cluster total: "
             f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU).\n"
-            "Lower the request (--num-gpus 0 runs CPU workers; --num-gpus 0.5 shares a GPU "
-            "between two workers) or run on a cluster with such nodes (--address).")
+            "Lower the request (`num_gpus=0` runs CPU workers; `num_gpus=0.5` shares a GPU "
+            "between two workers) or run on a cluster with such nodes (`address=...`).")
     if num_workers is None:
         return max(1, fits)
     if num_workers > fits:

@@ -5,7 +5,9 @@ chunks of trials on it: inject in place, evaluate, restore. Before each chunk it
 replica is bit-identical to the pristine model (``state_checksum``) and rebuilds it if not.
 A trial whose faults change no word (none sampled, all masked, every write a no-op) is the
 golden run: it gets the golden metrics without an evaluation (``evaluated=False``), provided
-``evaluate`` proved deterministic on this worker (two golden runs, bit for bit).
+``evaluate`` proved deterministic on this worker (two golden runs, bit for bit). With a split
+``evaluate``, a trial whose faults all lie in embedding rows re-scores only the samples that
+look them up (``n_rescored``; :mod:`.rescoring`).
 The in-process executor calls it directly; the Ray executor wraps one in each actor.
 """
 
@@ -30,6 +32,7 @@ from pytei_ray.errors import TrialSetupError
 
 from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
 from .context import BuildContext, call_hook, context_for
+from .rescoring import ReplicaRescoring
 
 __all__ = ["TrialWorker", "ChunkResult"]
 
@@ -76,6 +79,8 @@ class TrialWorker:
         self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
         self._new_golden: list[dict[str, Any]] = []  # golden rows not yet returned
         self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
+        self._rescoring = ReplicaRescoring(campaign.split, self.worker_id) \
+            if campaign.rescores else None  # index maps and re-scorers of the replicas
 
     @classmethod
     def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
@@ -240,6 +245,13 @@ class TrialWorker:
         finally:
             for h in reversed(handles):
                 h.remove()
+        if self._rescoring is not None and self._may_skip(model_name):
+            try:  # golden outputs and the self-check, on the pristine replica
+                self._rescoring.prepare(model_name, mit_name, model, self._data[model_name],
+                                        instances, metrics)
+            except Exception as exc:
+                raise self._setup_error(f"Preparing re-scoring of {model_name!r} with "
+                                        f"mitigation {mit_name!r}", exc, model_name) from exc
         self._golden[(model_name, mit_name)] = metrics
         self._new_golden.append({
             "campaign": self.campaign.name, "model": model_name, "mitigation": mit_name,
@@ -298,7 +310,7 @@ class TrialWorker:
             rows.append(row)
         golden, self._new_golden = self._new_golden, []
         return ChunkResult(rows, golden, self.worker_id, rebuilt, sorted(self._nondeterministic),
-                           self.checksums())
+                           self.checksums(), self._rescoring.off if self._rescoring else [])
 
     def _run_trial(self, t: Trial, sampled: tuple | None) -> tuple[dict[str, Any], tuple | None]:
         """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault, sites by name),
@@ -326,8 +338,15 @@ class TrialWorker:
             with handle as faults:  # the applied faults, after the mitigations filtered them
                 row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
                 row["n_nonfinite"] = faults.n_nonfinite
-                if self._may_skip(t.model) and handle.n_words_changed == 0:
-                    out: Any = golden  # the model is the golden one, bit for bit
+                skip, changed = self._may_skip(t.model), handle.n_words_changed
+                plan = self._rescoring.plan(t.model, t.mitigation, faults.map) \
+                    if skip and changed and self._rescoring is not None else None
+                if skip and (not changed or (plan is not None and not len(plan[1]))):
+                    out: Any = golden  # no output changes: the golden run, bit for bit
+                elif plan is not None:  # every fault in a table row: those samples only
+                    row.update(evaluated=True, n_rescored=len(plan[1]))
+                    with torch.no_grad():
+                        out = plan[0].metrics(model, plan[1])
                 else:
                     row["evaluated"] = True
                     out = self._run_eval(self.campaign.evaluate, model, t.model)
@@ -348,7 +367,7 @@ class TrialWorker:
         row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
                                "n_faults": None, "n_words": None, "n_nonfinite": None,
                                "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
-                               "evaluated": evaluated}
+                               "evaluated": evaluated, "n_rescored": None}
         return mits, self._models[t.model], self._golden[(t.model, t.mitigation)], row
 
     def _finish_row(self, row: dict[str, Any], metrics: dict[str, float],

@@ -124,3 +124,133 @@ def _encode(part: object) -> bytes:
 def rng_for(*parts: object) -> np.random.Generator:
     """A numpy Generator seeded from a stable hash of ``parts``."""
     return np.random.default_rng(stable_seed(*parts))
+
+
+# ---- counts conditioned on a range: the exact strata of a Binomial ----------------------------
+# Used by :mod:`pytei_ray.faults.strata`. Nothing above draws through these, so the positions an
+# existing seed draws are unchanged.
+
+_WINDOW_MIN = 64  # pmf terms computed per numpy call when walking a Binomial's support
+
+
+def _check_binomial(n: int, p: float) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
+        raise ValueError(f"Expected a non-negative integer number of sites, but got {n!r}.")
+    if not 0.0 <= p <= 1.0:
+        raise ValueError(f"Expected a probability in [0, 1], but got {p!r}.")
+
+
+def binomial_logpmf(n: int, p: float, k: int) -> float:
+    """``log P(K = k)`` for ``K ~ Binomial(n, p)``, accurate for huge ``n`` and tiny ``p``.
+
+    ``log C(n, k)`` is summed as ``sum log1p(-i/n) + k log n - lgamma(k+1)`` for ``k`` up to
+    ``2**20`` (no cancellation between two ``lgamma`` of ~``n log n``), by ``lgamma`` beyond.
+
+    Example:
+        >>> round(math.exp(binomial_logpmf(10, 0.5, 5)), 6)
+        0.246094
+    """
+    _check_binomial(n, p)
+    if k < 0 or k > n:
+        return -math.inf
+    if p == 0.0 or p == 1.0:
+        return 0.0 if k == (0 if p == 0.0 else n) else -math.inf
+    if k <= 1 << 20:
+        log_choose = float(np.log1p(-np.arange(k, dtype=np.float64) / n).sum())
+        log_choose += k * math.log(n) - math.lgamma(k + 1)
+    else:
+        log_choose = math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+    return log_choose + k * math.log(p) + (n - k) * math.log1p(-p)
+
+
+def _pmf_window(n: int, p: float, start: int, size: int) -> np.ndarray:
+    """``P(K = start + i)`` for ``i < size`` (clipped to ``k <= n``), by ratios from ``start``."""
+    size = max(0, min(size, n - start + 1))
+    if size == 0:
+        return np.empty(0)
+    k = np.arange(start, start + size - 1, dtype=np.float64)
+    steps = np.log((n - k) / (k + 1.0)) + (math.log(p) - math.log1p(-p))
+    logs = np.empty(size)
+    logs[0] = binomial_logpmf(n, p, start)
+    np.cumsum(steps, out=logs[1:])
+    logs[1:] += logs[0]
+    return np.exp(logs)
+
+
+def binomial_mass(n: int, p: float, lo: int, hi: int | None = None) -> float:
+    """``P(lo <= K <= hi)`` for ``K ~ Binomial(n, p)``; ``hi=None`` means no upper limit.
+
+    Computed from the pmf terms (not ``1 - cdf``), so a tail of mass ``1e-30`` comes out as
+    ``1e-30``, not 0: the weight of a rare stratum is exact to rounding.
+
+    Example:
+        >>> binomial_mass(10, 0.5, 0, None), round(binomial_mass(10**7, 1e-9, 2), 10)
+        (1.0, 4.96679e-05)
+    """
+    _check_binomial(n, p)
+    lo = max(int(lo), 0)
+    hi = n if hi is None else min(int(hi), n)
+    if lo > hi:
+        return 0.0
+    if p == 0.0 or p == 1.0:
+        at = 0 if p == 0.0 else n
+        return 1.0 if lo <= at <= hi else 0.0
+    mean = n * p
+    if hi == n and lo <= math.floor(mean):  # the complement is the small side: no cancellation
+        return max(0.0, 1.0 - binomial_mass(n, p, 0, lo - 1)) if lo > 0 else 1.0
+    if lo == 0 and hi >= math.ceil(mean) and hi < n:
+        return max(0.0, 1.0 - binomial_mass(n, p, hi + 1, None))
+    total, start = 0.0, lo
+    sd = math.sqrt(mean * (1.0 - p))
+    while start <= hi:
+        size = int(min(hi - start + 1, max(_WINDOW_MIN, 12.0 * sd + 32)))
+        terms = _pmf_window(n, p, start, size)
+        total += float(terms.sum())
+        start += size
+        # past the mode, terms only shrink: stop once they cannot change the sum
+        if start > mean and terms[-1] <= 1e-17 * total:
+            break
+    return min(total, 1.0)
+
+
+def truncated_binomial(n: int, p: float, lo: int, hi: int | None,
+                       rng: np.random.Generator) -> int:
+    """A draw of ``K ~ Binomial(n, p)`` conditioned on ``lo <= K <= hi``, by inversion.
+
+    One uniform per draw, whatever the mass of the range (conditioning, not rejection), so a
+    stratum of probability ``1e-9`` costs what any other costs. ``lo == hi`` draws nothing.
+
+    Raises:
+        ValueError: if the range has probability 0.
+    """
+    _check_binomial(n, p)
+    lo = max(int(lo), 0)
+    hi = n if hi is None else min(int(hi), n)
+    mass = binomial_mass(n, p, lo, hi)
+    if mass <= 0.0:
+        raise ValueError(
+            f"The count range [{lo}, {hi}] has probability 0 under Binomial({n}, {p}): "
+            "no fault map can be drawn in it; drop this stratum."
+        )
+    if lo == hi:
+        return lo
+    target = rng.random() * mass
+    mean = n * p
+    sd = math.sqrt(mean * (1.0 - p))
+    acc, start, last = 0.0, lo, lo  # `last`: largest k seen with a positive term
+    while start <= hi:
+        size = int(min(hi - start + 1, max(_WINDOW_MIN, mean - start + 12.0 * sd + 32)))
+        terms = _pmf_window(n, p, start, size)
+        cum = np.cumsum(terms)
+        cum += acc
+        i = int(np.searchsorted(cum, target, side="right"))
+        if i < terms.size:
+            return start + i
+        nonzero = np.flatnonzero(terms)
+        if nonzero.size:
+            last = start + int(nonzero[-1])
+        acc = float(cum[-1])
+        start += size
+        if start > mean and terms[-1] == 0.0:
+            break
+    return last  # rounding left `target` just above the summed mass (chance ~1e-16)

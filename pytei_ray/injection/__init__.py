@@ -5,6 +5,7 @@ from .apply import apply_faults
 from .checksum import state_checksum
 from .handles import AppliedFaults, InjectionHandle
 from .injector import Injector
+from .lookups import IndexMap, TableLookupError, find_tables, sample_batches
 from .neurons import (
     NeuronFault,
     neuron_faults,
@@ -13,6 +14,7 @@ from .neurons import (
     random_neuron_fault_batched,
     single_neuron_fault,
 )
+from .rescoring import Rescorer, SplitEvaluation, build_index_map, prepare_rescoring
 from .targets import Site, candidate_sites, read_target_file, resolve_modules, resolve_targets
 
 __all__ = [
@@ -21,19 +23,27 @@ __all__ = [
     "ActivationInjector",
     "Activations",
     "AppliedFaults",
+    "IndexMap",
     "InjectionHandle",
     "NeuronFault",
+    "Rescorer",
+    "SplitEvaluation",
+    "TableLookupError",
     "Injector",
     "Site",
     "apply_faults",
+    "build_index_map",
     "candidate_sites",
+    "find_tables",
     "neuron_faults",
+    "prepare_rescoring",
     "random_fault_per_layer",
     "random_neuron_fault",
     "random_neuron_fault_batched",
     "read_target_file",
     "resolve_modules",
     "resolve_targets",
+    "sample_batches",
     "single_neuron_fault",
     "state_checksum",
 ]

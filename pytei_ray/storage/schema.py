@@ -48,6 +48,7 @@ _TYPES: dict[str, pa.DataType] = {
     "n_sites": pa.int64(),  # targeted fault sites: the N of Binomial(N, rate)
     "p_no_fault": pa.float64(),  # probability that sampling draws no fault
     "evaluated": pa.bool_(),  # False: no weight changed, golden metrics recorded
+    "n_rescored": pa.int64(),  # samples re-scored (embedding faults); null: scored in full
     "status": pa.string(), "error": pa.string(), "worker": pa.string(),
     "device": pa.string(), "started_at": _TS, "duration_s": pa.float64(),
     "version": pa.string(),

@@ -5,7 +5,7 @@ A job file declares the campaign; a :class:`DRSStudy` supplies its hooks::
     study = DRSStudy.preset("full")                       # synthetic Criteo-like clicks
     Campaign(models={m: study.model(m) for m in MODELS},  # trained once, cached with results
              data=study.eval_data,                        # test split (+ validation)
-             evaluate=study.evaluate,                     # AUC-ROC and log loss on test
+             evaluate=study.split,                        # AUC-ROC and log loss on test
              calibrate=study.calibrate, ...)              # Ranger profiles on validation
 
 Data. :class:`ClickData` names the log (the synthetic generator, or a real Criteo ``train.txt``
@@ -20,6 +20,12 @@ and stores the checkpoint in the results directory's artifact cache (``<model>-<
 ``key`` hashes the data, the split, the schedule and the model's hyper-parameters. Whoever
 builds the model next (another worker, a resumed run, another campaign into the same
 directory) loads it instead of training. The test split is used only by :meth:`evaluate`.
+
+Scoring. :attr:`DRSStudy.split` is the evaluation split in two: per-sample test logits
+(:meth:`DRSStudy.outputs`, batches padded by :func:`~pytei_ray.injection.sample_batches` so a
+sample's logit does not depend on its batch) and the metrics of a logit vector
+(:meth:`DRSStudy.score`). Calling it is the full evaluation; a campaign also uses it to
+re-score only the samples an embedding fault can change (docs/campaign.md).
 """
 
 from __future__ import annotations
@@ -32,7 +38,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+
+from pytei_ray.injection import SplitEvaluation
 
 from ..common import (
     EvalData,
@@ -49,8 +58,9 @@ from .models import MODELS, build_model
 from .train import (
     SETTINGS,
     DRSSetting,
-    evaluate,
+    binary_metrics,
     predict,
+    predict_samples,
     train,
 )
 
@@ -237,9 +247,24 @@ class DRSStudy:
         _, val_log, test_log = self.data.splits()
         return EvalData(test_log, val_log)
 
+    def outputs(self, model: nn.Module, data: EvalData,
+                indices: torch.Tensor | None = None) -> torch.Tensor:
+        """Test logits of the samples ``indices`` (None: all), each independent of its batch."""
+        return predict_samples(model, data.test, indices, self.eval_batch_size)
+
+    def score(self, outputs: torch.Tensor, data: EvalData) -> dict[str, float]:
+        """``{"auc", "logloss"}`` of test logits (NaN-robust)."""
+        return binary_metrics(outputs, data.test.labels.to(outputs.device))
+
+    @property
+    def split(self) -> SplitEvaluation:
+        """The ``evaluate`` hook as a split evaluation: :meth:`outputs` and :meth:`score`
+        (every embedding table of the models is re-scored)."""
+        return SplitEvaluation(self.outputs, self.score)
+
     def evaluate(self, model: nn.Module, data: EvalData) -> dict[str, float]:
-        """The ``evaluate`` hook: ``{"auc", "logloss"}`` on the test split (NaN-robust)."""
-        return evaluate(model, data.test, self.eval_batch_size)
+        """``{"auc", "logloss"}`` on the test split: ``split(model, data)``."""
+        return self.score(self.outputs(model, data), data)
 
     def calibrate(self, model: nn.Module, data: EvalData) -> None:
         """The ``calibrate`` hook: one clean pass over the validation split (never test)."""

@@ -2,12 +2,12 @@
 
 Non-finite outputs are routine under fault injection, so the metrics define them:
 
-* ``auc`` (AUC-ROC, torchmetrics ``binary_auroc``): a NaN logit counts as an uninformative
-  prediction, logit 0 (probability 0.5) — the same value activation clipping's ``nan_to_num(0)``
-  gives; ``+inf``/``-inf`` rank above/below every finite logit. Scores are passed to torchmetrics
-  as their dense ranks scaled to [0, 1], which preserves order and ties exactly (a sigmoid in
-  float32 would merge every logit above ~17 into a tie at 1.0). AUC is NaN only when the labels
-  hold a single class.
+* ``auc`` (AUC-ROC, computed as torchmetrics' ``binary_auroc`` computes it, bit for bit): a NaN
+  logit counts as an uninformative prediction, logit 0 (probability 0.5) — the same value
+  activation clipping's ``nan_to_num(0)`` gives; ``+inf``/``-inf`` rank above/below every finite
+  logit. The logits are compared as float64, which preserves order and ties exactly (a sigmoid
+  in float32 would merge every logit above ~17 into a tie at 1.0). AUC is NaN only when the
+  labels hold a single class.
 * ``logloss`` (mean binary cross-entropy from logits, float64): NaN logits are scored as logit 0
   (``log 2``) as for AUC; a confidently wrong ``+-inf`` logit costs ``inf``, a right one 0.
 """
@@ -22,10 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.functional.classification import binary_auroc
+
+from pytei_ray.injection.lookups import sample_batches
 
 from ..common import checkpoint_payload, load_checkpoint
 from .data import ClickLog
@@ -97,11 +99,27 @@ class TrainResult:
     seconds: float = 0.0
 
 
-def _dense_ranks(scores: torch.Tensor) -> torch.Tensor:
-    """Order- and tie-preserving map of finite/inf scores into [0, 1] (float64)."""
-    _, inverse = torch.unique(scores, sorted=True, return_inverse=True)
-    top = inverse.max().clamp_min(1)
-    return inverse.to(torch.float64) / top.to(torch.float64)
+def _auroc(x: torch.Tensor, positive: torch.Tensor) -> float:
+    """AUC-ROC of float64 scores ``x`` (no NaN) for labels ``positive`` (both classes present).
+
+    The operations of torchmetrics' ``binary_auroc`` (the ROC curve at every distinct score
+    from a descending sort, cumulative true positives in float32, the trapezoidal rule) on the
+    same arrays, so the same bits, with one sort of the scores instead of three (it used to be
+    given their dense ranks; ``tests/test_drs_train.py`` compares the two on ties, NaN, +-inf
+    and -0.0). The order within a tie does not matter: the curve is read at the end of each.
+    """
+    n = x.numel()
+    if x.device.type == "cpu":
+        order = torch.from_numpy(np.argsort(-x.numpy()))  # numpy's sort: ~3x torch's here
+    else:
+        order = torch.argsort(x, descending=True)
+    xs = x[order]
+    ends = F.pad(torch.nonzero(xs[1:] != xs[:-1]).flatten(), [0, 1], value=n - 1)
+    tps = torch.cumsum(positive[order].to(torch.long) * 1.0, dim=0)[ends]
+    fps = 1 + ends - tps
+    zero = torch.zeros(1, dtype=tps.dtype, device=tps.device)
+    tps, fps = torch.cat([zero, tps]), torch.cat([zero, fps])
+    return float(torch.trapz(tps / tps[-1], fps / fps[-1]))
 
 
 def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
@@ -132,11 +150,8 @@ def binary_metrics(logits: torch.Tensor, labels: torch.Tensor) -> dict[str, floa
     y = labels.detach().to(x.device)
     positive = y > 0.5
     n_pos = int(positive.sum())
-    if 0 < n_pos < y.numel():
-        auc = float(binary_auroc(_dense_ranks(x), positive.long(), validate_args=False))
-    else:
-        auc = float("nan")
-    loss = torch.where(positive, F.softplus(-x), F.softplus(x))
+    auc = _auroc(x, positive) if 0 < n_pos < y.numel() else float("nan")
+    loss = F.softplus(torch.where(positive, -x, x))  # softplus(-x) for clicks, else softplus(x)
     return {"auc": auc, "logloss": float(loss.mean())}
 
 
@@ -157,6 +172,28 @@ def predict(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> torch.T
             )
             for i in range(0, len(data), batch_size)
         ]
+    finally:
+        model.train(was_training)
+    return torch.cat(out) if out else torch.empty(0, device=device)
+
+
+def predict_samples(model: nn.Module, data: ClickLog, indices: torch.Tensor | None = None,
+                    batch_size: int = 1024) -> torch.Tensor:
+    """Logits of the samples ``indices`` (None: all, in order), in eval mode (mode restored).
+
+    Batches of ``batch_size`` padded to a multiple of 16
+    (:func:`~pytei_ray.injection.sample_batches`), so a sample's logit is the same in any batch
+    (none falls into a kernel's scalar tail): the per-sample outputs that exact re-scoring of
+    embedding faults patches (``DRSStudy.split``).
+    """
+    param = next(model.parameters(), None)
+    device = param.device if param is not None else torch.device("cpu")
+    was_training = model.training
+    model.eval()
+    try:
+        out = [model(data.dense[ids.to(data.dense.device)].to(device),
+                     data.sparse[ids.to(data.sparse.device)].to(device))[:n]
+               for ids, n in sample_batches(len(data), indices, batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(out) if out else torch.empty(0, device=device)
