@@ -45,6 +45,7 @@ __all__ = [
     "BitFlip",
     "Campaign",
     "Level",
+    "Metric",
     "OneBitFlip",
     "bit_levels",
     "ErrorModel",
@@ -75,4 +76,8 @@ def __getattr__(name: str) -> Any:
         from . import campaign
 
         return getattr(campaign, name)
+    if name == "Metric":  # lazy: the statistics import scipy
+        from .stats import Metric
+
+        return Metric
     raise AttributeError(f"module 'pytei_ray' has no attribute {name!r}")

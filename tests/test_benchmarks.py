@@ -65,6 +65,12 @@ def test_adaptive_benchmark_runs(tmp_path):
         assert line in proc.stdout, proc.stdout
 
 
+def test_intervals_benchmark_runs():
+    cmd = [sys.executable, "-m", "benchmarks.intervals", "--reps", "20", "--quick"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "confidence sequence" in proc.stdout and "CS c=3/4" in proc.stdout
+
 def test_rescoring_benchmark_runs_at_toy_size(tmp_path):
     out = tmp_path / "rescoring.json"
     cmd = [sys.executable, "-m", "benchmarks.rescoring", "--toy", "--big", "--json", str(out)]

@@ -38,6 +38,12 @@ AT_LEVEL = [0.985, 0.995, 0.985, 0.995]
 SETTLES = [0.95, 1.0, 0.97, 1.0]
 
 
+def unbounded(df: pd.DataFrame) -> pd.DataFrame:
+    """``acc`` renamed ``score``: an unbounded metric, so Student-t intervals and the advice
+    rules they feed (a bounded metric's confidence sequence settles nothing in 4 trials)."""
+    return df.rename(columns={"acc": "score", "golden_acc": "golden_score"})
+
+
 def dataset(tmp_path: Path, df: pd.DataFrame, metrics: list[str] | None = None) -> Path:
     root = tmp_path / "ds"
     root.mkdir()
@@ -48,8 +54,8 @@ def dataset(tmp_path: Path, df: pd.DataFrame, metrics: list[str] | None = None) 
 
 
 def test_cell_at_the_threshold_does_not_drive_the_advice(tmp_path: Path) -> None:
-    df = frame({1e-3: AT_LEVEL, 1e-2: SETTLES, 1e-4: [1.0] * REPS})
-    s = summarize(df, metric="acc").set_index("ber")
+    df = unbounded(frame({1e-3: AT_LEVEL, 1e-2: SETTLES, 1e-4: [1.0] * REPS}))
+    s = summarize(df, metric="score").set_index("ber")
     assert s.loc[1e-3, "inconclusive"] and s.loc[1e-3, "at_threshold"]
     assert s.loc[1e-3, "reps_needed"] > ADVICE_FACTOR * REPS
     assert s.loc[1e-2, "inconclusive"] and not s.loc[1e-2, "at_threshold"]
@@ -57,17 +63,17 @@ def test_cell_at_the_threshold_does_not_drive_the_advice(tmp_path: Path) -> None
     assert REPS < need <= ADVICE_FACTOR * REPS
     assert not s.loc[1e-4, "inconclusive"]
     assert suggest_repetitions(s.reset_index(), REPS) == need  # the settleable cell's need
-    rep = write_report(dataset(tmp_path, df), plots=False)
-    assert rep.primary == "acc" and rep.repetitions == need
+    rep = write_report(dataset(tmp_path, df, ["score", "xent"]), plots=False)
+    assert rep.primary == "score" and rep.repetitions == need
     assert rep.command.endswith(f"--extend --repetitions {need}")
     page = rep.html.read_text()
     assert "at the threshold" in page and f"{ADVICE_FACTOR}× its current trials" in page
-    assert "acc (primary): 2 inconclusive cell(s): 1 settle with" in rep.text
+    assert "score (primary): 2 inconclusive cell(s): 1 settle with" in rep.text
 
 
 def test_only_cells_at_the_threshold_give_no_command(tmp_path: Path) -> None:
-    df = frame({1e-3: AT_LEVEL, 1e-4: [1.0] * REPS})
-    rep = write_report(dataset(tmp_path, df), metric="acc", plots=False)
+    df = unbounded(frame({1e-3: AT_LEVEL, 1e-4: [1.0] * REPS}))
+    rep = write_report(dataset(tmp_path, df, ["score", "xent"]), metric="score", plots=False)
     assert rep.summary["inconclusive"].any() and rep.repetitions is None and rep.command is None
     assert "none can be settled cheaply, 1 at the threshold" in rep.text
 
@@ -91,13 +97,14 @@ def test_suggestion_is_bounded() -> None:
 def test_primary_metric_leads_and_a_heavy_tailed_metric_does_not_drive(tmp_path: Path) -> None:
     # xent: one cell with a huge spread and a mean near its threshold; acc settles with a few
     heavy = {1e-2: [0.1, 0.1, 0.1, 0.1], 1e-3: [0.05, 1e3, 0.05, 0.1]}
-    df = frame({1e-3: SETTLES, 1e-2: [1.0] * REPS}, xent=heavy)
-    rep = write_report(dataset(tmp_path, df), plots=False)  # manifest order: acc, xent
-    assert rep.primary == "acc" and set(rep.advice) == {"acc", "xent"}
-    assert rep.repetitions == rep.advice["acc"] <= ADVICE_FACTOR * REPS
-    assert rep.text.index("acc (primary)") < rep.text.index("xent:")
+    df = unbounded(frame({1e-3: SETTLES, 1e-2: [1.0] * REPS}, xent=heavy))
+    rep = write_report(dataset(tmp_path, df, ["score", "xent"]), plots=False)
+    assert rep.primary == "score" and set(rep.advice) == {"score", "xent"}
+    assert rep.repetitions == rep.advice["score"] <= ADVICE_FACTOR * REPS
+    assert rep.text.index("score (primary)") < rep.text.index("xent:")
     (tmp_path / "b").mkdir()
-    other = write_report(dataset(tmp_path / "b", df), metric=["xent", "acc"], plots=False)
+    other = write_report(dataset(tmp_path / "b", df, ["score", "xent"]), metric=["xent", "score"],
+                         plots=False)
     assert other.primary == "xent" and other.repetitions == other.advice["xent"]
 
 
@@ -133,11 +140,13 @@ def test_summary_clamps_cis_to_the_natural_range() -> None:
     acc, xent = s[s.metric == "acc"], s[s.metric == "xent"]
     assert acc["ci_low"].between(0, 1).all() and acc["ci_high"].between(0, 1).all()
     assert (xent["ci_low"] >= 0).all() and (xent["ci_high"] > 1).any()  # no upper bound
-    assert (s["inconclusive"] == raw["inconclusive"]).all()  # the advice uses the raw CI
     pct = df.assign(acc=df["acc"] * 100, golden_acc=100.0)  # accuracy in percent: not clamped
     assert (summarize(pct, metric="acc")["ci_high"] > 100).any()
-    custom = summarize(df, metric="acc", bounds={"acc": (0.5, 1.0)})
+    custom = summarize(df[df["acc"] >= 0.5], metric="acc", bounds={"acc": (0.5, 1.0)})
     assert (custom["ci_low"] >= 0.5).all()
+    with pytest.raises(ValueError, match=r"'acc' is declared in \[0.5, 1\] but trial '0.001-0' "
+                                         r"has 0.2 \(2 value\(s\) outside\)"):
+        summarize(df, metric="acc", bounds={"acc": (0.5, 1.0)})  # never clamped: refused
 
 
 def test_cli_per_metric_direction(tmp_path: Path, capsys) -> None:
@@ -226,16 +235,17 @@ def test_recovery_plot_clips_and_marks_outliers(tmp_path: Path, monkeypatch) -> 
     no_overlap(fig)
 
 
-def test_recovery_ignores_pairs_with_a_tiny_unmitigated_loss() -> None:
+def test_recovery_is_a_ratio_of_mean_losses_not_a_mean_of_ratios() -> None:
     from pytei_ray.report import recovery
 
-    # rep 0: baseline lost 0.1% (< 1% threshold) -> ratio would be 190; rep 1: lost 20%
+    # rep 0: baseline lost 0.1%, the clip gained 0.1% (a per-pair ratio: 2); rep 1: lost 20%,
+    # half recovered (0.5). A mean of per-pair ratios would say 1.25; the losses say 0.5.
     df = frame({1e-3: [0.999, 0.8]})
-    df = pd.concat([df, df.assign(mitigation="clip", acc=[1.189, 0.9],
+    df = pd.concat([df, df.assign(mitigation="clip", acc=[1.0, 0.9],
                                   trial_id=df["trial_id"] + "c")])
     rec = recovery(df, metric="acc")
-    assert rec["pairs"].tolist() == [1] and rec["mean"].tolist() == pytest.approx([0.5])
-    assert recovery(df, metric="acc", threshold=0.0)["mean"].iloc[0] == pytest.approx(95.25)
+    assert rec["pairs"].tolist() == [2]
+    assert rec["mean"].iloc[0] == pytest.approx((0.001 + 0.1) / (0.001 + 0.2))
 
 
 def test_heavy_tailed_metric_is_drawn_as_median_on_a_log_axis(tmp_path: Path,

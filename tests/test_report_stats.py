@@ -1,18 +1,17 @@
-"""Statistics of the report: Student-t and Wilson intervals, direction, paired recovery."""
+"""Statistics of the report: Student-t and Wilson intervals, direction, sample sizes (paired
+comparisons: tests/test_stats_cs.py)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats as st
 
 from pytei_ray.report import mean_ci, wilson_interval
 from pytei_ray.stats import (
     higher_is_better,
-    paired_recovery,
     reps_for_halfwidth,
     student_t_ppf,
 )
@@ -91,23 +90,3 @@ def test_reps_for_halfwidth_is_minimal() -> None:
         assert st.t.ppf(0.975, n - 2) * std / math.sqrt(n - 1) > target
     assert reps_for_halfwidth(0.0, 0.1) == 2
     assert reps_for_halfwidth(1.0, 0.0, max_reps=50) == 50
-
-
-def test_paired_recovery_by_hand() -> None:
-    rows = [  # (ber, rep, mitigation, metric); golden 0.8
-        (1e-3, 0, "none", 0.6), (1e-3, 0, "clip", 0.7), (1e-3, 0, "sbp", 0.8),
-        (1e-3, 1, "none", 0.8), (1e-3, 1, "clip", 0.7),  # nothing lost: not a pair
-        (1e-3, 2, "none", 0.4), (1e-3, 2, "clip", 0.3),  # made it worse
-        (1e-3, 3, "none", np.nan), (1e-3, 3, "clip", 0.8),  # non-finite baseline: skipped
-    ]
-    df = pd.DataFrame(rows, columns=["ber", "repetition", "mitigation", "auc"])
-    df["golden_auc"], df["model"], df["status"] = 0.8, "m", "ok"
-    out = paired_recovery(df, "auc", ["model", "ber", "repetition"], "none")
-    got = {(r.repetition, r.mitigation): r.recovery for r in out.itertuples()}
-    assert got == pytest.approx({(0, "clip"): 0.5, (0, "sbp"): 1.0, (2, "clip"): -0.25})
-    # lower-is-better: the same formula, the loss sign flipped
-    df2 = df.rename(columns={"auc": "loss", "golden_auc": "golden_loss"})
-    df2["golden_loss"] = 0.2
-    df2["loss"] = 1.0 - df["auc"]
-    out2 = paired_recovery(df2, "loss", ["model", "ber", "repetition"], "none")
-    assert sorted(out2["recovery"]) == pytest.approx([-0.25, 0.5, 1.0])

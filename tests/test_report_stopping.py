@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from pytei_ray.report import summarize, write_report
 from pytei_ray.stats import Precision
@@ -38,7 +39,7 @@ def test_p0_columns_and_no_zero_width_interval() -> None:
     assert (s["conclusive"] == ~s["inconclusive"]).all()
     old = summarize(rows(10, 0.9, seed=3).drop(columns=["p_no_fault", "n_faults_sampled"]),
                     metric="acc")
-    assert old["p0"].isna().all() and set(old["ci_method"]) <= {"t", "range"}
+    assert old["p0"].isna().all() and set(old["ci_method"]) == {"cs"}  # acc is in [0, 1]
 
 
 def test_adaptive_campaign_advice_uses_precision_flags(tmp_path: Path) -> None:
@@ -52,7 +53,7 @@ def test_adaptive_campaign_advice_uses_precision_flags(tmp_path: Path) -> None:
     rep = write_report(root, plots=False)
     s = rep.summary
     assert s["at_cap"].all() and not s["at_threshold"].any()
-    assert (s["ci_level"] == target.look_confidence(10)).all()
+    assert (s["ci_level"] == target.confidence).all()  # a confidence sequence: no correction
     assert rep.command.endswith("--extend --precision acc=0.001 --max-reps 40")
     assert rep.repetitions is None and "at the cap of 20 repetitions" in rep.text
     page = rep.html.read_text()
@@ -69,3 +70,24 @@ def test_fixed_campaign_also_shows_the_precision_alternative(tmp_path: Path) -> 
     assert rep.summary["inconclusive"].any()
     assert "--repetitions" in (rep.command or "--repetitions")
     assert "--extend --precision acc=25% --max-reps 40" in rep.text
+
+
+def test_precision_flag_keeps_the_stopping_rule_and_bad_input_changes_nothing(
+        tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    rows(20, 0.5).to_parquet(root / "part-00000.parquet", index=False)
+    target = Precision("acc", 0.001, max_reps=20)
+    manifest = {"job": {"path": "jobs/x.py", "params": {}}, "metrics": ["acc"],
+                "spec": {"stopping": {**target.to_spec(), "min_reps": 10}}}
+    (root / "_manifest.json").write_text(json.dumps(manifest))
+    rep = write_report(root, plots=False, precision=0.5)  # a (looser) precision of its own
+    assert rep.summary["at_cap"].all()  # the campaign's rule still judges its metric
+    assert rep.command.endswith("--extend --precision acc=0.001 --max-reps 40")
+    page = rep.html.read_text()
+    assert "95% CI" in page and "Bonferroni-corrected look level" in page
+    before = sorted(p.name for p in rep.out_dir.iterdir())
+    for bad in (dict(confidence=1.5), dict(confidence=0.0), dict(threshold=1.0)):
+        with pytest.raises(ValueError, match="Expected argument"):
+            write_report(root, plots=False, **bad)
+    assert sorted(p.name for p in rep.out_dir.iterdir()) == before

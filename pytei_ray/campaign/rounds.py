@@ -93,6 +93,7 @@ def next_active(campaign: Campaign, rows: DecisionRows, index: int,
     from pytei_ray.stats import open_points  # lazy: scipy only for adaptive campaigns
 
     still = open_points(rows.frame(), campaign.precision, campaign.repetitions, index,
+                        metric=campaign.metric_info(campaign.precision.metric),
                         point_cols=POINT_FACTORS)
     keep = {(m, t, e, float(b)) for m, t, e, b in still}
     return [p for p in active if p in keep]
@@ -129,7 +130,8 @@ def cells_at_cap(campaign: Campaign, rows: DecisionRows) -> list[str]:
     if p is None or frame.empty:
         return []
     out = []
-    for key, g, verdict in sorted(judge_cells(frame, p, campaign.repetitions, POINT_FACTORS),
+    for key, g, verdict in sorted(judge_cells(frame, p, campaign.repetitions, POINT_FACTORS,
+                                              metric=campaign.metric_info(p.metric)),
                                   key=lambda item: item[0]):
         if stopped_at_cap(g, verdict, p.max_reps):
             out.append(f"{'/'.join(str(k) for k in key)}: {verdict.reason} after {len(g)} "

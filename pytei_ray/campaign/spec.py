@@ -204,6 +204,12 @@ class Campaign:
             metrics without running ``evaluate`` (its row says ``evaluated=False``). Sound only
             for a deterministic ``evaluate``, which each worker checks (two golden runs, bit
             for bit) before skipping any trial of a model. False evaluates every trial.
+        metrics: metric name -> :class:`~pytei_ray.stats.Metric` declaring its range and
+            direction (``{"auc": Metric(bounds=(0, 1), higher_is_better=True)}``): a bounded
+            metric gets distribution-free intervals, and a value outside its bounds stops the
+            run before it is stored. Metrics not declared keep the name heuristics
+            (docs/report.md). Recorded in the spec (only when given, so other specs hash as
+            before).
         rescore: with a split ``evaluate`` (and ``skip_ineffective``), re-score a trial whose
             faults all lie in embedding tables on the samples that look a faulted row up,
             after a per-worker check that this equals a full evaluation bit for bit (its row
@@ -241,6 +247,7 @@ class Campaign:
     precision: Any = None
     skip_ineffective: bool = True
     rescore: bool = True
+    metrics: Mapping[str, Any] | None = None
     #: column name -> {"type", factor -> {level -> value}}: the attributes of the ``Level``
     #: values, computed at construction (an init field only so that ``dataclasses.replace``
     #: keeps them; do not pass it)
@@ -290,6 +297,19 @@ class Campaign:
         for flag in ("skip_ineffective", "rescore"):
             if not isinstance(getattr(self, flag), bool):
                 raise _fail(flag, "a bool", getattr(self, flag))
+        if self.metrics is not None:
+            put("metrics", MappingProxyType(_check_metrics(self.metrics)))
+            if self.precision is not None and self.precision.metric in self.metrics:
+                declared = self.metrics[self.precision.metric].higher_is_better
+                if None not in (declared, self.precision.higher_is_better) and \
+                        declared != self.precision.higher_is_better:
+                    raise _fail("precision", f"a target whose higher_is_better agrees with "
+                                f"metrics[{self.precision.metric!r}] ({declared})",
+                                self.precision)
+
+    def metric_info(self, name: str) -> Any:
+        """The declared :class:`~pytei_ray.stats.Metric` of ``name``, or None."""
+        return (self.metrics or {}).get(name)
 
     @property
     def split(self) -> Any:
@@ -373,7 +393,25 @@ class Campaign:
             spec["rescore"] = False
         if self.level_columns:  # only when used, so that other specs (and hashes) are unchanged
             spec["factors"] = _jsonable(dict(self.level_columns))
+        if self.metrics:  # likewise
+            spec["metrics"] = {k: v.to_spec() for k, v in self.metrics.items()}
         return spec
+
+
+def _check_metrics(metrics: Any) -> dict[str, Any]:
+    """``metrics``: a mapping of non-empty metric names to ``Metric`` declarations."""
+    from pytei_ray.stats import Metric  # lazy: scipy only when metrics are declared
+
+    if not isinstance(metrics, Mapping):
+        raise _fail("metrics", "a dict of metric name -> Metric(bounds=..., "
+                    "higher_is_better=...)", metrics)
+    for name, value in metrics.items():
+        if not isinstance(name, str) or not name.strip():
+            raise _fail("metrics", "metric names that are non-empty strings", name)
+        if not isinstance(value, Metric):
+            raise _fail(f"metrics[{name!r}]", "a Metric (e.g. Metric(bounds=(0, 1), "
+                        "higher_is_better=True))", value)
+    return dict(metrics)
 
 
 def _jsonable(obj: Any) -> Any:

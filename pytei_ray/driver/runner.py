@@ -12,14 +12,14 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.rounds import DecisionRows, Round
 from pytei_ray.campaign.trials import Trial, make_chunks
-from pytei_ray.columns import golden_metrics
+from pytei_ray.columns import golden_column, golden_metrics
 from pytei_ray.errors import CampaignSpecError, TrialSetupError, TrialsLostError
 from pytei_ray.execution.base import Executor
 from pytei_ray.storage import ResultsWriter
@@ -27,7 +27,7 @@ from pytei_ray.storage import ResultsWriter
 from .ledger import RunLedger
 from .summary import RunSummary
 
-__all__ = ["RoundRunner", "check_target_metric", "golden_to_recompute"]
+__all__ = ["RoundRunner", "check_metric_bounds", "check_target_metric", "golden_to_recompute"]
 
 
 class RoundRunner:
@@ -118,6 +118,7 @@ class RoundRunner:
         def on_result(result: Any) -> None:
             if result.rows:  # every row carries golden_<m> for each metric evaluate returns
                 check_target_metric(campaign, golden_metrics(result.rows[0]))
+            check_metric_bounds(campaign, result.rows, result.golden)  # before storing
             self.ledger.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
             self.ledger.record_nondeterministic(result.nondeterministic)
@@ -173,6 +174,30 @@ def check_target_metric(campaign: Any, metrics: Iterable[str]) -> None:
         f"Expected the precision target's metric to be one that evaluate() returns, but got "
         f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass a target on one of "
         f"them (e.g. `precision='{sorted(metrics)[0]}=0.01'`); nothing was stored.")
+
+
+def check_metric_bounds(campaign: Any, rows: Iterable[Mapping[str, Any]],
+                        golden: Iterable[Mapping[str, Any]] = ()) -> None:
+    """Refuse a chunk in which a declared metric (``Campaign(metrics=...)``) has a finite value
+    outside its bounds (trial rows and golden rows), before any of it is stored: the error
+    names the trial, the metric and the value."""
+    if not campaign.metrics:
+        return
+    for kind, items in (("trial", rows), ("golden row of", golden)):
+        for r in items:
+            for name, info in campaign.metrics.items():
+                for col in (name, golden_column(name)):
+                    v = r.get(col)
+                    if v is None or isinstance(v, str):
+                        continue
+                    who = r.get("trial_id") if kind == "trial" else \
+                        f"{r.get('model')}/{r.get('mitigation')}"
+                    try:
+                        info.check(col, [v], trials=[who])
+                    except ValueError as exc:
+                        raise CampaignSpecError(
+                            f"{exc}\nThe chunk ({kind} {who!r}) was not stored; rows stored "
+                            "before it are kept.") from None
 
 
 def _prepare(ex: Executor, job: JobRef, models: list[str],

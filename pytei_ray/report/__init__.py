@@ -27,10 +27,10 @@ from pytei_ray.storage.layout import default_report_dir
 
 from ..stats import (
     Precision,
+    check_confidence,
     higher_is_better,
     mean_ci,
     metric_bounds,
-    paired_recovery,
     wilson_interval,
 )
 from . import plots as _plots
@@ -48,7 +48,7 @@ from .data import (
     load_results,
     metric_columns,
 )
-from .html import Page, display_table, render_html
+from .html import Page, ci_header, display_table, recovery_table, render_html
 from .summary import (
     ADVICE_FACTOR,
     baseline_mitigation,
@@ -71,7 +71,6 @@ __all__ = [
     "mean_ci",
     "metric_bounds",
     "metric_columns",
-    "paired_recovery",
     "recovery",
     "summarize",
     "wilson_interval",
@@ -190,6 +189,10 @@ def write_report(
         >>> rep = write_report("results/drs")       # doctest: +SKIP
         >>> print(rep.text)                         # doctest: +SKIP
     """
+    check_confidence(confidence)  # bad input: refused before anything is read or written
+    if isinstance(threshold, bool) or not 0.0 <= threshold < 1.0:
+        raise ValueError("Expected argument `threshold` to be a float in the [0, 1) range, "
+                         f"but got {threshold!r}.")
     ds = load_dataset(path)
     out = Path(to) if to is not None else default_output_dir(path)
     try:
@@ -212,8 +215,7 @@ def write_report(
                else campaign_order(metric_columns(df), ds.manifest)) if has_rows else []
     summary = summarize(ds, metrics, **opts) if has_rows else pd.DataFrame()
     rec = recovery(ds, metrics, baseline=baseline, confidence=confidence,
-                   higher_is_better=higher_is_better, threshold=threshold) if has_rows \
-        else pd.DataFrame()
+                   higher_is_better=higher_is_better) if has_rows else pd.DataFrame()
     keys = cell_keys(df, ds.manifest) if has_rows else []
     figures: list[Path] = []
     if plots and metrics:  # the plots' own groupings, summarized once for every metric
@@ -232,7 +234,7 @@ def write_report(
     primary = metrics[0] if metrics else None
     advice: dict[str, int | None] = {}
     current = None
-    rule = stopping_rule(ds.manifest) if precision is None else None
+    rule = stopping_rule(ds.manifest)  # kept when --precision is given too
     extra: list[str] = []
     if not summary.empty:
         current = int(df["repetition"].nunique()) if "repetition" in df else None
@@ -287,47 +289,50 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         way = "higher" if rows["higher_is_better"].iloc[0] else "lower"
         page.tables.append((f"Summary: {m} ({way} is better)", display_table(rows, keys)))
     if not rec.empty:
-        shown = rec.copy()
-        for col in ("mean", "ci_low", "ci_high", "median"):
-            shown[col] = shown[col].map(lambda v: f"{v:.3g}")
-        page.tables.append(("Mitigation recovery (paired by trial)", shown))
+        page.tables.append(("Mitigation vs none (paired by trial)", recovery_table(rec)))
     if not summary.empty and summary["inconclusive"].any():
         more = summary[summary["inconclusive"]]
         order = {m: i for i, m in enumerate(metrics)}  # primary metric first
         more = more.iloc[more["metric"].map(order).argsort(kind="stable")]
         page.more_reps = display_table(more, [*keys, "metric"])[
-            [*keys, "metric", "trials", "golden", "mean", "95% CI", "note"]]
+            [*keys, "metric", "trials", "golden", "mean", ci_header(more["ci_level"]), "note"]]
         page.open_cells = [
             ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}"
                       for k, v in zip([*keys, "metric"], r[:-1])) + f": {r[-1]}"
             for r in more[[*keys, "metric", "reason"]].itertuples(index=False)]
-    level = f"{confidence:.0%}"
+    level = (ci_header(summary["ci_level"]) if not summary.empty else
+             f"{100 * confidence:.3g}% CI").removesuffix(" CI")
     page.notes = [
         f"SDC (silent data corruption): an ok trial whose metric is worse than its golden "
         f"metric by more than {threshold:.2%} relative (non-finite metrics count as SDC); "
-        f"rate over ok trials, {level} Clopper-Pearson (exact) interval on the faulted trials, "
-        "scaled by the probability of a fault (1 − p0) when the rows record it.",
-        "Mean metric over ok trials with a finite metric. When rows record p0 (the probability "
-        "that a trial samples no fault) the mean is p0·golden + (1 − p0)·mean of the faulted "
-        "trials, its interval golden + (1 − p0)·(Student-t interval of the faulted trials − "
-        "golden), the metric's whole range while fewer than 2 faulted trials are seen; "
-        "without p0 a plain Student-t interval. 'no finite-sample guarantee' marks unbounded "
-        "metrics whose faulted values look heavy-tailed: read the median and the SDC rate. "
-        f"Intervals at {level} (adaptive campaigns: at each look's Bonferroni level), clamped "
-        "to the metric's natural range when known ([0, 1] for accuracy/AUC/precision/recall/F1/"
-        "rates, ≥ 0 for loss-like metrics; not when an observed value lies outside it); loss = "
-        "golden − metric (positive = worse; reversed for lower-is-better metrics).",
+        "rate = (1 − p0) × share of the faulted trials, with an exact Clopper-Pearson interval "
+        "(adaptive campaigns: a time-uniform confidence sequence), at the level of its table.",
+        "Mean metric: p0·golden + (1 − p0)·mean of the faulted trials, p0 being the known "
+        "probability that a trial samples no fault (0 when the rows do not record it). Bounded "
+        "metrics ([0, 1] for accuracy/AUC/precision/recall/F1/rates, or as the campaign "
+        "declared): the interval of the faulted-trial mean is a betting confidence sequence "
+        "(Waudby-Smith & Ramdas 2024), valid for every outcome distribution and at every "
+        "number of trials, so adaptive campaigns need no correction for their looks; a "
+        "non-finite metric counts as the range's worst value. Unbounded metrics: mean and "
+        "Student-t interval over the FINITE trials ('mean over' column), non-finite ones "
+        "counted as a rate; 'no finite-sample guarantee' marks heavy tails: read the median "
+        f"and the SDC rate. Intervals at {level} (the headers say so; ci_level in "
+        "summary.csv). Formulas: docs/report.md. Loss = golden − metric (positive = worse; "
+        "reversed for lower-is-better metrics).",
         "A cell needs more repetitions when its CI contains the SDC threshold level (one "
         f"cannot tell whether the mean dropped by more than {threshold:.2%})"
         + (f", when its CI half-width exceeds {precision:.2%} of golden" if precision else "")
-        + ", or when it has fewer than 2 trials with a finite metric. One whose estimated need "
+        + ", or when it has fewer than 2 trials. One whose estimated need "
         f"exceeds {ADVICE_FACTOR}× its trials is at the threshold and does not drive the "
         "launcher command.",
-        "Recovery = (metric_mitigated − metric_unmitigated) / (golden − metric_unmitigated) per "
-        "pair of trials with the same faults (model, target, error model, BER, repetition), "
-        f"over pairs where the unmitigated trial lost more than {threshold:.2%} of golden (the "
-        "SDC threshold; smaller losses make the ratio meaningless); 1 = fully recovered. The "
-        "plot clips it to [−1, 2] and marks the points beyond with triangles.",
+        "Mitigation vs none pairs the trials with the same faults (model, target, error model, "
+        "BER, repetition): difference = p0-stratified mean of (mitigated − unmitigated) metric "
+        "(positive = the mitigation helps), recovery = difference / mean loss of the "
+        "unmitigated trials (1 = fully recovered, 0 = no help); an unmitigated trial with a "
+        "non-finite metric counts as a catastrophe. The recovery interval combines the two "
+        "intervals at half the error rate each (Bonferroni), so it holds at the stated level; "
+        "it is unbounded while a zero loss cannot be excluded. The plot clips recovery to "
+        "[−1, 2] and marks the points beyond with triangles.",
         "Failed trials (status ≠ ok) carry no metric and are counted apart.",
     ]
     return page

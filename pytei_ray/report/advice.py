@@ -124,8 +124,10 @@ def adaptive_lines(summary: pd.DataFrame, target: Precision) -> list[str]:
         return []
     rows = summary[(summary["metric"] == target.metric) & summary["inconclusive"]]
     at_cap = int(rows["at_cap"].sum())
-    lines = [f"Rule (adaptive campaign): {target.describe()}; each look's interval is computed "
-             "at the Bonferroni-corrected level, so stopping early keeps the coverage."]
+    lines = [f"Rule (adaptive campaign): {target.describe()}; a bounded metric's interval is "
+             "a confidence sequence, valid at every look, so stopping early keeps the coverage "
+             "(an unbounded metric's t interval is computed at the Bonferroni-corrected look "
+             "level)."]
     if len(rows):
         lines.append(f"{target.metric}: {len(rows)} cell(s) not yet conclusive, {at_cap} of them "
                      f"at the cap of {target.max_reps} repetitions"

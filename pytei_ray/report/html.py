@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["Page", "display_table", "render_html"]
+__all__ = ["Page", "ci_header", "display_table", "recovery_table", "render_html"]
 
 OPEN_LINES = 12  # open cells listed on the page; the rest are in cells.csv
 
@@ -79,9 +79,18 @@ def _pct(x: float) -> str:
     return "–" if not math.isfinite(x) else f"{100 * x:.1f}%"
 
 
+def ci_header(levels: Sequence[float] | pd.Series) -> str:
+    """``"95% CI"``: the column header naming the level of the intervals it holds."""
+    found = sorted({float(v) for v in levels if v == v})
+    if len(found) == 1:
+        return f"{100 * found[0]:.3g}% CI"
+    return "CI (" + ", ".join(f"{100 * v:.3g}%" for v in found) + ")"
+
+
 def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Human-readable version of :func:`~pytei_ray.report.summarize` rows (strings, CIs as
-    ``[low, high]``), used by the page and the terminal."""
+    ``[low, high]`` under a header that states their level), used by the page and the
+    terminal."""
     out = summary[list(keys)].copy()
     if "ber" in out:
         out["ber"] = out["ber"].map(lambda b: f"{b:.3g}")
@@ -89,12 +98,16 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     out["failed"] = summary["failed"]
     out["golden"] = summary["golden"].map(_num)
     out["mean"] = summary["mean"].map(_num)
-    out["95% CI"] = [f"[{_num(lo)}, {_num(hi)}]" for lo, hi in
-                     zip(summary["ci_low"], summary["ci_high"])]
+    level = ci_header(summary["ci_level"]) if "ci_level" in summary else "CI"
+    out[level] = [f"[{_num(lo)}, {_num(hi)}]" for lo, hi in
+                  zip(summary["ci_low"], summary["ci_high"])]
+    if "mean_over" in summary and (summary["mean_over"] == "finite").any():
+        out["mean over"] = summary["mean_over"].map(
+            {"finite": "finite trials", "all": "all trials"})
     out["loss"] = summary["mean_loss"].map(lambda v: _num(v, 3))
     out["SDC"] = summary["sdc_rate"].map(_pct)
-    out["SDC CI"] = [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in
-                     zip(summary["sdc_low"], summary["sdc_high"])]
+    out[f"SDC {level}"] = [f"[{_pct(lo)}, {_pct(hi)}]" for lo, hi in
+                           zip(summary["sdc_low"], summary["sdc_high"])]
     out["non-finite"] = summary["nonfinite_rate"].map(_pct)
     at = summary["at_threshold"] if "at_threshold" in summary else [False] * len(summary)
     cap = summary["at_cap"] if "at_cap" in summary else [False] * len(summary)
@@ -108,6 +121,25 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                    for inc, r, thr, capped, sure_ in zip(summary["inconclusive"],
                                                          summary["reps_needed"], at, cap, sure)]
     out["note"] = out["note"].str.rstrip("; ")
+    return out
+
+
+def recovery_table(rec: pd.DataFrame) -> pd.DataFrame:
+    """Human-readable :func:`~pytei_ray.report.recovery` rows: the paired difference and the
+    recovered share with their intervals, under headers that state the level."""
+    level = ci_header(rec["ci_level"])
+    cols = [c for c in rec.columns if c not in (
+        "delta", "delta_low", "delta_high", "lost", "mean", "ci_low", "ci_high", "ci_level",
+        "method", "p0")]
+    out = rec[cols].copy()
+    if "ber" in out:
+        out["ber"] = out["ber"].map(lambda b: f"{b:.3g}")
+    out["difference"] = rec["delta"].map(lambda v: _num(v, 3))
+    out[f"difference {level}"] = [f"[{_num(lo, 3)}, {_num(hi, 3)}]" for lo, hi in
+                                  zip(rec["delta_low"], rec["delta_high"])]
+    out["recovery"] = rec["mean"].map(lambda v: _num(v, 3))
+    out[f"recovery {level}"] = [f"[{_num(lo, 3)}, {_num(hi, 3)}]" for lo, hi in
+                                zip(rec["ci_low"], rec["ci_high"])]
     return out
 
 

@@ -115,6 +115,12 @@ def _direction_note(table: pd.DataFrame) -> str:
         " (lower is better)"
 
 
+def _level(table: pd.DataFrame, confidence: float) -> str:
+    """The level of the table's intervals as shown (its ``ci_level``), e.g. ``"95%"``."""
+    found = sorted(set(table["ci_level"].dropna())) if "ci_level" in table else [confidence]
+    return "/".join(f"{100 * v:.3g}%" for v in found) if found else f"{100 * confidence:.3g}%"
+
+
 def plot_metric_vs_ber(
     summary: pd.DataFrame, metric: str, out_dir: str | Path, confidence: float = 0.95
 ) -> list[Path]:
@@ -126,7 +132,8 @@ def plot_metric_vs_ber(
             (model, target, [error_model], mitigation, ber).
         metric: Metric name (for titles and file names).
         out_dir: Folder for the PNGs.
-        confidence: Level of the bands (for the legend).
+        confidence: Level of the bands for the legend when the rows have no ``ci_level``
+            (the level the intervals were computed at, which the legend states).
 
     Returns:
         Paths of the PNGs written (BER 0 cells cannot sit on a log axis and are not drawn, and
@@ -139,7 +146,7 @@ def plot_metric_vs_ber(
     heavy = {"median", "q25", "q75"} <= set(table) and heavy_tailed(
         table[["mean", "ci_low", "ci_high"]].to_numpy(), table["golden"].to_numpy())
     center, low, high = ("median", "q25", "q75") if heavy else ("mean", "ci_low", "ci_high")
-    band_title = "median, IQR band" if heavy else f"mean, {confidence:.0%} CI band"
+    band_title = "median, IQR band" if heavy else f"mean, {_level(table, confidence)} CI band"
     paths = []
     for key, sub in table.groupby(figs, sort=True, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
@@ -225,8 +232,8 @@ def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[P
         ax.set_title(" / ".join(str(k) for k in key), fontsize=9)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
-    fig.suptitle(f"Mitigation recovery of {metric} (paired by trial, mean and CI; pairs whose "
-                 "unmitigated trial lost more than the SDC threshold)"
+    fig.suptitle(f"Mitigation recovery of {metric}: mean paired difference / mean loss "
+                 f"without mitigation, {_level(table, 0.95)} CI band (paired by trial)"
                  + (f"\n▲/▼: mean beyond the [{y_lo:g}, {y_hi:g}] axis (exact values in the "
                     "table)" if clipped else ""))
     return [_save(fig, Path(out_dir) / f"{slug(metric, 'recovery')}.png")]
@@ -234,8 +241,8 @@ def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[P
 
 def plot_bits(bits: pd.DataFrame, metric: str, out_dir: str | Path,
               bit: str = "bit", panels: Sequence[str] = ("model",)) -> list[Path]:
-    """Vulnerability by flipped bit: SDC rate (Wilson band) per bit, a panel per model, a line per
-    mitigation.
+    """Vulnerability by flipped bit: SDC rate per bit with its interval band (the method and level
+    named in the title), a panel per model, a line per mitigation.
 
     Args:
         bits: :func:`~pytei_ray.report.summarize` rows of ``metric`` grouped by
@@ -274,5 +281,8 @@ def plot_bits(bits: pd.DataFrame, metric: str, out_dir: str | Path,
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     fig.set_size_inches(max(fig.get_size_inches()[0], 7.5), fig.get_size_inches()[1])
-    fig.suptitle(f"Vulnerability by {bit}: SDC rate of {metric} (Wilson band)")
+    method = {"clopper-pearson": "Clopper-Pearson", "betting-cs": "confidence-sequence"}.get(
+        str(table["sdc_method"].iloc[0]), "") if "sdc_method" in table else "Clopper-Pearson"
+    fig.suptitle(f"Vulnerability by {bit}: SDC rate of {metric} ({_level(table, 0.95)} "
+                 f"{method} band)")
     return [_save(fig, Path(out_dir) / f"{slug(metric, 'by', bit)}.png")]

@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pytei_ray.columns import CELL_FACTORS, CELL_ORDER, FACTORS, golden_column
+from pytei_ray.columns import CELL_ORDER, FACTORS, golden_column
 
 from ..stats import (
+    Metric,
     Precision,
     cell_inputs,
-    checked_bounds,
+    compare_mitigations,
+    cs_faulted_needed,
     judge_cell,
-    mean_ci,
-    paired_recovery,
     reps_for_halfwidth,
+    resolve_metric,
     stopped_at_cap,
     student_t_ppf,
 )
@@ -82,6 +83,16 @@ def _direction(metric: str, higher: DirectionArg) -> bool:
     return guess_direction(metric) if higher is None else bool(higher)
 
 
+def _dir(metric: str, higher: DirectionArg, declared: Mapping[str, Metric]) -> bool:
+    """Direction: given (a bool or a dict entry), else declared by the campaign, else guessed."""
+    given = isinstance(higher, bool) or (isinstance(higher, Mapping) and (
+        metric in higher or "*" in higher))
+    info = declared.get(metric)
+    if not given and info is not None and info.higher_is_better is not None:
+        return info.higher_is_better
+    return _direction(metric, higher)
+
+
 def _check_direction(df: pd.DataFrame, higher: DirectionArg) -> None:
     if isinstance(higher, Mapping):
         found = metric_columns(df)
@@ -93,19 +104,30 @@ def _check_direction(df: pd.DataFrame, higher: DirectionArg) -> None:
             )
 
 
-def _bounds(df: pd.DataFrame, metric: str, bounds: BoundsArg) -> tuple[float, float] | None:
-    """The range the CI of ``metric`` is clamped to: given, or guessed from the name and kept
-    only where every observed value (trials and golden) lies inside it (so an accuracy stored
-    in percent is not clamped to [0, 1])."""
+def declared_metrics(manifest: Mapping[str, Any] | None) -> dict[str, Metric]:
+    """The campaign's ``Metric`` declarations (``spec["metrics"]`` of its manifest)."""
+    spec = (manifest or {}).get("spec")
+    found = spec.get("metrics") if isinstance(spec, Mapping) else None
+    return {k: Metric.from_spec(v) for k, v in found.items()} if isinstance(found, Mapping) \
+        else {}
+
+
+def _info(df: pd.DataFrame, metric: str, bounds: BoundsArg, higher: bool,
+          declared: Mapping[str, Metric]) -> Metric:
+    """Range and direction of ``metric``: ``bounds`` (a dict entry; False: unbounded), else
+    the campaign's declaration (values outside it: an error naming the trial), else the name's
+    guess kept only where every observed value (trials and golden) lies inside it (an accuracy
+    stored in percent is not treated as [0, 1])."""
     if bounds is False:
-        return None
-    if isinstance(bounds, Mapping) and metric in bounds:
-        lo, hi = bounds[metric]
-        return float(lo), float(hi)
-    lo, hi = checked_bounds(metric, pd.concat([
-        pd.to_numeric(df[metric], errors="coerce"),
-        pd.to_numeric(df[golden_column(metric)], errors="coerce")]).to_numpy(float))
-    return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
+        return Metric((-math.inf, math.inf), higher)
+    given = bounds[metric] if isinstance(bounds, Mapping) and metric in bounds else None
+    base = Metric(given) if given is not None else declared.get(metric, Metric())
+    values = pd.to_numeric(df[metric], errors="coerce")
+    if base.bounds is not None and "trial_id" in df:
+        base.check(metric, values.to_numpy(float), trials=list(df["trial_id"]))
+    info = resolve_metric(metric, base, pd.concat([
+        values, pd.to_numeric(df[golden_column(metric)], errors="coerce")]).to_numpy(float))
+    return Metric(info.bounds, higher)
 
 
 def _metrics(df: pd.DataFrame, metric: str | Sequence[str] | None) -> list[str]:
@@ -160,6 +182,10 @@ def _need(g: pd.DataFrame, j: Any, boundary: float, target: float | None, level:
     wanted = [t for t in (target,) if t is not None]
     if target is None and e.low <= boundary <= e.high:  # CI straddles the threshold
         wanted.append(abs(e.mean - boundary))
+    if e.method in ("p0-cs", "cs") and wanted:  # faulted trials the sequence needs
+        n1 = cs_faulted_needed(e.sd1, e.range_width, min(wanted) / max(1.0 - e.p0, 1e-12),
+                               level)
+        return min(MAX_REPS, math.ceil(n1 / max(1.0 - e.p0, 1e-12)))
     std = half * math.sqrt(e.n) / student_t_ppf(0.5 + level / 2.0, e.n - 1)
     need = max(3, *(reps_for_halfwidth(std, t, level, MAX_REPS) for t in wanted)) if wanted \
         else len(g)
@@ -167,21 +193,17 @@ def _need(g: pd.DataFrame, j: Any, boundary: float, target: float | None, level:
     return min(MAX_REPS, math.ceil(need * len(g) / e.n))
 
 
-def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confidence: float,
-          nonfinite_as_sdc: bool, precision: Precision | None,
-          bounds: tuple[float, float] | None = None, level: float | None = None,
+def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confidence: float,
+          nonfinite_as_sdc: bool, precision: Precision | None, level: float | None = None,
           cap: int | None = None) -> dict[str, Any]:
     values, golden, ok, faulted, p0 = cell_inputs(g, metric)
     j = judge_cell(values, golden, faulted, p0, precision=precision, confidence=confidence,
-                   bounds=bounds, higher_is_better=higher, threshold=threshold,
-                   level_confidence=level, ok=ok, nonfinite_as_sdc=nonfinite_as_sdc)
+                   metric=info, threshold=threshold, level_confidence=level, ok=ok,
+                   nonfinite_as_sdc=nonfinite_as_sdc, sequential=cap is not None)
     e = j.estimate
-    m, gold_ok = values[ok], golden[ok]
+    m = values[ok]
     finite = np.isfinite(m)
-    sign = 1.0 if higher else -1.0
-    loss = sign * (gold_ok - m)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = loss / np.maximum(np.abs(gold_ok), np.finfo(float).tiny)
+    sign = 1.0 if info.higher_is_better else -1.0
     n_ok, n = int(ok.sum()), e.n
     gold = float(np.nanmean(golden)) if np.isfinite(golden).any() else math.nan
     scale = abs(gold) if math.isfinite(gold) and gold != 0 else 1.0
@@ -192,15 +214,15 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
     need = len(g) if j.conclusive else _need(g, j, boundary, target, j.confidence)
     row = {
         "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
-        "mean": e.mean, "ci_low": e.low, "ci_high": e.high,
+        "mean": e.mean, "ci_low": e.low, "ci_high": e.high, "mean_over": e.over,
         "median": float(np.median(m[finite])) if n else math.nan,
         "q25": float(np.quantile(m[finite], 0.25)) if n else math.nan,
         "q75": float(np.quantile(m[finite], 0.75)) if n else math.nan,
-        "mean_loss": float(np.mean(loss[finite])) if n else math.nan,
-        "rel_loss": float(np.mean(rel[finite])) if n else math.nan,
+        "mean_loss": sign * (gold - e.mean), "rel_loss": sign * (gold - e.mean) / scale,
         "sdc": j.sdc, "sdc_rate": j.sdc_rate, "sdc_low": j.sdc_low, "sdc_high": j.sdc_high,
-        "nonfinite": int((~finite).sum()), "nonfinite_rate": (~finite).sum() / n_ok if n_ok
-        else math.nan,
+        "sdc_method": "betting-cs" if cap is not None else "clopper-pearson",
+        "nonfinite": e.nonfinite, "nonfinite_rate": e.nonfinite_rate,
+        "nonfinite_low": e.nonfinite_low, "nonfinite_high": e.nonfinite_high,
     }
     if "n_nonfinite" in g:
         nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
@@ -244,29 +266,36 @@ def summarize(
         precision: A precision target: a :class:`~pytei_ray.stats.Precision` (for its metric),
             or a float = wanted half-width of every metric's mean relative to |golden|. A cell is
             ``conclusive`` per :func:`pytei_ray.stats.judge_cell`: with a target, when its
-            targeted half-width is at most the target; without one, when it has 2 finite trials
-            and its interval does not contain the SDC threshold level. When None and the
-            dataset's manifest has ``spec["stopping"]`` (an adaptive campaign), that rule is
-            used for its metric, with intervals at its look confidence (Bonferroni over the
-            planned looks), and a cell that reached ``max_reps`` while inconclusive is
-            ``at_cap``. ``reps_needed`` estimates the trials an inconclusive cell needs (0 when
-            no trial has a finite metric); in a fixed campaign ``at_threshold`` marks those
-            needing more than ``ADVICE_FACTOR`` (10) times their trials.
-        bounds: Natural range the mean's CI is clamped to: None guesses it from the name
-            (:func:`~pytei_ray.stats.metric_bounds`: [0, 1] for accuracy-like names,
-            >= 0 for loss-like ones; a guessed bound is dropped when an observed value lies
-            outside it), a ``{metric: (low, high)}`` dict overrides, False turns clamping off.
+            targeted half-width is at most the target; without one, when it has 2 trials and
+            its interval does not contain the SDC threshold level. When the dataset's manifest
+            has ``spec["stopping"]`` (an adaptive campaign), that rule is kept (also when a
+            precision is given: it decided where each cell stopped) for its metric, at its
+            level; every metric is then judged as looked at sequentially (time-uniform SDC
+            rates, an unbounded metric's t interval at the Bonferroni look level), and a cell
+            that reached ``max_reps`` while inconclusive is ``at_cap``. ``reps_needed``
+            estimates the trials an inconclusive cell needs (0 when no trial has a finite
+            metric); in a fixed campaign ``at_threshold`` marks those needing more than
+            ``ADVICE_FACTOR`` (10) times their trials.
+        bounds: Metric ranges: None takes the campaign's declaration
+            (``Campaign(metrics=...)``, recorded in the manifest; a value outside it is an
+            error naming the trial), else guesses from the name
+            (:func:`~pytei_ray.stats.metric_bounds`: [0, 1] for accuracy-like names, >= 0 for
+            loss-like ones; a guessed bound is dropped when an observed value lies outside it);
+            a ``{metric: (low, high)}`` dict overrides; False treats every metric as unbounded.
 
     Returns:
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
-        ci_high, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low, sdc_high,
-        nonfinite, nonfinite_rate, [nonfinite_weights_rate,] p0, n_faulted, ci_method, ci_level,
-        guaranteed, conclusive, inconclusive, reason, reps_needed, at_threshold, at_cap``.
-        ``mean``/``ci_low``/``ci_high`` come from :func:`pytei_ray.stats.estimate_mean`
-        (p0-aware when the rows have ``p_no_fault`` and ``n_faults_sampled``; ``p0`` NaN
-        otherwise), the SDC rate and its interval from
-        :func:`pytei_ray.stats.estimate_rate` (Clopper-Pearson). ``mean_loss`` is positive
-        when the metric got worse.
+        ci_high, mean_over, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low,
+        sdc_high, sdc_method, nonfinite, nonfinite_rate, nonfinite_low, nonfinite_high,
+        [nonfinite_weights_rate,] p0, n_faulted, ci_method, ci_level, guaranteed, conclusive,
+        inconclusive, reason, reps_needed, at_threshold, at_cap``. ``mean``/``ci_low``/
+        ``ci_high`` come from :func:`pytei_ray.stats.estimate_cell`: for a bounded metric a
+        confidence sequence over every ok trial (``mean_over`` "all", non-finite ones at the
+        range's worst value), else a Student-t interval over the finite trials (``mean_over``
+        "finite"), p0-stratified when the rows have ``p_no_fault`` and ``n_faults_sampled``
+        (``p0`` NaN otherwise); all at ``ci_level``. The SDC and non-finite rates have exact
+        (Clopper-Pearson) intervals, time-uniform ones for an adaptive campaign's SDC rate.
+        ``mean_loss`` = (golden - mean), sign-flipped for lower-is-better: positive = worse.
 
     Example:
         >>> s = summarize("results/drs", metric="auc", threshold=0.01)     # doctest: +SKIP
@@ -282,25 +311,26 @@ def summarize(
         return pd.DataFrame()
     keys = list(by) if by is not None else cell_keys(df, manifest)
     _check_direction(df, higher_is_better)
-    rule = stopping_rule(manifest) if precision is None else None
+    rule = stopping_rule(manifest)  # kept when a precision is given too: it decided the stops
+    declared = declared_metrics(manifest)
+    infos = {m: _info(df, m, bounds, _dir(m, higher_is_better, declared), declared)
+             for m in _metrics(df, metric)}  # every check before any cell is computed
     rows = []
-    for m in _metrics(df, metric):
-        higher = _direction(m, higher_is_better)
-        clamp = _bounds(df, m, bounds)
-        target, level, cap = None, None, None
+    for m, info in infos.items():
+        target, level, cap, level_of = None, None, None, confidence
         if isinstance(precision, Precision):
             target = precision if precision.metric == m else None
         elif precision is not None:
             target = Precision(m, float(precision), relative=True, confidence=confidence)
-        if rule is not None:
-            cap = rule[0].max_reps
+        if rule is not None:  # every metric of an adaptive campaign: sequential, look level
+            cap, level = rule[0].max_reps, rule[0].look_confidence(rule[1])
             if rule[0].metric == m:
-                target, level = rule[0], rule[0].look_confidence(rule[1])
+                target, level_of = rule[0], rule[0].confidence
         for key, g in df.groupby(keys, sort=True, dropna=False):
             key = key if isinstance(key, tuple) else (key,)
-            stats = _cell(g, m, higher, threshold, confidence, nonfinite_as_sdc, target,
-                          clamp, level, cap)
-            rows.append({**dict(zip(keys, key)), "metric": m, "higher_is_better": higher, **stats})
+            stats = _cell(g, m, info, threshold, level_of, nonfinite_as_sdc, target, level, cap)
+            rows.append({**dict(zip(keys, key)), "metric": m,
+                         "higher_is_better": info.higher_is_better, **stats})
     return pd.DataFrame(rows)
 
 
@@ -309,30 +339,31 @@ def recovery(
     metric: str | Sequence[str] | None = None,
     *,
     baseline: str | None = None,
-    by: Sequence[str] | None = None,
     confidence: float = 0.95,
     higher_is_better: DirectionArg = None,
-    threshold: float = 0.01,
+    bounds: BoundsArg = None,
 ) -> pd.DataFrame:
-    """Fraction of the lost metric each mitigation recovers, per BER, paired by trial.
+    """Each mitigation against the unmitigated trials with the same faults, per cell.
 
     Rows with the same (model, target, error_model, ber, repetition, extra factors) saw the same
-    faults; see :func:`pytei_ray.stats.paired_recovery` for the per-pair formula. Only
-    pairs whose unmitigated trial lost more than ``threshold`` (relative to |golden|, the SDC
-    threshold) count: a near-zero loss in the denominator gives meaningless ratios (190, -48).
+    faults. Per cell: the p0-stratified mean paired difference ``delta`` (> 0: the mitigation
+    helps) with its interval, the baseline's mean loss ``lost``, and the recovered share
+    ``recovery = delta / lost`` (column ``mean``) with an interval at the same level
+    (:func:`pytei_ray.stats.compare_mitigations`; formulas in docs/report.md). A pair whose
+    unmitigated metric is non-finite counts (as the range's worst value), never dropped.
 
     Args:
         df_or_path: Result rows, a :class:`Dataset`, or a dataset path / URI.
         metric: Metric name(s); all when None.
         baseline: The unmitigated ``mitigation`` value; found by name (``'none'``...) when None.
-        by: Grouping of the pairs; default model, target, [error_model,] mitigation, ber.
-        confidence: Level of the Student-t interval of the mean recovery.
+        confidence: Level of the intervals.
         higher_is_better: Metric direction (see :func:`summarize`).
-        threshold: Minimum relative loss of the unmitigated trial for a pair to count.
+        bounds: Metric ranges (see :func:`summarize`).
 
     Returns:
-        ``by..., metric, pairs, mean, ci_low, ci_high, median``; empty when there is no
-        baseline or no mitigated trial.
+        ``cell columns..., mitigation, metric, pairs, faulted, catastrophes, delta,
+        delta_low, delta_high, lost, mean, ci_low, ci_high, ci_level, method``; empty when
+        there is no baseline or no mitigated trial.
     """
     df, manifest = _frame(df_or_path)
     if df.empty or "mitigation" not in df:
@@ -342,20 +373,16 @@ def recovery(
         return pd.DataFrame()
     base_keys = [k for k in FACTORS if k != "mitigation" and k in df]  # same faults
     pair_on = base_keys + [f for f in extra_factors(df, manifest) if f in df]
-    if by is None:
-        cells = [k for k in cell_keys(df, manifest) if k in CELL_FACTORS]
-    else:
-        cells = list(by)
+    declared = declared_metrics(manifest)
     out = []
     for m in _metrics(df, metric):
-        pairs = paired_recovery(df, m, pair_on, baseline, _direction(m, higher_is_better),
-                                threshold)
-        for key, g in pairs.groupby(cells, sort=True, dropna=False):
-            key = key if isinstance(key, tuple) else (key,)
-            mean, lo, hi = mean_ci(g["recovery"].to_numpy(), confidence)
-            out.append({**dict(zip(cells, key)), "metric": m, "pairs": len(g), "mean": mean,
-                        "ci_low": lo, "ci_high": hi, "median": float(g["recovery"].median())})
-    return pd.DataFrame(out)
+        info = _info(df, m, bounds, _dir(m, higher_is_better, declared), declared)
+        res = compare_mitigations(df, m, pair_on, baseline, info=info, confidence=confidence)
+        res = res.rename(columns={"recovery": "mean", "recovery_low": "ci_low",
+                                  "recovery_high": "ci_high", "confidence": "ci_level"})
+        res.insert(res.columns.get_loc("mitigation") + 1, "metric", m)
+        out.append(res)
+    return pd.concat(out, ignore_index=True) if out else pd.DataFrame()
 
 
 def suggest_repetitions(

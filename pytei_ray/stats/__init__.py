@@ -5,7 +5,10 @@ numbers. The report (:mod:`pytei_ray.report`) and the adaptive campaign driver b
 "conclusive" has one definition (:func:`judge_cell`).
 """
 
+from .betting import betting_cs, capital, check_bounded
+from .compare import PairedComparison, compare_mitigations, paired_comparison
 from .estimate import HEAVY_MAD, MeanEstimate, estimate_mean, estimate_rate, looks_heavy_tailed
+from .honest import CellEstimate, cs_faulted_needed, estimate_cell, judge_cell_cs, rate_cs
 from .intervals import (
     check_confidence,
     clopper_pearson,
@@ -23,31 +26,42 @@ from .judge import (
     open_points,
     stopped_at_cap,
 )
-from .metrics import checked_bounds, higher_is_better, metric_bounds
-from .paired import paired_recovery
+from .metrics import Metric, checked_bounds, higher_is_better, metric_bounds, resolve_metric
 from .precision import Precision
 
 __all__ = [
     "HEAVY_MAD",
     "POINT_COLS",
+    "CellEstimate",
     "CellJudgement",
     "MeanEstimate",
+    "Metric",
+    "PairedComparison",
     "Precision",
+    "betting_cs",
+    "capital",
     "cell_inputs",
     "check_confidence",
+    "check_bounded",
     "checked_bounds",
     "clopper_pearson",
+    "compare_mitigations",
+    "cs_faulted_needed",
+    "estimate_cell",
     "estimate_mean",
     "estimate_rate",
     "higher_is_better",
     "judge_cell",
+    "judge_cell_cs",
     "judge_cells",
     "looks_heavy_tailed",
     "mean_ci",
     "metric_bounds",
     "open_points",
-    "paired_recovery",
+    "paired_comparison",
+    "rate_cs",
     "reps_for_halfwidth",
+    "resolve_metric",
     "stopped_at_cap",
     "student_t_ppf",
     "wilson_interval",

@@ -11,16 +11,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
 
 from pytei_ray.columns import POINT_FACTORS, golden_column
 
-from .estimate import MeanEstimate, estimate_mean, estimate_rate
-from .metrics import checked_bounds
-from .metrics import higher_is_better as guess_direction
+from .honest import CellJudgement, judge_cell_cs
+from .metrics import Metric, resolve_metric
 from .precision import Precision
 
 __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
@@ -28,35 +26,6 @@ __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_ce
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
 POINT_COLS = POINT_FACTORS
-
-
-@dataclass(frozen=True)
-class CellJudgement:
-    """What a cell's trials let one conclude.
-
-    Attributes:
-        estimate: The mean and its interval (:func:`~pytei_ray.stats.estimate_mean`).
-        sdc: Trials counted as SDC (among ok faulted trials).
-        sdc_rate: SDC rate (:func:`~pytei_ray.stats.estimate_rate`).
-        sdc_low: Lower end of its interval.
-        sdc_high: Upper end of its interval.
-        confidence: Level the intervals were computed at.
-        conclusive: Whether the cell is settled (see :func:`judge_cell`).
-        reason: Why, in a few words (``"half-width 0.012 > 0.005"``).
-    """
-
-    estimate: MeanEstimate
-    sdc: int
-    sdc_rate: float
-    sdc_low: float
-    sdc_high: float
-    confidence: float
-    conclusive: bool
-    reason: str
-
-
-def _g(x: float) -> str:
-    return f"{x:.3g}"
 
 
 def judge_cell(
@@ -73,30 +42,37 @@ def judge_cell(
     level_confidence: float | None = None,
     ok: np.ndarray | None = None,
     nonfinite_as_sdc: bool = True,
+    sequential: bool = False,
+    metric: Metric | None = None,
 ) -> CellJudgement:
-    """Estimate a cell and decide whether it is conclusive.
+    """Estimate a cell and decide whether it is conclusive (:func:`judge_cell_cs`).
 
     With a ``precision`` target the cell is conclusive iff the targeted half-width is at most
-    the target: the mean's (absolute, or relative to |golden|) or the SDC rate's. Without one
-    (fixed-count campaigns) it is conclusive iff it has at least 2 finite trials and the mean's
-    interval does not contain the SDC threshold level ``golden * (1 -+ threshold)``: one can
-    tell whether the mean dropped by more than ``threshold``.
+    the target: the mean's (absolute, or relative to |golden|; the largest distance from the
+    mean to an end of its interval) or the SDC rate's. Without one (fixed-count campaigns) it
+    is conclusive iff it has at least 2 trials and the mean's interval does not contain the
+    SDC threshold level ``golden * (1 -+ threshold)``. A bounded metric gets a confidence
+    sequence at ``confidence``, valid at every look: an adaptive campaign judges it with NO
+    correction for its looks.
 
     Args:
-        values: Metric per trial (NaN for failed trials).
+        values: Metric per trial, in repetition order (NaN for failed trials).
         golden: Fault-free metric: one value, or one per trial (SDC is judged per trial).
         faulted: Per trial, at least one fault was sampled; None when unknown.
-        p0: Probability of a fault-free trial, or None when unknown (plain Student-t).
+        p0: Probability of a fault-free trial, or None when unknown.
         precision: Target of an adaptive campaign, or None.
-        confidence: Level of the intervals when ``level_confidence`` is None.
-        bounds: Natural range of the metric, or None.
-        higher_is_better: Metric direction (decides which way a drop is an SDC).
+        confidence: Level of the intervals.
+        bounds: Range of the metric, or None (unbounded); ignored when ``metric`` is given.
+        higher_is_better: Metric direction; ignored when ``metric`` is given.
         threshold: Relative drop below golden that counts as an SDC.
-        level_confidence: Level to compute the intervals at instead of ``confidence``: an
-            adaptive campaign passes ``precision.look_confidence(min_reps)``.
-        ok: Per trial, whether it ran (False: failed, left out of the SDC rate); all True when
-            None.
+        level_confidence: Level of an UNBOUNDED metric's Student-t interval (not time-uniform:
+            an adaptive campaign passes ``precision.look_confidence(min_reps)``, Bonferroni
+            over its looks); ``confidence`` when None.
+        ok: Per trial, whether it ran (False: failed, left out); all True when None.
         nonfinite_as_sdc: An ok trial with a non-finite metric counts as SDC.
+        sequential: Judged at several looks (adaptive rounds): the SDC rate gets a
+            time-uniform interval too.
+        metric: Declared or resolved range and direction (:func:`resolve_metric`).
 
     Returns:
         A :class:`CellJudgement`.
@@ -106,64 +82,27 @@ def judge_cell(
         >>> j.conclusive, j.estimate.mean, j.sdc, j.reason
         (True, 0.9, 10, 'interval below the SDC threshold 0.99')
     """
-    level = confidence if level_confidence is None else level_confidence
-    x = np.asarray(values, dtype=float)
-    ran = np.ones(x.shape, bool) if ok is None else np.asarray(ok, dtype=bool)
-    if np.ndim(golden) == 0:
-        gold = float(golden)
-        golds = np.full(x.shape, gold)
-    else:
-        golds = np.asarray(golden, dtype=float)
-        seen = golds[np.isfinite(golds)]
-        gold = float(seen.mean()) if seen.size else math.nan
-    known = p0 is not None and math.isfinite(p0) and faulted is not None
-    hit = np.asarray(faulted, dtype=bool) if known else np.ones(x.shape, bool)
-    est = estimate_mean(x, gold, hit if known else None, p0 if known else None, level, bounds)
-    sign = 1.0 if higher_is_better else -1.0
-    finite = np.isfinite(x)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel = sign * (golds - x) / np.maximum(np.abs(golds), np.finfo(float).tiny)
-    sdc = finite & (rel > threshold)
-    if nonfinite_as_sdc:
-        sdc |= ~finite
-    counted = ran & hit
-    k = int((sdc & counted).sum())
-    rate, s_lo, s_hi = estimate_rate(k, int(counted.sum()), p0 if known else None, level)
-    scale = abs(gold) if math.isfinite(gold) and gold != 0 else 1.0
-    half = est.halfwidth
-    if precision is not None and precision.on == "sdc_rate":
-        width = (s_hi - s_lo) / 2.0
-        conclusive = width <= precision.halfwidth
-        reason = f"SDC-rate half-width {_g(width)} {'<=' if conclusive else '>'} " \
-                 f"{_g(precision.halfwidth)}"
-    elif precision is not None:
-        target = precision.halfwidth * (scale if precision.relative else 1.0)
-        conclusive = est.n > 0 and bool(half <= target)
-        reason = "no finite metric" if est.n == 0 else \
-            f"half-width {_g(half)} {'<=' if conclusive else '>'} {_g(target)}"
-    else:
-        boundary = gold - sign * threshold * scale  # metric value at the SDC threshold
-        if est.n < 2:
-            conclusive, reason = False, ("no finite metric" if est.n == 0 else
-                                         "fewer than 2 finite trials")
-        elif est.low <= boundary <= est.high:
-            conclusive, reason = False, f"interval contains the SDC threshold {_g(boundary)}"
-        else:
-            conclusive = True
-            reason = f"interval {'below' if est.high < boundary else 'above'} the SDC " \
-                     f"threshold {_g(boundary)}"
-    return CellJudgement(est, k, rate, s_lo, s_hi, level, bool(conclusive), reason)
+    info = metric if metric is not None else Metric(
+        bounds=bounds if bounds is not None else (-math.inf, math.inf),
+        higher_is_better=bool(higher_is_better))
+    return judge_cell_cs(values, golden, faulted, p0, metric=info, precision=precision,
+                         confidence=confidence, threshold=threshold, ok=ok,
+                         nonfinite_as_sdc=nonfinite_as_sdc, sequential=sequential,
+                         t_confidence=level_confidence)
 
 
 def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, np.ndarray,
                                                        np.ndarray | None, float | None]:
     """``(values, golden, ok, faulted, p0)`` of a cell's result rows, for :func:`judge_cell`.
 
-    Failed rows (``status != 'ok'``) get a NaN metric. ``faulted`` and ``p0`` come from the
+    In ``repetition`` order (the confidence sequence bets on the past; rows arrive in any
+    order). Failed rows (``status != 'ok'``) get a NaN metric. ``faulted`` and ``p0`` come from the
     ``n_faults_sampled`` and ``p_no_fault`` columns; both are None when a column is missing
     (older datasets), has no value, or when ``p_no_fault`` differs within the cell (a grouping
     across BERs): the cell mean is then estimated without it.
     """
+    if "repetition" in g:
+        g = g.sort_values("repetition", kind="stable")
     ok = g["status"].eq("ok").to_numpy() if "status" in g else np.ones(len(g), bool)
     values = pd.to_numeric(g[metric], errors="coerce").to_numpy(float)
     values = np.where(ok, values, np.nan)
@@ -187,6 +126,7 @@ def judge_cells(
     mitigation_col: str = "mitigation",
     bounds: tuple[float, float] | None = None,
     adaptive: bool = True,
+    metric: Metric | None = None,
 ) -> Iterator[tuple[tuple, pd.DataFrame, CellJudgement]]:
     """Judge every cell (point x mitigation) of ``precision.metric`` in ``rows`` by the rule.
 
@@ -199,31 +139,38 @@ def judge_cells(
         min_reps: Repetitions of the first look (sets the look level).
         point_cols: Columns identifying a point (those missing from ``rows`` are skipped).
         mitigation_col: Column of the mitigation (cells of a point differ only in it).
-        bounds: Range of the metric; guessed from its name and the values in ``rows`` when None.
-        adaptive: Judge at ``precision.look_confidence(min_reps)`` (an adaptive campaign's
-            looks); False: at ``precision.confidence`` (one look, a fixed grid).
+        bounds: Range of the metric; guessed from its name and the values in ``rows`` when None
+            (a side an observed value crosses is dropped).
+        adaptive: The cells are judged at each look of an adaptive campaign: bounded metrics
+            (confidence sequences) at ``precision.confidence`` all the same, unbounded ones
+            (Student-t) at ``precision.look_confidence(min_reps)``, and the SDC rate with a
+            time-uniform interval. False: one look at ``precision.confidence`` (a fixed grid).
+        metric: The campaign's declaration for ``precision.metric`` (bounds, direction): its
+            values are checked against its bounds (:meth:`Metric.check`); None: guessed.
 
     Yields:
         ``(key, group, judgement)``: ``key`` holds the point columns present, then the
         mitigation; ``group`` the cell's rows.
     """
-    metric = precision.metric
+    name = precision.metric
     cols = [c for c in point_cols if c in rows]
-    if bounds is None:
-        bounds = checked_bounds(metric, np.concatenate([
-            pd.to_numeric(rows[metric], errors="coerce").to_numpy(float),
-            pd.to_numeric(rows[golden_column(metric)], errors="coerce").to_numpy(float)]))
-    higher = (guess_direction(metric) if precision.higher_is_better is None
-              else precision.higher_is_better)
+    observed = np.concatenate([
+        pd.to_numeric(rows[name], errors="coerce").to_numpy(float),
+        pd.to_numeric(rows[golden_column(name)], errors="coerce").to_numpy(float)])
+    declared = metric or Metric()
+    info = resolve_metric(name, Metric(bounds if bounds is not None else declared.bounds,
+                                       declared.higher_is_better), observed)
+    if precision.higher_is_better is not None:
+        info = Metric(info.bounds, precision.higher_is_better)
     level = precision.look_confidence(min_reps) if adaptive else precision.confidence
     keys = cols + ([mitigation_col] if mitigation_col in rows else [])
     for key, g in rows.groupby(keys, sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
-        values, golden, ok, faulted, p0 = cell_inputs(g, metric)
+        values, golden, ok, faulted, p0 = cell_inputs(g, name)
         yield key, g, judge_cell(values, golden, faulted, p0, precision=precision,
-                                 confidence=precision.confidence, bounds=bounds,
-                                 higher_is_better=higher, threshold=precision.threshold,
-                                 level_confidence=level, ok=ok)
+                                 confidence=precision.confidence, metric=info,
+                                 threshold=precision.threshold, level_confidence=level,
+                                 ok=ok, sequential=adaptive)
 
 
 def stopped_at_cap(group: pd.DataFrame, judgement: CellJudgement, max_reps: int) -> bool:
@@ -246,13 +193,15 @@ def open_points(
     *,
     mitigation_col: str = "mitigation",
     bounds: tuple[float, float] | None = None,
+    metric: Metric | None = None,
 ) -> set[tuple]:
     """Points that need more repetitions after look number ``look`` of an adaptive campaign.
 
     Only rows with ``repetition < looks[look]`` count (the rounds complete at that look), so the
     decision is a pure function of the campaign and its stopping rule. A point is open when any
-    mitigation's cell of ``precision.metric`` is not conclusive at
-    ``precision.look_confidence(min_reps)``, unless ``looks[look]`` already is ``max_reps``.
+    mitigation's cell of ``precision.metric`` is not conclusive (:func:`judge_cells`, adaptive:
+    a bounded metric's confidence sequence needs no correction for the looks), unless
+    ``looks[look]`` already is ``max_reps``.
 
     Args:
         frame: Result rows (``status``, ``repetition``, the metric and ``golden_<metric>``,
@@ -263,6 +212,7 @@ def open_points(
         point_cols: Columns identifying a point (those missing from ``frame`` are skipped).
         mitigation_col: Column of the mitigation (cells of a point differ only in it).
         bounds: Range of the metric; guessed from its name and the observed values when None.
+        metric: The campaign's declaration of ``precision.metric``, or None.
 
     Returns:
         Tuples of ``point_cols`` values (in the order given, missing columns left out).
@@ -275,5 +225,5 @@ def open_points(
     rows = frame[frame["repetition"] < looks[look]]
     n_cols = len([c for c in point_cols if c in rows])
     return {key[:n_cols] for key, _, verdict in judge_cells(
-        rows, precision, min_reps, point_cols, mitigation_col=mitigation_col, bounds=bounds)
-        if not verdict.conclusive}
+        rows, precision, min_reps, point_cols, mitigation_col=mitigation_col, bounds=bounds,
+        metric=metric) if not verdict.conclusive}

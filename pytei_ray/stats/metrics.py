@@ -1,25 +1,32 @@
-"""What a metric's name says about it: its direction (higher or lower is better) and its range.
+"""What is known about a metric: its direction (higher or lower is better) and its range.
 
-The one owner of these name heuristics: the report and the campaign driver both ask here, so a
-metric is never treated as bounded by one and unbounded by the other.
+A campaign may declare both (:class:`Metric`); otherwise they are guessed from the metric's name.
+The one owner of these rules: the report and the campaign driver both ask here, so a metric is
+never treated as bounded by one and unbounded by the other.
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from ..errors import CampaignSpecError
 
 __all__ = [
     "LOWER_IS_BETTER_TOKENS",
     "LOWER_IS_BETTER_WORDS",
+    "Metric",
     "UNIT_RANGE_TOKENS",
     "UNIT_RANGE_WORDS",
     "checked_bounds",
     "higher_is_better",
     "metric_bounds",
+    "resolve_metric",
 ]
 
 #: A metric whose name contains one of these words is treated as lower-is-better (loss-like).
@@ -113,3 +120,122 @@ def checked_bounds(metric: str, observed: Iterable[float] | np.ndarray) -> tuple
     if seen.size and seen.max() > hi:
         hi = math.inf
     return lo, hi
+
+
+def _real(x: Any) -> bool:
+    return isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) \
+        and not math.isnan(x)
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A metric's declared range and direction (what the name heuristics otherwise guess).
+
+    A metric with finite ``bounds`` gets distribution-free intervals (confidence sequences,
+    :func:`pytei_ray.stats.betting_cs`); values outside the bounds are an error, not clamped.
+
+    Args:
+        bounds: ``(low, high)`` with ``low < high`` (a side may be infinite), or None to guess
+            from the name.
+        higher_is_better: Direction, or None to guess from the name.
+
+    Example:
+        >>> Metric(bounds=(0, 1), higher_is_better=True).to_spec()
+        {'bounds': [0.0, 1.0], 'higher_is_better': True}
+        >>> Metric(bounds=(1, 0))
+        Traceback (most recent call last):
+        ...
+        pytei_ray.errors.CampaignSpecError: Expected argument `bounds` to be (low, high) with \
+low < high, but got (1, 0).
+    """
+
+    bounds: tuple[float, float] | None = None
+    higher_is_better: bool | None = None
+
+    def __post_init__(self) -> None:
+        b = self.bounds
+        if b is not None:
+            if isinstance(b, (str, bytes)) or not isinstance(b, Sequence) or len(b) != 2 \
+                    or not all(_real(v) for v in b):
+                raise CampaignSpecError(
+                    "Expected argument `bounds` to be a pair of numbers (low, high) "
+                    f"(a side may be +-inf), but got {b!r}.")
+            if not float(b[0]) < float(b[1]):
+                raise CampaignSpecError(
+                    f"Expected argument `bounds` to be (low, high) with low < high, but got {b!r}.")
+            object.__setattr__(self, "bounds", (float(b[0]), float(b[1])))
+        if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
+            raise CampaignSpecError("Expected argument `higher_is_better` to be a bool or None, "
+                                    f"but got {self.higher_is_better!r}.")
+
+    @property
+    def bounded(self) -> bool:
+        """Both bounds declared and finite."""
+        return self.bounds is not None and all(math.isfinite(v) for v in self.bounds)
+
+    def to_spec(self) -> dict[str, Any]:
+        """JSON-able dict (an infinite side is null); inverse of :meth:`from_spec`."""
+        bounds = None if self.bounds is None else [v if math.isfinite(v) else None
+                                                   for v in self.bounds]
+        return {"bounds": bounds, "higher_is_better": self.higher_is_better}
+
+    @classmethod
+    def from_spec(cls, spec: dict[str, Any]) -> Metric:
+        """Rebuild from :meth:`to_spec`."""
+        if not isinstance(spec, dict) or set(spec) - {"bounds", "higher_is_better"}:
+            raise CampaignSpecError(f"Expected a dict from Metric.to_spec(), but got {spec!r}.")
+        bounds = spec.get("bounds")
+        if bounds is not None:
+            if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+                raise CampaignSpecError(
+                    f"Expected `bounds` to be [low, high] (null = infinite), but got {bounds!r}.")
+            bounds = (-math.inf if bounds[0] is None else bounds[0],
+                      math.inf if bounds[1] is None else bounds[1])
+        return cls(bounds=bounds, higher_is_better=spec.get("higher_is_better"))
+
+    def check(self, metric: str, values: Iterable[float] | np.ndarray,
+              trials: Sequence[Any] | None = None) -> None:
+        """Raise ValueError naming the first trial whose finite value lies outside ``bounds``.
+
+        Args:
+            metric: The metric's name (for the message).
+            values: Its values (non-finite ones are not checked: failures, not range errors).
+            trials: Trial ids in the same order (for the message), or None (positions).
+        """
+        if self.bounds is None:
+            return
+        x = np.asarray(list(values) if not isinstance(values, np.ndarray) else values,
+                       dtype=float)
+        lo, hi = self.bounds
+        bad = np.flatnonzero(np.isfinite(x) & ((x < lo) | (x > hi)))
+        if bad.size:
+            i = int(bad[0])
+            who = f"trial {trials[i]!r}" if trials is not None else f"value #{i}"
+            raise ValueError(
+                f"Metric {metric!r} is declared in [{lo:g}, {hi:g}] but {who} has "
+                f"{float(x[i])!r} ({bad.size} value(s) outside).\n"
+                "  fix: declare the bounds the metric really has (Metric(bounds=...)), "
+                "or correct `evaluate`")
+
+
+def resolve_metric(metric: str, declared: Metric | None = None,
+                   observed: Iterable[float] | np.ndarray = ()) -> Metric:
+    """The range and direction to use: the declared ones, else guessed from the name.
+
+    Guessed bounds are :func:`checked_bounds` (a side that an observed value crosses is
+    dropped); declared bounds are kept and the values checked (:meth:`Metric.check`).
+
+    Example:
+        >>> resolve_metric("score"), resolve_metric("score", Metric(bounds=(0, 1)))
+        (Metric(bounds=(-inf, inf), higher_is_better=True), Metric(bounds=(0.0, 1.0), \
+higher_is_better=True))
+    """
+    declared = declared or Metric()
+    if declared.bounds is not None:
+        declared.check(metric, observed)
+        bounds = declared.bounds
+    else:
+        bounds = checked_bounds(metric, observed)
+    higher = (higher_is_better(metric) if declared.higher_is_better is None
+              else declared.higher_is_better)
+    return Metric(bounds=bounds, higher_is_better=higher)

@@ -2,10 +2,11 @@
 
 An adaptive campaign runs ``min_reps`` repetitions per point, then doubles the repetitions of
 the points whose cells are not yet conclusive (see :func:`pytei_ray.stats.judge_cell`), up to
-``max_reps``. Looking at the data several times and stopping when it looks good would make the
-intervals over-claim; computing each look's interval at ``look_confidence`` (Bonferroni over
-the planned looks) keeps the probability that ANY look's interval misses at most
-``1 - confidence``, so the interval a cell stops with keeps its nominal coverage.
+``max_reps``. Looking at the data several times and stopping when it looks good would make a
+fixed-sample interval over-claim. A bounded metric's interval is a confidence sequence
+(:func:`~pytei_ray.stats.betting_cs`), valid at every look at ``confidence``; an unbounded
+metric's Student-t interval is computed at ``look_confidence`` (Bonferroni over the planned
+looks), which keeps the probability that ANY look's interval misses at most ``1 - confidence``.
 """
 
 from __future__ import annotations
@@ -107,7 +108,8 @@ class Precision:
         return out
 
     def look_confidence(self, min_reps: int) -> float:
-        """Level of each look's interval: ``1 - (1 - confidence) / len(looks)`` (Bonferroni).
+        """Level of each look's t interval (unbounded metrics): ``1 - (1 - confidence) /
+        len(looks)`` (Bonferroni; bounded metrics use confidence sequences at ``confidence``).
 
         P(some look's interval misses) <= sum over looks of alpha / L = alpha, so whatever
         look a cell stops at, its interval covers with probability >= ``confidence``.
