@@ -171,10 +171,10 @@ class TrainingFaults:
         if not self.records:
             raise RuntimeError("Call TrainingFaults.step(i) at the start of each step first.")
         if self.hot and self._pending_before_step:
+            self._pending_before_step = False  # even if a site fails below: said once
             for b in self._tensor_sites:
                 if b.site.kind != "weights":
                     self._apply(b)
-        self._pending_before_step = False
         return self.records[-1]
 
     @property
