@@ -98,3 +98,15 @@ def test_real_runs_end_to_end():
     nan = run(Weights("2.weight"), error=StuckAt(n=1, value=1, bits=[30]), steps=8)[0]
     out = classify(nan, golden, 3)
     assert out.name == "immediate_nonfinite" and out.first_nonfinite == 3
+
+
+def test_the_training_package_imports_no_ray_pyarrow_or_pandas():
+    import subprocess
+    import sys
+
+    code = ("import sys, pytei_ray.training;"
+            "bad = [k for k in ('ray', 'pyarrow', 'pandas') if k in sys.modules];"
+            "print(bad); sys.exit(1 if bad else 0)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr[-2000:]
