@@ -141,6 +141,25 @@ def test_counts_are_binomial_per_step_and_site(site):
     assert 0.6 * var < counts.var(ddof=1) < 1.5 * var
 
 
+@pytest.mark.parametrize("site", [Outputs("0"), ActivationGrads("2")])
+def test_hook_site_counts_are_binomial_per_step(site):
+    model, optim, data = make()
+    ber, steps = 3e-3, 300
+    n_bits = 4 * 16 * 32  # a (4, 16) float32 activation or gradient, one call per step
+    counts = []
+    with TrainingFaults(model, optim, site=site, error=BitFlip(ber), when=Every(1.0),
+                        seed=2) as tf:
+        for i in range(steps):
+            tf.step(i)
+            model(data[0][i % 12]).sum().backward()
+            tf.before_step()
+            counts.append(tf.records[-1].totals.n_sampled)
+    counts = np.array(counts)
+    mean, var = n_bits * ber, n_bits * ber * (1 - ber)
+    assert abs(counts.mean() - mean) < 5 * np.sqrt(var / steps)
+    assert 0.6 * var < counts.var(ddof=1) < 1.5 * var
+
+
 def test_intermittent_steps_are_seeded_bernoulli():
     sched = Every(0.2)
     hits = [s for s in range(2000) if sched.active(s, seed=5)]
