@@ -67,6 +67,22 @@ class TrainingFaults:
     and before ``optimizer.step()`` (gradient and optimizer-state faults). Each returns the
     step's :class:`~.stats.StepFaults`. ``remove()`` (or leaving the ``with`` block) takes the
     hooks off; the faults already written stay, as in hardware.
+
+    Example:
+        >>> import torch
+        >>> from pytei_ray import BitFlip
+        >>> from pytei_ray.training import ParamGrads, TrainingFaults, Window
+        >>> model = torch.nn.Linear(4, 2)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> with TrainingFaults(model, opt, site=ParamGrads("weight"), error=BitFlip(n=2),
+        ...                     when=Window(1, 3), seed=0, steps=4) as tf:
+        ...     for step in range(4):
+        ...         _ = tf.step(step)
+        ...         model(torch.ones(3, 4)).sum().backward()
+        ...         _ = tf.before_step()
+        ...         opt.step(); opt.zero_grad()
+        >>> [r.n_faults for r in tf.records]
+        [0, 2, 2, 0]
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *,

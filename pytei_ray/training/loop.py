@@ -97,6 +97,18 @@ def train_step(step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
             :class:`~.mitigations.SkipOnSpike`, :class:`~.mitigations.Rollback`); objects
             without the protocol (``SBP``, which belongs to ``TrainingFaults``) are ignored.
         measure_update: measure ``update_norm`` (keeps a copy of the parameters for the step).
+
+    Example:
+        >>> import torch
+        >>> model = torch.nn.Linear(2, 1)
+        >>> opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        >>> def closure():
+        ...     loss = model(torch.ones(1, 2)).pow(2).sum()
+        ...     loss.backward()
+        ...     return loss
+        >>> rec = train_step(0, model, opt, closure)
+        >>> rec.action, rec.attempts, rec.update_norm > 0
+        ('ok', 1, True)
     """
     mits = [m for m in mitigations if callable(getattr(m, "check", None))]
     for m in mits:

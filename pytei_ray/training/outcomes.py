@@ -167,6 +167,13 @@ def classify(trajectory: Sequence[Any], golden: GoldenTrajectory, fault_step: in
         golden: the checked golden trajectory (a :class:`GoldenTrajectory`, nothing else).
         fault_step: the index (into the trajectory) of the first step with faults.
         final: the trial's final metric (validation loss); needs ``golden.final``.
+
+    Example:
+        >>> golden = GoldenTrajectory([3.0, 2.0, 1.0, 0.5], [3.0, 2.0, 1.0, 0.5])
+        >>> classify([3.0, 2.0, 4.0, 0.5], golden, fault_step=2).name
+        'spike_and_recover'
+        >>> classify([3.0, 2.0, float("nan"), float("nan")], golden, fault_step=2).name
+        'immediate_nonfinite'
     """
     if not isinstance(golden, GoldenTrajectory):
         raise TypeError("Expected `golden` to be a GoldenTrajectory (two golden runs checked to "
