@@ -167,17 +167,18 @@ def test_v2_counts_are_binomial_including_the_no_fault_calls(ber):
     assert stats.chi2.sf(chi2, max(1, keep.sum() - 1)) > 1e-4
 
 
-def test_v2_positions_are_uniform_and_distinct_per_call():
-    stream = CallStream(BitFlip(n=7), seed=1, domain="test")
+@pytest.mark.parametrize("k", [1, 7])
+def test_v2_positions_are_uniform_and_distinct_per_call(k):
+    stream = CallStream(BitFlip(n=k), seed=1, domain="test")
     site = SiteInfo("s", torch.float16, (10, 10))  # 1600 bits
     key = stream.key("s")
     bit_hits = np.zeros(16, dtype=np.int64)
     words = np.zeros(100, dtype=np.int64)
     for c in range(2000):
         tf = stream.sample(key, (c,), site)
-        assert tf.n_sites == 7
+        assert tf.n_sites == k
         flips = tf.xor_mask.view(np.uint16)
-        assert int(np.bitwise_count(flips).sum()) == 7  # distinct sites, folded per word
+        assert int(np.bitwise_count(flips).sum()) == k  # distinct sites, folded per word
         for w, m in zip(tf.index, flips):
             words[w] += 1
             bit_hits += (m >> np.arange(16, dtype=np.uint16)) & 1

@@ -55,6 +55,13 @@ def test_activation_benchmark_runs_at_toy_size(tmp_path):
     assert "extra %" in proc.stdout
 
 
+def test_call_stream_benchmark_runs_and_checks_its_counts():
+    cmd = [sys.executable, "-m", "benchmarks.call_stream", "--calls", "60", "--rounds", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("\n") == 9 and "v1/v2" in proc.stdout
+
+
 def test_adaptive_benchmark_runs(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.adaptive", "--job", "jobs/tiny.py", "--set",
            "small=1", "--precision", "accuracy=0.05", "--max-reps", "4"]

@@ -129,7 +129,11 @@ class CallStream:
                                  f"{error!r}), but `n` = {k}.")
             if k == 0:
                 return None
-            pos = distinct_positions(n, k, self._reseed(z))
+            gen = self._reseed(z)
+            if k == 1:  # one uniform position: skip the distinctness machinery
+                pos = np.array([gen.integers(n)], dtype=np.int64)
+            else:
+                pos = distinct_positions(n, k, gen)
         return _words_faults(info, error, pos, self._gen)
 
     def _reseed(self, z: int) -> np.random.Generator:
