@@ -119,6 +119,22 @@ def test_caller_tensors_are_never_written():
         model(x)
     assert tf.records[0].n_faults > 0 and np.array_equal(bits(x), keep)
 
+    class Twice(nn.Module):
+        def forward(self, x):
+            y = x * 2
+            return y, y
+
+    twice = Twice()
+    with TrainingFaults(twice, None, site=Outputs(""), error=BitFlip(n=3),
+                        when=AtStep(0)) as tf:
+        tf.step(0)
+        a, b = twice(torch.ones(4, 8))
+    clean = bits(torch.ones(4, 8) * 2)
+    # each element gets its own 3 faults: neither is written through the other
+    assert tf.records[0].n_faults == 6
+    assert 1 <= np.count_nonzero(bits(a) != clean) <= 3
+    assert 1 <= np.count_nonzero(bits(b) != clean) <= 3
+
 
 @pytest.mark.parametrize("site", [Weights("0.weight"), ParamGrads("0.weight"),
                                   OptimizerState("exp_avg", "0.weight")])

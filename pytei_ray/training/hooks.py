@@ -150,6 +150,10 @@ class HookSite:
             if call is None:
                 return None
             shared = own | storage_ptrs(args, kwargs)
+            if isinstance(out, (tuple, list)):  # elements sharing storage are copied
+                ptrs = [t.untyped_storage().data_ptr() for t in out
+                        if isinstance(t, torch.Tensor) and not t.is_quantized]
+                shared |= {p for p in ptrs if ptrs.count(p) > 1}
             return self._map(out, name, lambda i, t: self._corrupt(name, call, i, t, shared))
 
         return hook
