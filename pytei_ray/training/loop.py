@@ -31,7 +31,7 @@ class StepRecord:
         step: the training step.
         loss: the loss the closure returned (of the last attempt).
         grad_norm: L2 norm of all parameter gradients after the step's faults, before any
-            clipping (``inf``/``nan`` when a gradient is not finite).
+            clipping, computed in float64 (``inf``/``nan`` only when a gradient is not finite).
         update_norm: L2 norm of the change of all parameters made by ``optimizer.step()``
             (0.0 for a skipped step; NaN when not measured).
         max_attention_logit: the model's ``max_attention_logit`` after the forward (a
@@ -69,7 +69,9 @@ def grad_norm(model: nn.Module) -> tuple[float, int]:
     grads = [p.grad.detach() for p in model.parameters() if p.grad is not None]
     if not grads:
         return 0.0, 0
-    norms = torch.stack([g.float().norm() for g in grads])
+    # float64: float32 gradients near their largest value (an exponent fault) square past
+    # float32's range, which would report a finite gradient's norm as inf
+    norms = torch.stack([torch.linalg.vector_norm(g, dtype=torch.float64) for g in grads])
     bad = torch.stack([(~torch.isfinite(g)).sum() for g in grads]).sum()
     return float(norms.norm()), int(bad)
 
@@ -150,7 +152,8 @@ def train_step(step: int, model: nn.Module, optimizer: torch.optim.Optimizer,
         optimizer.step()
         if before is not None:
             with torch.no_grad():
-                diffs = [(p.detach() - b).float().norm() for p, b in zip(params, before)]
+                diffs = [torch.linalg.vector_norm(p.detach() - b, dtype=torch.float64)
+                         for p, b in zip(params, before)]
                 update = float(torch.stack(diffs).norm()) if diffs else 0.0
         for m in mits:
             m.accept(step, loss, norm)
