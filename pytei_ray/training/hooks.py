@@ -12,7 +12,7 @@ inputs (or outputs), so only this module's share of a gradient is hit.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import nn
@@ -27,11 +27,8 @@ from ..injection.activation_write import (
     storage_ptrs,
     write_faults,
 )
+from .sites import TrainingSite
 from .stats import SiteStats
-
-if TYPE_CHECKING:  # pragma: no cover
-    from .faults import TrainingFaults
-    from .sites import TrainingSite
 
 
 class _GradFault(torch.autograd.Function):
@@ -50,9 +47,10 @@ class _GradFault(torch.autograd.Function):
 
 class HookSite:
     """One hook site (:class:`~.sites.Outputs` or :class:`~.sites.ActivationGrads`) installed
-    on its modules; the owner's clock says when it strikes."""
+    on its modules; the owner's clock says when it strikes. ``owner`` is the
+    :class:`~.faults.TrainingFaults` (typed ``Any``: this module does not import it back)."""
 
-    def __init__(self, owner: TrainingFaults, site: TrainingSite,
+    def __init__(self, owner: Any, site: TrainingSite,
                  modules: list[tuple[str, nn.Module]]) -> None:
         self.owner, self.site, self.key = owner, site, site.key()
         self.modules = [n for n, _ in modules]
