@@ -18,7 +18,8 @@ from torch import nn
 from ..faults.faultmap import FaultMap, SiteInfo, sample_fault_map
 from ..faults.models import ErrorModel
 from ..faults.sampling import stable_seed
-from ..injection.apply import AppliedWrites, _write_all
+from ..injection.apply import _write_all
+from ..injection.handles import AppliedWrites
 from ..injection.targets import Site
 from .hooks import HookSite
 from .schedule import Schedule
