@@ -1,0 +1,1 @@
+"""Studies built on the library: models, data, training and the hooks of a campaign."""
