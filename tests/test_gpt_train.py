@@ -73,6 +73,18 @@ def test_continuation_from_the_checkpoint_is_reproducible_bit_for_bit(fmt):
     assert not _same(first.losses[:1], first.losses[1:2])  # the steps see different batches
 
 
+def test_the_callers_thread_count_does_not_change_a_trajectory():
+    data = STUDY.eval_data("bf16")
+    one = STUDY.continue_training(STUDY.replica("bf16", CTX), data, 3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        two = STUDY.continue_training(STUDY.replica("bf16", CTX), data, 3)
+    finally:
+        torch.set_num_threads(threads)
+    assert _same(one.losses, two.losses) and _same([one.val_loss], [two.val_loss])
+
+
 def test_reset_restores_weights_and_moments_in_place_without_aliasing_the_checkpoint():
     state = STUDY.replica("fp32", CTX)
     weight = state.model.head.weight

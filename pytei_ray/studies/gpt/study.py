@@ -172,9 +172,16 @@ class GPTStudy:
     def continue_training(self, state: TrainingState, data: ByteCorpus, n_steps: int,
                           hooks: Any = ()) -> TrainingRun:
         """Train ``state`` in place for ``n_steps`` from its checkpoint step, calling ``hooks``
-        (see :func:`~pytei_ray.studies.gpt.train.continue_training`)."""
-        return continue_training(state.model, state.optimizer, data, self.setting, state.step,
-                                 n_steps, seed=self.seed, hooks=tuple(hooks))
+        (see :func:`~pytei_ray.studies.gpt.train.continue_training`).
+
+        Runs on one torch thread, as pretraining does: CPU kernels split their reductions by
+        thread, and a bf16 trajectory measured here differs in the last bits between one and
+        two threads, so a golden run and its trials must share the thread count (one is also
+        the fastest on a shared machine: two threads under load were 4x slower).
+        """
+        with torch_threads(1):
+            return continue_training(state.model, state.optimizer, data, self.setting,
+                                     state.step, n_steps, seed=self.seed, hooks=tuple(hooks))
 
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> ByteCorpus:

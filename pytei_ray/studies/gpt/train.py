@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -200,14 +200,24 @@ def _call(hooks: Sequence[Any], name: str, state: StepState) -> set[StepAction]:
     return actions
 
 
-def _norm(tensors: Iterable[torch.Tensor]) -> float:
-    norms = [torch.linalg.vector_norm(t.float()) for t in tensors]
-    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+def _norm(tensors: Sequence[torch.Tensor]) -> tuple[float, int]:
+    """The L2 norm of ``tensors`` together (accumulated in fp32) and their count of NaN/inf
+    elements; the elements are counted only when the norm is not finite (rarely), which keeps
+    the telemetry at a few per cent of a step."""
+    if not tensors:
+        return 0.0, 0
+    norms = torch.stack([torch.linalg.vector_norm(t, dtype=torch.float32) for t in tensors])
+    total = float(torch.linalg.vector_norm(norms))
+    if math.isfinite(total):
+        return total, 0
+    return total, int(sum(int((~torch.isfinite(t)).sum()) for t in tensors))
 
 
-def _nonfinite(tensors: Iterable[torch.Tensor]) -> int:
-    counts = [(~torch.isfinite(t)).sum() for t in tensors]
-    return int(torch.stack(counts).sum()) if counts else 0
+def _update(params: Sequence[torch.Tensor], before: Sequence[torch.Tensor]) -> float:
+    """The L2 norm of the change ``params - before`` (differences taken in fp32)."""
+    if params and all(p.dtype == torch.float32 for p in params):
+        return _norm(torch._foreach_sub(params, before))[0]
+    return _norm([p.float() - b.float() for p, b in zip(params, before)])[0]
 
 
 def _check_window(start_step: object, n_steps: object) -> None:
@@ -266,19 +276,18 @@ def continue_training(model: nn.Module, optimizer: torch.optim.Optimizer, corpus
             state.loss = loss.detach()
             loss.backward()
             skipped = StepAction.SKIP in _call(hooks, "after_backward", state)
-            grads = [p.grad for p in params if p.grad is not None]
-            grad_norm, bad_grads = _norm(grads), _nonfinite(grads)
+            grad_norm, bad_grads = _norm([p.grad for p in params if p.grad is not None])
             update = 0.0
             if not skipped:
                 before = [p.detach().clone() for p in params]
                 optimizer.step()
-                update = _norm(p.detach().float() - b.float() for p, b in zip(params, before))
+                update = _update([p.detach() for p in params], before)
             if StepAction.RETRY not in _call(hooks, "after_step", state):
                 break
         logit = logit_of() if logit_of is not None else None
         values = (step, lr, float(state.loss), grad_norm, update,
                   float("nan") if logit is None else float(logit), bad_grads,
-                  _nonfinite(p.detach() for p in params), skipped, attempt + 1)
+                  _norm([p.detach() for p in params])[1], skipped, attempt + 1)
         for name, value in zip(TELEMETRY, values):
             telemetry[name].append(value)
     val = validation_loss(model, corpus, setting)
