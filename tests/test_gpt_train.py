@@ -235,3 +235,21 @@ def test_unknown_formats_and_presets_are_refused():
         STUDY.model("fp16")
     with pytest.raises(ValueError, match="`setting` to be one of"):
         GPTStudy.preset("huge")
+
+
+def test_an_inference_weight_campaign_runs_on_the_pretrained_gpt_in_both_formats():
+    from pytei_ray import BitFlip, Campaign
+    from pytei_ray.campaign import TrialWorker, expand
+    from pytei_ray.studies.gpt import TARGET_SETS
+
+    campaign = Campaign(
+        name="gpt-weights", models={f"gpt-{f}": STUDY.model(f) for f in ("fp32", "bf16")},
+        data=STUDY.eval_data, evaluate=STUDY.evaluate, bers=[1e-3], repetitions=2,
+        targets={"attention": TARGET_SETS["attention"]}, error_models={"bitflip": BitFlip},
+        seed=5)
+    rows = TrialWorker(campaign, device="cpu", context=CTX).run_chunk(expand(campaign)).rows
+    assert len(rows) == 4 and all(r["status"] == "ok" for r in rows), rows
+    golden = STUDY.checkpoint(CTX)["meta"]["val_loss"]
+    fp32 = [r for r in rows if r["model"] == "gpt-fp32"]
+    assert all(r["golden_val_loss"] == golden and r["n_faults"] > 0 for r in fp32)
+    assert all(r["val_loss"] != r["golden_val_loss"] for r in rows if r["evaluated"])

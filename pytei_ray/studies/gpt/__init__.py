@@ -9,7 +9,7 @@ Example:
 from __future__ import annotations
 
 from .corpus import STDLIB_MODULES, ByteCorpus, CorpusSpec, load_corpus
-from .model import CONFIGS, GPT, VOCAB, GPTConfig, build_gpt
+from .model import CONFIGS, GPT, TARGET_SETS, VOCAB, GPTConfig, build_gpt
 from .study import GPTStudy, TrainingState
 from .train import (
     FORMATS,
@@ -33,6 +33,7 @@ __all__ = [
     "GPT",
     "SETTINGS",
     "STDLIB_MODULES",
+    "TARGET_SETS",
     "TELEMETRY",
     "VOCAB",
     "ByteCorpus",

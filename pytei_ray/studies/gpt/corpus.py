@@ -21,7 +21,7 @@ import hashlib
 import math
 import os
 import sysconfig
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -109,12 +109,11 @@ class ByteCorpus:
     val_files: tuple[str, ...]
     missing: tuple[str, ...] = ()
     fingerprint: str = ""
-    _unigram: list[float] = field(default_factory=list, repr=False)
 
     def to(self, device: torch.device | str) -> ByteCorpus:
         """The same corpus with both tensors on ``device``."""
         return ByteCorpus(self.train.to(device), self.validation.to(device), self.train_files,
-                          self.val_files, self.missing, self.fingerprint, self._unigram)
+                          self.val_files, self.missing, self.fingerprint)
 
     def batch(self, seed: int, step: int, batch_size: int, context: int
               ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -139,15 +138,18 @@ class ByteCorpus:
         tokens = data[idx].long()
         return tokens[:, :-1], tokens[:, 1:]
 
-    def unigram_loss(self) -> float:
+    @functools.cached_property
+    def unigram(self) -> float:
         """Cross-entropy (nats per byte) of the validation bytes under the train bytes'
         frequencies (add-one smoothed): the loss of a model that ignores context."""
-        if not self._unigram:
-            counts = torch.bincount(self.train.cpu().long(), minlength=256).double() + 1.0
-            logp = (counts / counts.sum()).log()
-            val = torch.bincount(self.validation.cpu().long(), minlength=256).double()
-            self._unigram.append(float(-(val * logp).sum() / val.sum()))
-        return self._unigram[0]
+        counts = torch.bincount(self.train.cpu().long(), minlength=256).double() + 1.0
+        logp = (counts / counts.sum()).log()
+        val = torch.bincount(self.validation.cpu().long(), minlength=256).double()
+        return float(-(val * logp).sum() / val.sum())
+
+    def unigram_loss(self) -> float:
+        """The :attr:`unigram` baseline (computed once per corpus object)."""
+        return self.unigram
 
     @staticmethod
     def uniform_loss() -> float:

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CONFIGS", "VOCAB", "GPT", "GPTConfig", "Linear", "build_gpt", "matmul"]
+__all__ = ["CONFIGS", "TARGET_SETS", "VOCAB", "GPT", "GPTConfig", "Linear", "build_gpt", "matmul"]
 
 #: Byte-level vocabulary: every token is one byte of UTF-8 text.
 VOCAB = 256
@@ -93,6 +93,19 @@ class Linear(nn.Linear):
             bias = None if self.bias is None else self.bias.float()
             return F.linear(x.float(), self.weight.float(), bias).to(x.dtype)
         return super().forward(x)
+
+
+#: Weight target sets (parameter-name globs; ``None`` = every parameter). Module names for
+#: activation sites: ``blocks.<i>.attn.qkv|scores|proj``, ``blocks.<i>.mlp.fc1|act|fc2``,
+#: ``blocks.<i>.ln1|ln2``, ``ln_f``, ``head``.
+TARGET_SETS: dict[str, list[str] | None] = {
+    "embedding": ["tok_emb.*", "pos_emb.*"],
+    "attention": ["blocks.*.attn.*"],
+    "mlp": ["blocks.*.mlp.*"],
+    "norm": ["blocks.*.ln*", "ln_f.*"],
+    "head": ["head.*"],
+    "all": None,
+}
 
 
 class CausalSelfAttention(nn.Module):

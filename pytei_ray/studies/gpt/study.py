@@ -195,6 +195,10 @@ class GPTStudy:
         loss = validation_loss(model, data, self.setting)
         return {"val_loss": loss, "perplexity": perplexity(loss)}
 
+    def calibrate(self, model: nn.Module, data: ByteCorpus) -> None:
+        """The ``calibrate`` hook: one clean pass over the validation windows (Ranger)."""
+        validation_loss(model, data, self.setting)
+
 
 def _read(data: bytes) -> dict[str, Any]:
     payload = torch.load(io.BytesIO(data), weights_only=True)
