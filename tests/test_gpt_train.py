@@ -107,7 +107,7 @@ def test_the_checkpoint_round_trips_through_the_artifact_cache(tmp_path):
     b = STUDY.checkpoint(loaded)
     assert loaded.loaded == [STUDY.checkpoint_name()] and loaded.produced == []
     assert a["step"] == b["step"] and a["meta"] == b["meta"]
-    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["state_dict"][k], b["state_dict"][k]) for k in a["state_dict"])
     assert all(torch.equal(x, y) for s, t in zip(a["optimizer"]["state"].values(),
                                                  b["optimizer"]["state"].values())
                for x, y in zip(s.values(), t.values()))
@@ -117,7 +117,7 @@ def test_the_checkpoint_round_trips_through_the_artifact_cache(tmp_path):
     torn = BuildContext(tmp_path)
     c = STUDY.checkpoint(torn)
     assert torn.produced == [STUDY.checkpoint_name()]
-    assert all(torch.equal(a["model"][k], c["model"][k]) for k in a["model"])
+    assert all(torch.equal(a["state_dict"][k], c["state_dict"][k]) for k in a["state_dict"])
 
 
 class _Recorder(TrainingHooks):

@@ -115,7 +115,7 @@ class GPTStudy:
         return f"gpt-{digest[:16]}.pt"
 
     def checkpoint(self, ctx: Any = None) -> dict[str, Any]:
-        """The pretrained checkpoint: ``{"model", "optimizer", "step", "meta"}`` (fp32), from
+        """The pretrained checkpoint: ``{"state_dict", "optimizer", "step", "meta"}`` (fp32), from
         ``ctx``'s artifact cache, else pretrained now (and stored when ``ctx`` is given)."""
         if ctx is None:
             return _read(self._pretrain_bytes())
@@ -139,7 +139,7 @@ class GPTStudy:
                 "val_loss": run.val_loss, "unigram_loss": corpus.unigram_loss(),
                 "train_losses": run.losses, "train_seconds": run.seconds}
         buf = io.BytesIO()
-        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+        torch.save({"state_dict": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "step": self.setting.steps, "meta": meta}, buf)
         return buf.getvalue()
 
@@ -164,7 +164,7 @@ class GPTStudy:
         ckpt = self.checkpoint(ctx)
         model = build_gpt(self.setting.model, seed=self.seed).to(dtype)
         optimizer = make_optimizer(model, self.setting)
-        state = TrainingState(model, optimizer, int(ckpt["step"]), fmt, ckpt["model"],
+        state = TrainingState(model, optimizer, int(ckpt["step"]), fmt, ckpt["state_dict"],
                               ckpt["optimizer"])
         state.reset()
         return state
@@ -202,7 +202,7 @@ class GPTStudy:
 
 def _read(data: bytes) -> dict[str, Any]:
     payload = torch.load(io.BytesIO(data), weights_only=True)
-    for key in ("model", "optimizer", "step", "meta"):
+    for key in ("state_dict", "optimizer", "step", "meta"):
         if key not in payload:
             raise KeyError(f"GPT checkpoint without {key!r}")
     return payload
