@@ -186,6 +186,15 @@ def test_a_skipped_update_leaves_the_weights_and_a_retried_step_is_recomputed():
     assert _same(again.losses, golden.losses) and _same([again.val_loss], [golden.val_loss])
 
 
+@pytest.mark.parametrize("point, action", [
+    ("after_backward", StepAction.RETRY), ("after_step", StepAction.SKIP),
+    ("before_forward", StepAction.SKIP), ("after_step", "retry")])
+def test_an_action_a_point_cannot_honour_is_refused(point, action):
+    hook = type("Asks", (TrainingHooks,), {point: lambda self, st: action})()
+    with pytest.raises(ValueError, match=rf"Asks\.{point} to return .*None, but got"):
+        STUDY.continue_training(STUDY.replica("fp32", CTX), STUDY.eval_data("gpt"), 1, [hook])
+
+
 def test_a_nan_weight_shows_in_the_telemetry():
     class Poison(TrainingHooks):
         def before_forward(self, st):

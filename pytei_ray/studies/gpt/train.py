@@ -189,14 +189,25 @@ class TrainingRun:
         return [dict(zip(cols, vals)) for vals in zip(*self.telemetry.values())]
 
 
+#: What each point of a step may ask for (see :class:`TrainingHooks`).
+_ALLOWED = {"before_forward": (), "after_backward": (StepAction.SKIP,),
+            "after_step": (StepAction.RETRY,)}
+
+
 def _call(hooks: Sequence[Any], name: str, state: StepState) -> set[StepAction]:
     actions = set()
     for hook in hooks:
         fn = getattr(hook, name, None)
-        if fn is not None:
-            action = fn(state)
-            if action is not None:
-                actions.add(StepAction(action))
+        if fn is None:
+            continue
+        action = fn(state)
+        if action is None:
+            continue
+        if action not in _ALLOWED[name]:
+            allowed = " or ".join([str(a) for a in _ALLOWED[name]] + ["None"])
+            raise ValueError(f"Expected {type(hook).__name__}.{name} to return {allowed}, but "
+                             f"got {action!r} at step {state.step}.")
+        actions.add(action)
     return actions
 
 
