@@ -135,17 +135,17 @@ def test_largest_attention_logit_is_recorded_and_reachable_through_a_hook():
     handles = [b.attn.scores.register_forward_hook(lambda m, i, o: seen.append(o.detach()))
                for b in model.blocks]
     x = torch.randint(0, VOCAB, (2, 16), generator=torch.Generator().manual_seed(1))
-    assert model.max_attention_logit() is None
+    assert model.max_attention_logit is None
     model(x)
     for h in handles:
         h.remove()
     mask = torch.ones(16, 16, dtype=torch.bool).tril()
     expected = max(float(s[..., mask].max()) for s in seen)  # causal positions only
-    assert float(model.max_attention_logit()) == expected
+    assert float(model.max_attention_logit) == expected
     with torch.no_grad():
         model.blocks[1].attn.qkv.weight[0, 0] = float("nan")
     model(x)
-    assert math.isnan(float(model.max_attention_logit()))
+    assert math.isnan(float(model.max_attention_logit))
 
 
 def test_bf16_products_accumulate_in_fp32_and_round_once():

@@ -22,8 +22,10 @@ from .train import (
     TrainingRun,
     continue_training,
     format_dtype,
+    loss_closure,
     make_optimizer,
     perplexity,
+    set_lr,
     validation_loss,
 )
 
@@ -50,7 +52,9 @@ __all__ = [
     "continue_training",
     "format_dtype",
     "load_corpus",
+    "loss_closure",
     "make_optimizer",
     "perplexity",
+    "set_lr",
     "validation_loss",
 ]

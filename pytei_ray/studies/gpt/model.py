@@ -7,7 +7,7 @@ calling ``F.scaled_dot_product_attention``, for two reasons a training-fault stu
   ``nn.Identity``), so forward hooks, and the activation injector, can reach them by name;
 * each :class:`CausalSelfAttention` keeps the largest logit of its last forward pass as a 0-d
   tensor (:attr:`CausalSelfAttention.max_logit`, detached, no host synchronisation), and
-  :meth:`GPT.max_attention_logit` reads the largest over the blocks: the telemetry that
+  :attr:`GPT.max_attention_logit` is the largest over the blocks: the telemetry that
   attention-logit growth (a known precursor of loss spikes) is watched with.
 
 Low-precision models (every parameter, gradient, optimizer moment and activation in bf16) do
@@ -209,6 +209,7 @@ class GPT(nn.Module):
         x = self.tok_emb(idx) + self.pos_emb(pos)
         return self.head(self.ln_f(self.blocks(x)))
 
+    @property
     def max_attention_logit(self) -> torch.Tensor | None:
         """The largest attention logit of the last forward pass over every block (0-d float32
         tensor; NaN if any was NaN), or None before the first forward."""

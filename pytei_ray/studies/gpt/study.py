@@ -21,6 +21,7 @@ import hashlib
 import io
 import json
 import platform
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -37,8 +38,10 @@ from .train import (
     TrainingRun,
     continue_training,
     format_dtype,
+    loss_closure,
     make_optimizer,
     perplexity,
+    set_lr,
     validation_loss,
 )
 
@@ -182,6 +185,16 @@ class GPTStudy:
         with torch_threads(1):
             return continue_training(state.model, state.optimizer, data, self.setting,
                                      state.step, n_steps, seed=self.seed, hooks=tuple(hooks))
+
+    def step_closure(self, state: TrainingState, data: ByteCorpus, step: int
+                     ) -> Callable[[], torch.Tensor]:
+        """The forward and backward of training step ``step`` for a loop of one's own (e.g.
+        ``pytei_ray.training.train_step(step, model, optimizer, closure)``): sets the step's
+        learning rate on ``state.optimizer`` and returns
+        :func:`~pytei_ray.studies.gpt.train.loss_closure` (run it on one torch thread, as
+        :meth:`continue_training` does, to get the same numbers)."""
+        set_lr(state.optimizer, self.setting, step)
+        return loss_closure(state.model, data, self.setting, self.seed, step)
 
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> ByteCorpus:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -26,7 +26,8 @@ from .model import CONFIGS, VOCAB, GPTConfig
 
 __all__ = ["FORMATS", "SETTINGS", "TELEMETRY", "GPTSetting", "StepAction", "StepState",
            "TrainingHooks", "TrainingRun", "continue_training", "format_dtype",
-           "make_optimizer", "perplexity", "validation_loss"]
+           "loss_closure", "make_optimizer", "perplexity", "set_lr",
+           "validation_loss"]
 
 #: Training number formats: every parameter, gradient, optimizer moment and activation is
 #: stored in this dtype (bf16 matrix products accumulate in fp32, see ``model.matmul``).
@@ -129,7 +130,7 @@ class StepState:
     Attributes:
         step: the training step (the clock of the data order and the learning rate).
         attempt: 0, then 1, 2... when a hook asked to recompute the step.
-        model, optimizer: trained in place.  inputs, targets: the batch (``(n, t)`` int64).
+        model, optimizer: trained in place.
         loss: the batch loss (0-d float32, detached), from the forward pass on.
     """
 
@@ -137,8 +138,6 @@ class StepState:
     attempt: int
     model: nn.Module
     optimizer: torch.optim.Optimizer
-    inputs: torch.Tensor
-    targets: torch.Tensor
     loss: torch.Tensor | None = None
 
 
@@ -237,6 +236,32 @@ def _check_window(start_step: object, n_steps: object) -> None:
             raise ValueError(f"Expected `{name}` to be an integer >= 0, but got {value!r}.")
 
 
+def set_lr(optimizer: torch.optim.Optimizer, setting: GPTSetting, step: int) -> float:
+    """Give every parameter group the learning rate of ``step``; returns it."""
+    lr = setting.lr_at(step)
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    return lr
+
+
+def loss_closure(model: nn.Module, corpus: ByteCorpus, setting: GPTSetting, seed: int,
+                 step: int) -> Callable[[], torch.Tensor]:
+    """The forward and backward of training step ``step``: a callable that computes the loss
+    on the step's batch (picked by ``(seed, step)``, so calling it again recomputes the same
+    step), runs ``backward()`` and returns the loss (0-d fp32, detached). Gradients
+    accumulate: zero them first (the loops do)."""
+    device = next(model.parameters()).device
+    inputs, targets = (t.to(device) for t in corpus.batch(
+        seed, step, setting.batch_size, setting.model.context))
+
+    def closure() -> torch.Tensor:
+        loss = F.cross_entropy(model(inputs).float().reshape(-1, VOCAB), targets.reshape(-1))
+        loss.backward()
+        return loss.detach()
+
+    return closure
+
+
 def continue_training(model: nn.Module, optimizer: torch.optim.Optimizer, corpus: ByteCorpus,
                       setting: GPTSetting, start_step: int, n_steps: int, *, seed: int = 0,
                       hooks: Sequence[Any] = (), max_attempts: int = 2) -> TrainingRun:
@@ -267,25 +292,17 @@ def continue_training(model: nn.Module, optimizer: torch.optim.Optimizer, corpus
         raise ValueError(f"Expected `max_attempts` to be an integer >= 1, but got "
                          f"{max_attempts!r}.")
     t0 = time.perf_counter()
-    device = next(model.parameters()).device
     params = [p for group in optimizer.param_groups for p in group["params"]]
     telemetry: dict[str, list[Any]] = {name: [] for name in TELEMETRY}
-    logit_of = getattr(model, "max_attention_logit", None)
     model.train()
     for step in range(start_step, start_step + n_steps):
-        inputs, targets = (t.to(device) for t in corpus.batch(
-            seed, step, setting.batch_size, setting.model.context))
-        lr = setting.lr_at(step)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
+        lr = set_lr(optimizer, setting, step)
+        closure = loss_closure(model, corpus, setting, seed, step)
         for attempt in range(max_attempts):
-            state = StepState(step, attempt, model, optimizer, inputs, targets)
+            state = StepState(step, attempt, model, optimizer)
             optimizer.zero_grad(set_to_none=True)
             _call(hooks, "before_forward", state)
-            loss = F.cross_entropy(model(inputs).float().reshape(-1, VOCAB),
-                                   targets.reshape(-1))
-            state.loss = loss.detach()
-            loss.backward()
+            state.loss = closure()
             skipped = StepAction.SKIP in _call(hooks, "after_backward", state)
             grad_norm, bad_grads = _norm([p.grad for p in params if p.grad is not None])
             update = 0.0
@@ -295,8 +312,9 @@ def continue_training(model: nn.Module, optimizer: torch.optim.Optimizer, corpus
                 update = _update([p.detach() for p in params], before)
             if StepAction.RETRY not in _call(hooks, "after_step", state):
                 break
-        logit = logit_of() if logit_of is not None else None
-        values = (step, lr, float(state.loss), grad_norm, update,
+        logit = getattr(model, "max_attention_logit", None)
+        loss = math.nan if state.loss is None else float(state.loss)
+        values = (step, lr, loss, grad_norm, update,
                   float("nan") if logit is None else float(logit), bad_grads,
                   _norm([p.detach() for p in params])[1], skipped, attempt + 1)
         for name, value in zip(TELEMETRY, values):
