@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -112,7 +113,7 @@ def test_the_checkpoint_round_trips_through_the_artifact_cache(tmp_path):
                                                  b["optimizer"]["state"].values())
                for x, y in zip(s.values(), t.values()))
     # a torn stored copy is pretrained and stored again, to the same weights
-    path = tmp_path / "_artifacts" / STUDY.checkpoint_name()
+    path = Path(produced.artifact_location(STUDY.checkpoint_name()))
     path.write_bytes(path.read_bytes()[:100])
     torn = BuildContext(tmp_path)
     c = STUDY.checkpoint(torn)
