@@ -35,9 +35,9 @@ Those trials are always evaluated (no fault-free shortcut), so it is a separate 
 """
 
 from pytei_ray import Activations, BitFlip, Campaign
-from pytei_ray.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
 from pytei_ray.mitigations import SBP, Clip, Ranger
 from pytei_ray.stats import Precision
+from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
 
 
 def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,

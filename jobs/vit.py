@@ -25,7 +25,7 @@ Training happens before the trials and the checkpoint is cached with the results
 from pytei_ray import BitFlip, Campaign, Level, bit_levels
 from pytei_ray.mitigations import SBP, Clip, Ranger
 from pytei_ray.stats import Precision
-from pytei_ray.vit import (
+from pytei_ray.studies.vit import (
     BIT_TARGETS,
     CLAMP_LAYERS,
     TARGET_SETS,

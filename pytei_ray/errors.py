@@ -3,6 +3,11 @@
 Every message states the rule, what was expected and what was found, and how to proceed. All of
 them derive from :class:`PyteiRayError`, so a caller can catch the family in one clause; the ones
 about bad user input also derive from :class:`ValueError`.
+
+An error keeps its type from where it is raised to the caller (the launcher maps the types to
+exit statuses). Where a message tells what to change, it names the argument of
+:func:`pytei_ray.driver.run` as Python (```extend=True```, ```out=DIR```, ```out=...``` for the
+argument alone); the launcher prints those as its flags (:func:`pytei_ray.launch.cli_text`).
 """
 
 from __future__ import annotations

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import sys
 import warnings
 from collections.abc import Iterator
@@ -21,9 +22,44 @@ from pytei_ray.errors import ExecutorOptionError, PyteiRayError, TrialSetupError
 from pytei_ray.execution import ExecutorConfig, available_executors, default_executor
 from pytei_ray.execution.ray_options import parse_options
 
-__all__ = ["RunSummary", "run", "main", "default_out"]
+__all__ = ["RunSummary", "run", "main", "default_out", "cli_text"]
 
 EXIT_OK, EXIT_SETUP, EXIT_INPUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+#: The flag of each ``run()`` argument the launcher sets. Library messages name the argument to
+#: change as Python (```extend=True```, ```out=DIR```, ```precision='auc=0.01'```); the launcher
+#: prints the flag instead (``--extend``, ``--out DIR``, ``--precision auc=0.01``).
+FLAGS = {"out": "--out", "extend": "--extend", "retry_failed": "--retry-failed",
+         "dry_run": "--dry-run", "repetitions": "--repetitions", "precision": "--precision",
+         "max_reps": "--max-reps", "confidence": "--confidence", "params": "--set",
+         "chunk_size": "--chunk-size"}
+_ARGUMENT = re.compile(r"`(\w+)=([^`]*)`")
+
+
+def cli_text(text: str) -> str:
+    """``text`` with each ```argument=value``` of :data:`FLAGS` written as its flag.
+
+    Example:
+        >>> cli_text("Run again with `extend=True`, or use a new `out=DIR`.")
+        'Run again with --extend, or use a new --out DIR.'
+        >>> cli_text("Pass `out=...` with a new directory.")
+        'Pass --out with a new directory.'
+        >>> cli_text("e.g. `precision='auc=0.01'`; `seed=1` is not a flag")
+        'e.g. --precision auc=0.01; `seed=1` is not a flag'
+    """
+    def flag(match: re.Match[str]) -> str:
+        name, value = match.groups()
+        if name not in FLAGS:
+            return match.group(0)
+        if value in ("True", "..."):  # `extend=True`, `out=...`: the flag alone
+            return FLAGS[name]
+        return f"{FLAGS[name]} {value.strip(chr(39) + chr(34))}"
+
+    return _ARGUMENT.sub(flag, text)
+
+
+def _echo(text: str) -> None:
+    print(cli_text(text))
 
 _EPILOG = """\
 exit status:
@@ -132,7 +168,8 @@ def _plain_warnings() -> Iterator[None]:
             original(message, category, filename, lineno, file, line)
             return
         try:
-            print(f"warning: {message}", file=file if file is not None else sys.stderr)
+            print(f"warning: {cli_text(str(message))}",
+                  file=file if file is not None else sys.stderr)
         except OSError:  # stderr gone: a warning must not end the run
             pass
 
@@ -153,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(args: argparse.Namespace) -> int:
     try:
+        if args.repetitions is not None and args.repetitions < 1:
+            raise PyteiRayError(f"Expected --repetitions to be an integer >= 1, but got "
+                                f"{args.repetitions}.")
         if args.chunk_size is not None and args.chunk_size < 1:
             raise PyteiRayError(f"Expected --chunk-size >= 1, but got {args.chunk_size}.")
         if args.part_rows < 1:
@@ -168,15 +208,15 @@ def _main(args: argparse.Namespace) -> int:
             dry_run=args.dry_run, repetitions=args.repetitions, precision=args.precision,
             max_reps=args.max_reps, confidence=args.confidence, chunk_size=args.chunk_size,
             flush_seconds=args.flush_every, rows_per_part=args.part_rows,
-            progress=not args.no_progress)
+            progress=not args.no_progress, echo=_echo)
     except TrialSetupError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_text(str(exc))}", file=sys.stderr)
         return EXIT_SETUP
     except TrialsLostError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_text(str(exc))}", file=sys.stderr)
         return EXIT_LOST
     except PyteiRayError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {cli_text(str(exc))}", file=sys.stderr)
         return EXIT_INPUT
     except KeyboardInterrupt:
         print("interrupted: stored rows are kept; run the same command to resume.",

@@ -12,10 +12,11 @@ import pandas as pd
 import pytest
 import torch
 
-from pytei_ray.campaign import Campaign, JobRef, TrialWorker, expand, load_job
-from pytei_ray.campaign.context import BuildContext, accepts_ctx, call_hook, context_for
+from pytei_ray.campaign import Campaign, JobRef, expand, load_job
 from pytei_ray.execution import ExecutorConfig
 from pytei_ray.execution.base import Executor
+from pytei_ray.execution.context import BuildContext, accepts_ctx, call_hook, context_for
+from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.launch import main, run
 
 JOB = '''

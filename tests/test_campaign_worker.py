@@ -10,8 +10,9 @@ import torch
 from torch import nn
 
 from pytei_ray import state_checksum
-from pytei_ray.campaign import Campaign, TrialWorker, expand, make_chunks
+from pytei_ray.campaign import Campaign, expand, make_chunks
 from pytei_ray.errors import TrialSetupError
+from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.mitigations import SBP, Clip, Mitigation, Ranger
 
 VOLATILE = ("worker", "started_at", "duration_s")

@@ -204,4 +204,4 @@ def test_library_warnings_print_as_plain_lines(tmp_path, capsys):
     assert launch(job, "--out", out) == 0
     err = capsys.readouterr().err
     assert "warning: The job file changed since results were first stored" in err
-    assert "driver.py" not in err and "UserWarning" not in err
+    assert "run_job.py" not in err and "UserWarning" not in err

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from pytei_ray.drs import (
+from pytei_ray.studies.drs import (
     ClickLog,
     load_criteo,
     load_movielens,

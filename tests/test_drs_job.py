@@ -10,10 +10,10 @@ import pytest
 import torch
 
 from pytei_ray.campaign import load_job
-from pytei_ray.campaign.context import BuildContext
-from pytei_ray.drs import MODELS, ClickData, DRSStudy, synthetic_criteo
+from pytei_ray.execution.context import BuildContext
 from pytei_ray.launch import main
 from pytei_ray.mitigations import Ranger
+from pytei_ray.studies.drs import MODELS, ClickData, DRSStudy, synthetic_criteo
 
 ROOT = Path(__file__).resolve().parents[1]
 JOB = str(ROOT / "jobs" / "drs.py")

@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from pytei_ray.drs import MODELS, TARGET_SETS, build_model
+from pytei_ray.studies.drs import MODELS, TARGET_SETS, build_model
 
 FIELD_DIMS = [7, 3, 11, 5]
 

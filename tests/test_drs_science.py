@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 
 from pytei_ray import BitFlip, Campaign
-from pytei_ray.campaign import TrialWorker, expand
-from pytei_ray.campaign.context import BuildContext
-from pytei_ray.drs import CLAMP_LAYERS, TARGET_SETS, DRSStudy, torch_threads
+from pytei_ray.campaign import expand
+from pytei_ray.execution.context import BuildContext
+from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.mitigations import SBP, Clip, Ranger
+from pytei_ray.studies.drs import CLAMP_LAYERS, TARGET_SETS, DRSStudy, torch_threads
 
 MODELS = ("wide_deep", "deepfm")
 BERS = (1e-9, 1e-8, 1e-6, 1e-4, 1e-3)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.functional.classification import binary_auroc
 
-from pytei_ray.drs import (
+from pytei_ray.studies.drs import (
     MODELS,
     SETTINGS,
     ClickLog,

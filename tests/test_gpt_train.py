@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pytei_ray.campaign.context import BuildContext
+from pytei_ray.execution.context import BuildContext
 from pytei_ray.studies.gpt import (
     SETTINGS,
     TELEMETRY,
@@ -249,7 +249,8 @@ def test_unknown_formats_and_presets_are_refused():
 
 def test_an_inference_weight_campaign_runs_on_the_pretrained_gpt_in_both_formats():
     from pytei_ray import BitFlip, Campaign
-    from pytei_ray.campaign import TrialWorker, expand
+    from pytei_ray.campaign import expand
+    from pytei_ray.execution.worker import TrialWorker
     from pytei_ray.studies.gpt import TARGET_SETS
 
     campaign = Campaign(

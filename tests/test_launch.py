@@ -242,7 +242,7 @@ def test_lost_trials_exit_3_keep_the_rest_and_rerun_only_them(tmp_path, capsys, 
     job = write_job(tmp_path / "job.py")
     out = tmp_path / "out"
     fake = _LosingExecutor()
-    monkeypatch.setattr("pytei_ray.driver.get_executor", lambda name, config: fake)
+    monkeypatch.setattr("pytei_ray.driver.run_job.get_executor", lambda name, config: fake)
     assert main([job, "--out", str(out), "--executor", "local"]) == 3  # progress bar on
     captured = capsys.readouterr()
     assert "could not be completed" in captured.err
@@ -267,7 +267,7 @@ class _DroppingExecutor(LocalExecutor):
 def test_trials_an_executor_drops_quietly_exit_3_and_are_rerun(tmp_path, capsys, monkeypatch):
     job = write_job(tmp_path / "job.py")
     out = tmp_path / "out"
-    monkeypatch.setattr("pytei_ray.driver.get_executor",
+    monkeypatch.setattr("pytei_ray.driver.run_job.get_executor",
                         lambda name, config: _DroppingExecutor(config))
     assert launch(job, "--out", out, "--chunk-size", "4") == 3
     assert "finished without a row for 4 trial(s)" in capsys.readouterr().err
@@ -284,7 +284,7 @@ def test_executor_is_closed_when_describe_fails(tmp_path, monkeypatch):
         raise RuntimeError("cannot reach the cluster")
 
     fake.describe = describe
-    monkeypatch.setattr("pytei_ray.driver.get_executor", lambda name, config: fake)
+    monkeypatch.setattr("pytei_ray.driver.run_job.get_executor", lambda name, config: fake)
     with pytest.raises(RuntimeError, match="cannot reach"):
         launch(write_job(tmp_path / "job.py"), "--out", tmp_path / "out")
     assert fake.calls == ["enter", "close"]
@@ -301,7 +301,7 @@ def test_executor_is_closed_when_describe_fails(tmp_path, monkeypatch):
     (["--executor-opt", "gpus=1"], "Expected --executor-opt keys for the ray executor"),
 ])
 def test_bad_ray_resources_fail_before_any_work(tmp_path, capsys, monkeypatch, flags, expected):
-    monkeypatch.setattr("pytei_ray.driver.get_executor", pytest.fail)  # no executor is made
+    monkeypatch.setattr("pytei_ray.driver.run_job.get_executor", pytest.fail)  # no executor is made
     out = tmp_path / "out"
     args = [write_job(tmp_path / "job.py"), "--out", str(out), "--no-progress"]
     assert main([*args, "--executor", "ray", *flags]) == 2
@@ -316,7 +316,7 @@ def test_num_gpus_and_num_cpus_become_ray_executor_options(tmp_path, capsys, mon
         seen.append((name, config))
         return LocalExecutor(config)
 
-    monkeypatch.setattr("pytei_ray.driver.get_executor", fake)
+    monkeypatch.setattr("pytei_ray.driver.run_job.get_executor", fake)
     args = [write_job(tmp_path / "job.py", reps=1, models='{"a": build}'), "--out",
             str(tmp_path / "out"), "--no-progress", "--executor", "ray"]
     assert main([*args, "--num-gpus", "0.5", "--num-cpus", "2",

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -111,23 +112,37 @@ def test_workers_pinned_to_logical_gpus(local_ray, job_dir):
 def test_killed_worker_mid_chunk_reruns_its_trials_once(local_ray, job_dir, local_rows):
     job = job_ref(job_dir, sleep_ms=60)
     rows: list = []
-    killed: list[int] = []
+    killed: list[tuple[int, datetime]] = []
 
     def on_result(result):
         rows.extend(result.rows)
-        if not killed:  # this worker has its next chunk in flight: kill it inside that chunk
+        if not killed:  # this worker has its next chunk in flight: kill it inside a chunk
             pid = int(result.worker.rsplit(":", 1)[1])
             os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
+            killed.append((pid, datetime.now(timezone.utc)))  # after the kill: nothing ran on
+            # the killed worker after this moment
 
     with RayExecutor(ExecutorConfig(num_workers=2, max_in_flight=2)) as ex:
         ex.run(job, chunks_of(job, 4), on_result)
         assert ex.stats.worker_failures >= 1
         assert ex.stats.chunks_retried >= 1
         assert ex.stats.trials_lost == 0
+    # every trial once, each row identical to the in-process run
     assert len(rows) == 48 and len({r["trial_id"] for r in rows}) == 48
     assert stable_rows(rows) == stable_rows(local_rows)
-    assert killed[0] not in {int(r["worker"].rsplit(":", 1)[1]) for r in rows[4:]}
+    # A chunk the killed worker finished before it died may arrive after the kill (that is not
+    # a rerun); what ran after the kill, the retried chunk included, ran on live workers.
+    pid, at = killed[0]
+
+    def pid_of(row):
+        return int(row["worker"].rsplit(":", 1)[1])
+
+    def end_of(row):
+        return row["started_at"] + timedelta(seconds=row["duration_s"])
+
+    assert all(end_of(r) <= at for r in rows if pid_of(r) == pid)
+    after = [r for r in rows if r["started_at"] > at]
+    assert after and pid not in {pid_of(r) for r in after}
 
 
 def test_trial_that_always_kills_its_worker_is_given_up(local_ray, job_dir, local_rows):
@@ -265,3 +280,27 @@ def test_prepare_reports_each_workers_checksums(local_ray, job_dir):
         ex.run(job, chunks_of(job), results.append)
     for r in results:  # chunk results carry the same checksums (a seeded factory)
         assert all(built[m] == c for m, c in r.checksums.items())
+
+
+def test_rays_own_lines_go_to_the_log_that_the_note_names(tmp_path, capsys):
+    """What Ray's driver prints by itself ((raylet) lines: a worker died, a retry) stays out of
+    the run's output while the runtime is connected; the closing note names the file."""
+    from ray._private.worker import print_to_stdstream  # how Ray prints them
+
+    from pytei_ray.execution.ray_runtime import RayMessages
+
+    log = tmp_path / "ray.log"
+    messages = RayMessages(str(log)).start()
+    try:
+        print("the run's line")
+        print_to_stdstream({"lines": ["A worker died or was killed while executing a task."],
+                            "pid": "raylet", "is_err": False}, ignore_prefix=False)
+        print("the summary")
+    finally:
+        messages.stop()
+    out = capsys.readouterr().out
+    assert out == "the run's line\nthe summary\n"
+    assert log.read_text() == "(raylet) A worker died or was killed while executing a task.\n"
+    assert messages.lines == 1 and str(log) in messages.note()
+    print("(raylet) after stop")  # stopped: nothing is diverted any more
+    assert capsys.readouterr().out == "(raylet) after stop\n"

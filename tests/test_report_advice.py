@@ -12,8 +12,8 @@ import pytest
 
 from pytei_ray.report import summarize, write_report
 from pytei_ray.report.__main__ import main
-from pytei_ray.report.stats import higher_is_better, mean_ci, metric_bounds
 from pytei_ray.report.summary import ADVICE_FACTOR, suggest_repetitions
+from pytei_ray.stats import higher_is_better, mean_ci, metric_bounds
 
 REPS = 4
 

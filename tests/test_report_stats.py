@@ -10,7 +10,7 @@ import pytest
 from scipy import stats as st
 
 from pytei_ray.report import mean_ci, wilson_interval
-from pytei_ray.report.stats import (
+from pytei_ray.stats import (
     higher_is_better,
     paired_recovery,
     reps_for_halfwidth,

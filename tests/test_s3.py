@@ -151,3 +151,21 @@ def test_s3_campaign_killed_resumed_locked_and_reported(tmp_path, s3, capsys, mo
     to = tmp_path / "report"
     assert report_main([uri, "--to", str(to), "--no-plots", "-q"]) == 0
     assert (to / "index.html").is_file()
+
+
+def test_a_missing_bucket_is_refused_by_the_dry_run_as_by_the_run(tmp_path, s3, capsys):
+    uri, fs, _ = s3
+    job = write_job(tmp_path / "job.py", body=JOB)
+    missing = uri.replace("s3://bucket/", "s3://no-such-bucket/")
+    for extra in (["--dry-run"], []):
+        assert main([job, "--out", missing, "--executor", "local", "--no-progress", *extra]) == 2
+        err = capsys.readouterr().err
+        assert "its bucket 'no-such-bucket' does not exist" in err, err
+        assert "allow_bucket_creation=true" in err and "endpoint_override" not in err
+    assert fs.get_file_info("no-such-bucket").type == pafs.FileType.NotFound  # nothing made
+    # the option the message names: the dry run reports a new location, the run creates it
+    creating = missing + "&allow_bucket_creation=true"
+    assert main([job, "--out", creating, "--executor", "local", "--no-progress",
+                 "--dry-run"]) == 0
+    assert "Output: s3://no-such-bucket/campaign (new)" in capsys.readouterr().out
+    assert fs.get_file_info("no-such-bucket").type == pafs.FileType.NotFound

@@ -17,9 +17,11 @@ import torch
 from torch import nn
 
 from pytei_ray import BitFlip, FaultMap, Injector, StuckAt
-from pytei_ray.campaign import Campaign, TrialWorker, expand
-from pytei_ray.campaign.spec import compare_specs, spec_hash
+from pytei_ray.campaign import Campaign, expand
+from pytei_ray.campaign.compare import compare_specs
+from pytei_ray.campaign.spec import spec_hash
 from pytei_ray.errors import CampaignSpecError
+from pytei_ray.execution.worker import TrialWorker
 from pytei_ray.mitigations import SBP
 
 NUMEL = 8 * 4 + 4 + 4 * 2 + 2  # parameters of _build()

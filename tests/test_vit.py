@@ -11,10 +11,11 @@ import torch
 pytest.importorskip("sklearn")
 
 from pytei_ray import Campaign, Level, bit_levels  # noqa: E402
-from pytei_ray.campaign import TrialWorker, expand  # noqa: E402
-from pytei_ray.campaign.context import BuildContext  # noqa: E402
+from pytei_ray.campaign import expand  # noqa: E402
 from pytei_ray.errors import TrialSetupError  # noqa: E402
-from pytei_ray.vit import BIT_TARGETS, FORMATS, ViTStudy  # noqa: E402
+from pytei_ray.execution.context import BuildContext  # noqa: E402
+from pytei_ray.execution.worker import TrialWorker  # noqa: E402
+from pytei_ray.studies.vit import BIT_TARGETS, FORMATS, ViTStudy  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 STUDY = ViTStudy.preset("tiny")

@@ -6,7 +6,7 @@ from collections import namedtuple
 
 import torch
 
-from pytei_ray.campaign.worker import to_device
+from pytei_ray.execution.worker import to_device
 
 META = torch.device("meta")
 

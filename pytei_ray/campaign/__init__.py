@@ -1,12 +1,14 @@
-"""Campaigns as data: the :class:`Campaign` spec, trial expansion, job files and the trial runner.
+"""Campaigns as data: the :class:`Campaign` spec, levels, trial expansion, rounds, job files.
 
-``import pytei_ray.campaign`` never imports Ray; :class:`TrialWorker` imports the fault core
-(torch) only when it is first used.
+Nothing here runs a trial or touches the results directory: trials run in
+:mod:`pytei_ray.execution.worker`, results are stored by :mod:`pytei_ray.storage`, and
+``import pytei_ray.campaign`` imports neither ray nor torch's fault core.
 """
 
+from .compare import SpecDiff, compare_specs
 from .jobfile import JobRef, load_job, parse_params
 from .levels import Level, OneBitFlip, bit_levels
-from .spec import Campaign, SpecDiff, compare_specs, describe, spec_hash
+from .spec import Campaign, describe, spec_hash
 from .trials import Trial, count_by_factor, expand, make_chunks, trial_id, trial_seed
 
 __all__ = [
@@ -27,14 +29,5 @@ __all__ = [
     "JobRef",
     "load_job",
     "parse_params",
-    "TrialWorker",
-    "ChunkResult",
 ]
 
-
-def __getattr__(name: str):
-    if name in ("TrialWorker", "ChunkResult"):
-        from . import worker
-
-        return getattr(worker, name)
-    raise AttributeError(f"module 'pytei_ray.campaign' has no attribute {name!r}")

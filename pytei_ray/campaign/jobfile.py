@@ -17,6 +17,7 @@ import re
 import sys
 import traceback
 import types
+import weakref
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +25,23 @@ from typing import Any
 
 from pytei_ray.errors import CampaignSpecError, JobFileError
 
-from .context import BuildContext, bind_context
 from .spec import Campaign
 
-__all__ = ["JobRef", "load_job", "parse_params"]
+__all__ = ["JobRef", "load_job", "parse_params", "results_location"]
+
+_locations: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # campaign -> results_uri
+
+
+def results_location(campaign: object) -> tuple[bool, str | None]:
+    """``(True, results_uri)`` for a campaign built by :meth:`JobRef.campaign` (the location
+    its hooks' :class:`~pytei_ray.execution.context.BuildContext` caches artifacts in; None:
+    no location), ``(False, None)`` for a campaign made by hand."""
+    try:
+        if campaign in _locations:
+            return True, _locations[campaign]
+    except TypeError:  # an unhashable object cannot have been built by a JobRef
+        pass
+    return False, None
 
 
 def parse_params(items: Iterable[str]) -> dict[str, Any]:
@@ -76,7 +90,7 @@ class JobRef:
         source: the file's text.
         params: keyword arguments for ``make_campaign`` (empty: use ``campaign``).
         results_uri: the run's results location; hooks get it through their
-            :class:`~pytei_ray.campaign.context.BuildContext` (set by the launcher).
+            :class:`~pytei_ray.execution.context.BuildContext` (set by the launcher).
         overrides: Campaign fields replaced after the job builds it: ``repetitions`` (the
             launcher's ``--repetitions N``) and ``precision`` (``--precision``, a
             :class:`~pytei_ray.stats.Precision`); ``skip_ineffective`` (benchmarks compare
@@ -111,15 +125,16 @@ class JobRef:
 
         Raises:
             JobFileError: the file fails to run, defines no campaign, or rejects the params.
+            CampaignSpecError: :attr:`overrides` make an invalid campaign.
         """
         if "campaign" not in self._cache:
             base = self.base_campaign()
-            try:  # a copy of its own, so that its bound context is this JobRef's
+            try:  # a copy of its own, so that its results location is this JobRef's
                 campaign = dataclasses.replace(base, **dict(self.overrides))
-            except CampaignSpecError as exc:
-                raise JobFileError(f"{exc} (overriding the campaign of {self.path} with "
-                                   f"{dict(self.overrides)})") from exc
-            bind_context(campaign, self.context())
+            except CampaignSpecError as exc:  # the override is invalid, not the job file
+                raise CampaignSpecError(f"{exc} (overriding the campaign of {self.path} with "
+                                        f"{dict(self.overrides)})") from exc
+            _locations[campaign] = self.results_uri
             self._cache["campaign"] = campaign
         return self._cache["campaign"]
 
@@ -132,10 +147,6 @@ class JobRef:
         if "base" not in self._cache:  # the source runs once per process
             self._cache["base"] = self._build()
         return self._cache["base"]
-
-    def context(self) -> BuildContext:
-        """A new :class:`BuildContext` for this job's hooks (results location included)."""
-        return BuildContext(self.results_uri)
 
     def replace(self, **changes: Any) -> JobRef:
         """A copy with ``results_uri`` and/or ``overrides`` changed; the job source is not run

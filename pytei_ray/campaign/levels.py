@@ -26,14 +26,14 @@ import numbers
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from pytei_ray.columns import LEVEL_FACTORS, RESERVED, metric_of_golden
 from pytei_ray.errors import CampaignSpecError
 
 __all__ = ["ATTR_TYPES", "Level", "OneBitFlip", "bit_levels", "pairs", "split_levels"]
 
 #: Column type of an attribute, by the Python type of its values.
 ATTR_TYPES = {int: "int", float: "float", str: "str"}
-#: The factors whose levels may carry attributes; the first three define a point.
-LEVEL_FACTORS = ("models", "targets", "error_models", "mitigations")
+#: The factors of a point whose levels may carry attributes (the BER is a number).
 _POINT_FACTORS = LEVEL_FACTORS[:3]
 
 
@@ -74,12 +74,6 @@ def _kind(arg: str, name: str, value: object) -> tuple[str, int | float | str]:
         raise CampaignSpecError(
             f"Expected attribute `{name}` of {arg} to be a finite number, but got {value!r}.")
     return "float", float(value)
-
-
-def _reserved() -> frozenset[str]:
-    from pytei_ray.storage.schema import RESERVED  # lazy: pyarrow only when attributes are used
-
-    return RESERVED
 
 
 def split_levels(factors: Mapping[str, Mapping[str, Any]]
@@ -147,10 +141,10 @@ def split_levels(factors: Mapping[str, Mapping[str, Any]]
 
 
 def _check_column(arg: str, name: str) -> None:
-    if not name.isidentifier() or name.startswith("golden_") or name in _reserved():
+    if not name.isidentifier() or metric_of_golden(name) is not None or name in RESERVED:
         raise CampaignSpecError(
             f"Expected the attribute names of {arg} to be new column names (identifiers, not "
-            f"starting with 'golden_', not one of the row's columns {sorted(_reserved())}), "
+            f"starting with 'golden_', not one of the row's columns {sorted(RESERVED)}), "
             f"but got {name!r}.")
 
 

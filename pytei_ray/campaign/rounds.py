@@ -19,8 +19,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytei_ray.columns import POINT_FACTORS, golden_column
+
 from .spec import Campaign
-from .trials import POINT_FACTORS, Point, Trial, expand, points, trial_id
+from .trials import Point, Trial, expand, points, trial_id
 
 __all__ = ["DecisionRows", "Round", "cells_at_cap", "decision_columns", "foreign_rows",
            "next_active", "round_trials"]
@@ -51,7 +53,7 @@ def decision_columns(campaign: Campaign) -> list[str]:
     p = campaign.precision
     if p is None:
         return []
-    return [*POINT_FACTORS, "repetition", "mitigation", "status", p.metric, f"golden_{p.metric}",
+    return [*POINT_FACTORS, "repetition", "mitigation", "status", p.metric, golden_column(p.metric),
             "n_faults_sampled", "p_no_fault"]
 
 
@@ -120,7 +122,7 @@ def foreign_rows(campaign: Campaign, stored: Iterable[Mapping[str, Any]]) -> lis
 def cells_at_cap(campaign: Campaign, rows: DecisionRows) -> list[str]:
     """Cells of an adaptive campaign that are still open with ``max_reps`` repetitions, one
     line each with the reason (what the run summary and the report list as "at the cap")."""
-    from pytei_ray.stats import judge_cells
+    from pytei_ray.stats import judge_cells, stopped_at_cap
 
     p = campaign.precision
     frame = rows.frame()
@@ -129,7 +131,7 @@ def cells_at_cap(campaign: Campaign, rows: DecisionRows) -> list[str]:
     out = []
     for key, g, verdict in sorted(judge_cells(frame, p, campaign.repetitions, POINT_FACTORS),
                                   key=lambda item: item[0]):
-        if g["repetition"].max() + 1 >= p.max_reps and not verdict.conclusive:
+        if stopped_at_cap(g, verdict, p.max_reps):
             out.append(f"{'/'.join(str(k) for k in key)}: {verdict.reason} after {len(g)} "
                        "repetitions")
     return out

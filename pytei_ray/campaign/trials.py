@@ -9,21 +9,18 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from pytei_ray.columns import FACTORS, POINT_FACTORS
 from pytei_ray.faults.sampling import seed_from_digest
 
+from .hashing import stable_sha256
 from .spec import Campaign
 
 __all__ = ["POINT_FACTORS", "Point", "Trial", "count_by_factor", "expand", "make_chunks", "points",
            "trial_id", "trial_seed"]
-
-FACTORS = ("model", "target", "error_model", "ber", "repetition", "mitigation")
-
 
 @dataclass(frozen=True)
 class Trial:
@@ -57,8 +54,7 @@ class Trial:
 
 
 def _digest(payload: Any) -> bytes:
-    text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(text.encode()).digest()
+    return stable_sha256(payload).digest()
 
 
 def trial_seed(campaign_seed: int, model: str, target: str, error_model: str, ber: float,
@@ -91,10 +87,9 @@ def trial_id(campaign_seed: int, levels: dict[str, dict[str, Any]], model: str, 
     return _digest(payload).hex()[:16]
 
 
-#: The factors that define a *point*: every mitigation of a point sees the same faults, and an
-#: adaptive campaign adds repetitions per point (all its mitigations together, to stay paired).
-POINT_FACTORS = ("model", "target", "error_model", "ber")
-
+#: A point ``(model, target, error_model, ber)`` (:data:`~pytei_ray.columns.POINT_FACTORS`):
+#: every mitigation of a point sees the same faults, and an adaptive campaign adds repetitions
+#: per point (all its mitigations together, to stay paired).
 Point = tuple[str, str, str, float]
 
 

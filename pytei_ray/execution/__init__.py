@@ -1,6 +1,8 @@
 """Executors: where trials run. ``local`` (in process) and ``ray`` (actors on a Ray cluster).
 
-Only ``pytei_ray/execution/ray_executor.py`` imports ray, and only when it is selected.
+:mod:`.worker` runs the trials of a chunk on one model replica (both executors use it).
+Only this package imports ray: :mod:`.ray_executor` and :mod:`.ray_runtime`, and only when the
+``ray`` executor is selected (``tests/test_layering.py`` checks it).
 """
 
 from __future__ import annotations

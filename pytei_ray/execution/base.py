@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import ChunkResult, TrialWorker
+from pytei_ray.execution.worker import ChunkResult, TrialWorker
 
 from .ray_options import RunStats
 
@@ -95,7 +95,7 @@ class Executor(ABC):
 
         * build each name in ``model_names`` at least once where trials run, with
           :meth:`TrialWorker.prepare` on a worker made by :meth:`TrialWorker.for_job` (so
-          hooks get ``job``'s :class:`~pytei_ray.campaign.context.BuildContext`); different
+          hooks get ``job``'s :class:`~pytei_ray.execution.context.BuildContext`); different
           models may be built on different workers at the same time;
         * keep the built replicas on the workers that built them (they run trials next);
         * let :class:`~pytei_ray.errors.TrialSetupError` propagate; return model name ->

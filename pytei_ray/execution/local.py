@@ -10,7 +10,7 @@ from collections.abc import Iterable, Sequence
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import TrialWorker
+from pytei_ray.execution.worker import TrialWorker
 
 from .base import Executor, ResultCallback
 

@@ -21,8 +21,6 @@ finished chunk to ``on_result`` as soon as it arrives, and survives workers that
 from __future__ import annotations
 
 import logging
-import os
-import socket
 import time
 from collections import deque
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,10 +32,11 @@ from ray import exceptions as rex
 
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.campaign.worker import ChunkResult, TrialWorker
 from pytei_ray.errors import ResourcesUnavailableError, TrialsLostError
+from pytei_ray.execution.worker import ChunkResult
 
 from .base import Executor, ExecutorConfig, ResultCallback
+from .ray_actor import RayTrialActor
 from .ray_options import RunStats, parse_options
 from .ray_runtime import RayRuntime, check_feasible
 
@@ -49,62 +48,6 @@ log = logging.getLogger("pytei_ray")
 #: exceptions meaning "the worker process is gone", not "the job's code raised"
 _WORKER_LOST = (rex.RayActorError, rex.WorkerCrashedError, rex.OutOfMemoryError,
                 rex.ObjectLostError, rex.NodeDiedError)
-
-@ray.remote
-class RayTrialActor:
-    """A Ray actor holding one :class:`TrialWorker` (and so one replica per model).
-
-    Args:
-        job: the job by value; the campaign is rebuilt here from its source on first use.
-        device: force a device; None: ``cuda`` if Ray assigned this actor a GPU, else ``cpu``.
-    """
-
-    def __init__(self, job: JobRef, device: str | None = None) -> None:
-        import torch
-
-        ctx = ray.get_runtime_context()
-        cpus = ctx.get_assigned_resources().get("CPU", 1.0)
-        torch.set_num_threads(max(1, int(cpus)))
-        self._gpu_ids = [str(g) for g in ctx.get_accelerator_ids().get("GPU", [])]
-        if device is None:
-            device = "cuda" if self._gpu_ids and torch.cuda.is_available() else "cpu"
-        self._device = device
-        self._job = job
-        self._worker: TrialWorker | None = None
-
-    def info(self) -> dict[str, Any]:
-        """Where this actor runs: pid, host, node, assigned GPUs, device, threads."""
-        import torch
-
-        ctx = ray.get_runtime_context()
-        return {
-            "pid": os.getpid(), "host": socket.gethostname(), "node_id": ctx.get_node_id(),
-            "worker": f"{socket.gethostname()}:{os.getpid()}", "gpu_ids": self._gpu_ids,
-            "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
-            "device": self._device, "threads": torch.get_num_threads(),
-            "restarted": ctx.was_current_actor_reconstructed,
-        }
-
-    def run_chunk(self, trials: Sequence[Trial]) -> ChunkResult:
-        """Run one chunk on this actor's replicas (built on first use)."""
-        return self._trial_worker().run_chunk(trials)
-
-    def prepare(self, model_names: Sequence[str]
-                ) -> tuple[dict[str, float], str, dict[str, str]]:
-        """Build the named models (and load their data) now; see ``TrialWorker.prepare``.
-
-        Returns:
-            (seconds per model, this worker's id, its pristine checksums per model).
-        """
-        worker = self._trial_worker()
-        seconds = worker.prepare(list(model_names))
-        return seconds, worker.worker_id, worker.checksums()
-
-    def _trial_worker(self) -> TrialWorker:
-        if self._worker is None:
-            self._worker = TrialWorker.for_job(self._job, device=self._device)
-        return self._worker
-
 
 @dataclass
 class _Chunk:

@@ -4,6 +4,9 @@
   auth token (which breaks ``ray job submit``), usage stats or ANSI colours.
 * :class:`RayRuntime` joins a cluster (``--address auto`` / ``ray://...`` / ``RAY_ADDRESS`` set by
   ``ray job submit``) or starts a private local Ray for the run and shuts it down afterwards.
+* :class:`RayMessages` keeps the lines Ray's driver prints on its own (``(raylet) ...``: a
+  worker died, a task is retried) out of the run's output while it is connected, in a log file
+  that a closing note names: the run's summary stays the last thing printed.
 * :func:`worker_capacity` / :func:`check_feasible` say how many workers of a given shape fit on
   the live nodes, so an impossible request fails with a clear message instead of an actor that
   waits forever.
@@ -13,19 +16,24 @@ Only modules named ``pytei_ray/execution/ray_*.py`` import ray.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
+import re
+import sys
+import tempfile
+import threading
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, TextIO
 
 import ray
 
 from pytei_ray.errors import ResourcesUnavailableError
 
 # ResourcesUnavailableError is re-exported: it lived here before pytei_ray.errors
-__all__ = ["QUIET_ENV", "quiet_env", "RayRuntime", "worker_capacity", "check_feasible",
-           "ResourcesUnavailableError"]
+__all__ = ["QUIET_ENV", "quiet_env", "RayMessages", "RayRuntime", "worker_capacity",
+           "check_feasible", "ResourcesUnavailableError"]
 
 #: Environment for a Ray started by this process (see shared/RAY.md for why each is needed).
 QUIET_ENV: Mapping[str, str] = {
@@ -43,6 +51,113 @@ def quiet_env() -> None:
     """Set :data:`QUIET_ENV` defaults in ``os.environ`` (values already set are kept)."""
     for key, value in QUIET_ENV.items():
         os.environ.setdefault(key, value)
+
+
+#: How the lines that Ray's driver prints on its own begin (its error-message thread prints
+#: ``(raylet) ...`` to stdout: worker deaths, retries, out-of-memory kills; the autoscaler's),
+#: after a colour code unless ``RAY_COLOR_PREFIX=0``.
+RAY_LINE = re.compile(r"(?:\x1b\[[0-9;]*m)*\((?:raylet|autoscaler)\b")
+
+
+class _Divert(io.TextIOBase):
+    """A stdout that sends the lines that match :data:`RAY_LINE` to a sink.
+
+    ``print`` writes a line's text and its newline in two calls, so a diverted line stays
+    diverted until its newline; anything else goes to ``stream`` as written (tqdm's ``\r``
+    updates included). Ray prints from its own thread, hence the lock.
+    """
+
+    def __init__(self, stream: TextIO, sink: RayMessages) -> None:
+        self.stream, self.sink = stream, sink
+        self._lock = threading.Lock()
+        self._line_start = True  # the last character passed on was a newline
+        self._diverting = False  # inside a diverted line, until its newline
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            rest = text
+            while rest:
+                if self._diverting or (self._line_start and self.sink.active
+                                       and RAY_LINE.match(rest)):
+                    line, newline, rest = rest.partition("\n")
+                    self.sink.write(line + newline)
+                    self._diverting, self._line_start = not newline, bool(newline)
+                else:
+                    self.stream.write(rest)
+                    self._line_start = rest.endswith("\n")
+                    rest = ""
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return self.stream.isatty()
+
+    def fileno(self) -> int:
+        return self.stream.fileno()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self.stream, "encoding", "utf-8")
+
+    def __getattr__(self, name: str) -> Any:  # e.g. .buffer: the underlying stream's
+        return getattr(self.stream, name)
+
+
+class RayMessages:
+    """While active, Ray's own driver lines go to a log file instead of this process's stdout.
+
+    Args:
+        path: the log file (appended to; created at the first line). Default: a file named
+            after this process in the temporary folder.
+
+    Example:
+        >>> import os, tempfile
+        >>> msgs = RayMessages(os.path.join(tempfile.mkdtemp(), "ray.log")).start()
+        >>> print("(raylet) A worker died or was killed while executing a task.")
+        >>> print("the run's own line")
+        the run's own line
+        >>> msgs.stop(); msgs.lines
+        1
+        >>> "A worker died" in open(msgs.path).read()
+        True
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        self.path = path or os.path.join(tempfile.gettempdir(),
+                                         f"pytei_ray-ray-messages-{os.getpid()}.log")
+        self.lines = 0  # lines diverted so far
+        self.active = False
+        self._wrapper: _Divert | None = None
+
+    def start(self) -> RayMessages:
+        """Divert from now on (idempotent)."""
+        if not self.active:
+            self.active = True
+            self._wrapper = _Divert(sys.stdout, self)
+            sys.stdout = self._wrapper
+        return self
+
+    def stop(self) -> None:
+        """Stop diverting; stdout is restored unless something replaced it meanwhile (then the
+        wrapper passes everything on)."""
+        self.active = False
+        if self._wrapper is not None and sys.stdout is self._wrapper:
+            sys.stdout = self._wrapper.stream
+        self._wrapper = None
+
+    def write(self, text: str) -> None:
+        with open(self.path, "a", encoding="utf-8") as log:
+            log.write(text)
+        self.lines += text.endswith("\n")
+
+    def note(self) -> str | None:
+        """The line that names the log file, or None when nothing was diverted."""
+        if not self.lines:
+            return None
+        return (f"note: Ray reported {self.lines} message(s) of its own during the run (worker "
+                f"failures, retries); the run accounts for them. They are in {self.path}")
 
 
 class RayRuntime:
@@ -74,7 +189,9 @@ class RayRuntime:
         self.init_kwargs = dict(init_kwargs or {})
         self.started = False  # True when this object started (and must stop) a local Ray
         self.joined = False  # True when connected to a cluster that existed before
+        self._connected = False  # True when this object called ray.init (and must disconnect)
         self._entered = False
+        self.messages = RayMessages()  # Ray's own lines while this object's connection is up
 
     def __enter__(self) -> RayRuntime:
         self.start()
@@ -94,6 +211,8 @@ class RayRuntime:
         quiet_env()
         quiet = dict(log_to_driver=False, logging_level=logging.WARNING)
         address = self.address if self.address is not None else os.environ.get("RAY_ADDRESS")
+        self.messages.start()  # before ray.init: its threads print from the start
+        self._connected = True
         if address and address != "local":
             ray.init(address=address, **quiet, **self.init_kwargs)
             self.joined = True
@@ -116,10 +235,17 @@ class RayRuntime:
                 f"{res.get('CPU', 0):g} CPU, {res.get('GPU', 0):g} GPU)")
 
     def close(self) -> None:
-        """Shut down the local Ray if this object started it."""
-        if self.started and ray.is_initialized():
+        """Shut down the local Ray if this object started it, or disconnect from a cluster it
+        joined (so that Ray prints nothing after the run); then name the log of Ray's own
+        messages, if there were any."""
+        if self._connected and ray.is_initialized():
             ray.shutdown()
-        self.started = False
+        self.started = self._connected = False
+        self.messages.stop()
+        note = self.messages.note()
+        if note is not None:
+            print(note, file=sys.stderr)
+            self.messages.lines = 0
 
 
 def _alive_node_resources() -> list[dict[str, float]]:

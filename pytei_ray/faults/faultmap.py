@@ -189,7 +189,7 @@ class FaultMap:
     def apply(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> Any:
         """Write the faults into ``model`` in place; returns a handle that restores it exactly.
 
-        The handle (:class:`~pytei_ray.injection.apply.InjectionHandle`) is a context manager
+        The handle (:class:`~pytei_ray.injection.handles.InjectionHandle`) is a context manager
         (``with faults.apply(model) as applied: ...``) whose ``applied`` holds the statistics
         of this application. Mitigations filter the faults (SBP) and/or attach hooks
         (clipping) for the duration of the handle.

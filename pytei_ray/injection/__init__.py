@@ -1,8 +1,9 @@
 """Injection: resolve targets, write faults in place, restore exactly; faults in activations."""
 
 from .activations import ActivationCall, ActivationHandle, ActivationInjector, Activations
-from .apply import AppliedFaults, InjectionHandle, apply_faults
+from .apply import apply_faults
 from .checksum import state_checksum
+from .handles import AppliedFaults, InjectionHandle
 from .injector import Injector
 from .neurons import (
     NeuronFault,

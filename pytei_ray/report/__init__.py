@@ -15,19 +15,32 @@ In a notebook::
 from __future__ import annotations
 
 import os
-import shlex
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
+from pytei_ray.columns import CELL_ORDER
 from pytei_ray.storage.layout import default_report_dir
 
-from ..stats import Precision
+from ..stats import (
+    Precision,
+    higher_is_better,
+    mean_ci,
+    metric_bounds,
+    paired_recovery,
+    wilson_interval,
+)
 from . import plots as _plots
+from .advice import (
+    adaptive_lines,
+    advice_lines,
+    campaign_order,
+    expected_trials,
+    launch_command,
+)
 from .data import (
     Dataset,
     SkippedPartWarning,
@@ -36,7 +49,6 @@ from .data import (
     metric_columns,
 )
 from .html import Page, display_table, render_html
-from .stats import higher_is_better, mean_ci, metric_bounds, paired_recovery, wilson_interval
 from .summary import (
     ADVICE_FACTOR,
     baseline_mitigation,
@@ -66,7 +78,7 @@ __all__ = [
     "write_report",
 ]
 
-PLOT_KEYS = ("model", "target", "error_model", "mitigation", "ber")
+PLOT_KEYS = CELL_ORDER
 
 
 @dataclass
@@ -109,117 +121,6 @@ def default_output_dir(path: str | os.PathLike[str]) -> Path:
     return default_report_dir(path)
 
 
-def _spec(manifest: dict[str, Any]) -> dict[str, Any]:
-    spec = manifest.get("spec")
-    return spec if isinstance(spec, dict) else manifest
-
-
-def _job_path(ds: Dataset) -> str | None:
-    """The job file to relaunch: the manifest's path when it exists here, else the stored copy."""
-    job = ds.manifest.get("job")
-    path = job.get("path") if isinstance(job, dict) else job
-    if isinstance(path, str) and (Path(path).is_file() or ds.job_copy is None):
-        return path
-    return ds.job_copy
-
-
-def _expected_trials(manifest: dict[str, Any]) -> int | None:
-    """Trials of the full grid, from the manifest's counts or its spec's factor levels."""
-    for holder in (manifest, _spec(manifest)):
-        for key in ("n_trials", "total_trials", "num_trials"):
-            value = holder.get(key)
-            if isinstance(value, int) and not isinstance(value, bool):
-                return value
-    spec = _spec(manifest)
-    try:
-        n = int(spec["repetitions"]) * len(spec["bers"])
-        for factor in ("models", "targets", "error_models", "mitigations"):
-            n *= len(spec[factor])
-    except (KeyError, TypeError, ValueError):
-        return None
-    return n
-
-
-def _launch_command(ds: Dataset, reps: int | None, flags: str | None = None) -> str:
-    """The launcher call that extends the stored campaign to ``reps`` repetitions (or, with
-    ``flags``, to a precision target: ``--precision auc=1% --max-reps 320``).
-
-    ``--extend --repetitions N`` works for any job: the launcher replaces the campaign's
-    repetitions after the job builds it, keeping the job parameters the campaign was made with
-    (a changed parameter would be a different campaign), and records the count in the manifest.
-    """
-    job = _job_path(ds)
-    spec_params = _spec(ds.manifest).get("params")
-    job_entry = ds.manifest.get("job")
-    params = job_entry.get("params") if isinstance(job_entry, dict) else None
-    params = params if isinstance(params, dict) else spec_params
-    params = params if isinstance(params, dict) else {}
-    sets = [f"{k}={v}" if isinstance(v, str) else f"{k}={v!r}" for k, v in params.items()]
-    words = ["python -m pytei_ray.launch", shlex.quote(job) if job else "<job.py>",
-             "--out", shlex.quote(ds.path), "--extend",
-             *(flags.split() if flags else ["--repetitions", str(reps)]),
-             *(f"--set {shlex.quote(s)}" for s in sets)]
-    return " ".join(words)
-
-
-def _campaign_order(found: list[str], manifest: dict[str, Any]) -> list[str]:
-    """Metric columns in the campaign's order (the manifest's ``metrics`` list) when known."""
-    listed = manifest.get("metrics") or _spec(manifest).get("metrics")
-    if isinstance(listed, dict):
-        listed = list(listed)
-    if not isinstance(listed, list):
-        return found
-    first = [m for m in listed if isinstance(m, str) and m in found]
-    return first + [m for m in found if m not in first]
-
-
-def _advice_lines(summary: pd.DataFrame, advice: dict[str, int | None], primary: str | None,
-                  current: int | None, chosen: bool) -> list[str]:
-    """Per-metric relaunch advice, the primary metric first, and the rule behind it."""
-    if summary.empty or primary is None or not summary["inconclusive"].any():
-        return []
-    now = f"{current}" if current is not None else "the current count"
-    why = "the first --metric" if chosen else "the campaign's first metric"
-    lines = [
-        f"Rule: the command is driven by the primary metric ({primary}: {why}). A cell whose "
-        f"estimated need exceeds {ADVICE_FACTOR}× its current trials is at the threshold: its "
-        "mean sits about on the SDC level, so more repetitions will not settle it cheaply; it is "
-        "listed but does not drive the command. N = the largest need of the other inconclusive "
-        f"cells, at least one more than now ({now}) and at most {ADVICE_FACTOR}× now."
-    ]
-    for m, n in advice.items():
-        rows = summary[(summary["metric"] == m) & summary["inconclusive"]]
-        if rows.empty:
-            lines.append(f"{m}{' (primary)' if m == primary else ''}: every cell is conclusive.")
-            continue
-        at = int(rows["at_threshold"].sum())
-        dead = int((rows["reps_needed"] <= 0).sum())
-        settle = len(rows) - at - dead
-        text = f"{m}{' (primary)' if m == primary else ''}: {len(rows)} inconclusive cell(s): "
-        text += f"{settle} settle with {n} repetitions" if n else "none can be settled cheaply"
-        text += f", {at} at the threshold" + (f", {dead} without a finite metric" if dead else "")
-        if m != primary and n:
-            text += f" (not in the command; --metric {m} leads with it)"
-        lines.append(text + ".")
-    return lines
-
-
-def _adaptive_lines(summary: pd.DataFrame, target: Precision) -> list[str]:
-    """Advice of an adaptive campaign: its rule, and the cells still open or at the cap."""
-    if summary.empty or not summary["inconclusive"].any():
-        return []
-    rows = summary[(summary["metric"] == target.metric) & summary["inconclusive"]]
-    at_cap = int(rows["at_cap"].sum())
-    lines = [f"Rule (adaptive campaign): {target.describe()}; each look's interval is computed "
-             "at the Bonferroni-corrected level, so stopping early keeps the coverage."]
-    if len(rows):
-        lines.append(f"{target.metric}: {len(rows)} cell(s) not yet conclusive, {at_cap} of them "
-                     f"at the cap of {target.max_reps} repetitions"
-                     + (f" (the command doubles it to {2 * target.max_reps})." if at_cap
-                        else " (the command resumes the campaign)."))
-    return lines
-
-
 def _failures(df: pd.DataFrame) -> pd.DataFrame:
     failed = df[df["status"].ne("ok")] if "status" in df else df.iloc[:0]
     if failed.empty:
@@ -238,7 +139,7 @@ def _meta(ds: Dataset, df: pd.DataFrame) -> list[tuple[str, str]]:
     status = df["status"].value_counts().to_dict() if "status" in df else {}
     meta.append(("trials", f"{len(df):,} in {len(ds.parts)} part file(s); "
                  + ", ".join(f"{k}: {v:,}" for k, v in sorted(status.items()))))
-    expected = _expected_trials(ds.manifest)
+    expected = expected_trials(ds.manifest)
     if expected:
         state = "complete" if len(df) >= expected else "in progress"
         meta.append(("progress", f"{len(df):,} / {expected:,} trials ({state})"))
@@ -308,7 +209,7 @@ def write_report(
                 nonfinite_as_sdc=nonfinite_as_sdc, precision=precision)
     has_rows = not df.empty and bool(metric_columns(df))
     metrics = (([metric] if isinstance(metric, str) else list(metric)) if metric is not None
-               else _campaign_order(metric_columns(df), ds.manifest)) if has_rows else []
+               else campaign_order(metric_columns(df), ds.manifest)) if has_rows else []
     summary = summarize(ds, metrics, **opts) if has_rows else pd.DataFrame()
     rec = recovery(ds, metrics, baseline=baseline, confidence=confidence,
                    higher_is_better=higher_is_better, threshold=threshold) if has_rows \
@@ -340,18 +241,18 @@ def write_report(
             rows = summary[(summary["metric"] == target.metric) & summary["inconclusive"]]
             if not rows.empty:
                 cap = target.max_reps * 2 if rows["at_cap"].any() else target.max_reps
-                command = _launch_command(ds, None, target.cli_flags(cap))
+                command = launch_command(ds, None, target.cli_flags(cap))
         else:
             advice = {m: suggest_repetitions(summary, current, metric=m) for m in metrics}
             repetitions = advice.get(primary) if primary is not None else None
-            command = _launch_command(ds, repetitions) if repetitions else None
+            command = launch_command(ds, repetitions) if repetitions else None
             if primary is not None and summary["inconclusive"].any() and current:
                 alt = Precision(primary, precision or threshold, relative=True,
                                 confidence=confidence, threshold=threshold)
                 flags = alt.cli_flags(max(ADVICE_FACTOR * current, repetitions or 0))
                 extra.append("Or let the campaign size itself (repetitions only where the "
                              f"interval is still wider than {alt.describe()}): "
-                             + _launch_command(ds, None, flags))
+                             + launch_command(ds, None, flags))
         summary.to_csv(out / "summary.csv", index=False)
         open_cells = summary[summary["inconclusive"]]
         open_cells.to_csv(out / "cells.csv", index=False)
@@ -359,8 +260,8 @@ def write_report(
         rec.to_csv(out / "recovery.csv", index=False)
     page = _page(ds, summary, rec, keys, metrics, figures, command, threshold, confidence,
                  precision)
-    page.advice = (_adaptive_lines(summary, rule[0]) if rule is not None else
-                   _advice_lines(summary, advice, primary, current, metric is not None)) + extra
+    page.advice = (adaptive_lines(summary, rule[0]) if rule is not None else
+                   advice_lines(summary, advice, primary, current, metric is not None)) + extra
     html_path = out / "index.html"
     html_path.write_text(render_html(page), encoding="utf-8")
     report = Report(out, html_path, figures, summary, rec, ds, repetitions, command,

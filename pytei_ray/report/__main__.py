@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
+from pytei_ray.errors import ResultsDirError
 from pytei_ray.storage.layout import REPORT_DIR
 
 from . import SkippedPartWarning, write_report
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 baseline=args.baseline, precision=args.precision,
                 nonfinite_as_sdc=not args.nonfinite_not_sdc, plots=not args.no_plots,
             )
-        except (FileNotFoundError, ValueError) as exc:
+        except (FileNotFoundError, ValueError, ResultsDirError) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     print(report.html if args.quiet else report.text)

@@ -20,10 +20,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pytei_ray.columns import RESULT_HEAD, RESULT_TAIL, golden_column, metric_of_golden
 from pytei_ray.errors import ResultsDirError
-from pytei_ray.storage.layout import JOB_COPY, MANIFEST, join, resolve_location
+from pytei_ray.storage.layout import JOB_COPY, MANIFEST, PART_SUFFIX, join, resolve_location
 from pytei_ray.storage.manifest import parse_manifest
-from pytei_ray.storage.schema import RESULT_COLUMNS
 
 __all__ = [
     "SCHEMA_COLUMNS",
@@ -36,7 +36,7 @@ __all__ = [
 ]
 
 #: Non-metric columns of the result-row schema (the storage schema's, not a copy).
-SCHEMA_COLUMNS = frozenset(RESULT_COLUMNS)
+SCHEMA_COLUMNS = frozenset(RESULT_HEAD + RESULT_TAIL)
 
 
 class SkippedPartWarning(UserWarning):
@@ -119,12 +119,10 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
+        ResultsDirError: ``path`` is not a location (e.g. an unknown URI scheme).
     """
     text = os.fspath(path)
-    try:
-        fs, root = resolve_location(text)
-    except ResultsDirError as exc:
-        raise ValueError(str(exc)) from exc
+    fs, root = resolve_location(text)
     info = fs.get_file_info(root)
     if info.type == pafs.FileType.NotFound:
         raise FileNotFoundError(f"No results dataset at {text!r}: the path does not exist.")
@@ -134,7 +132,7 @@ def load_dataset(path: str | os.PathLike[str], dedupe: bool = True) -> Dataset:
         selector = pafs.FileSelector(root, recursive=True)
         files = sorted(
             i.path for i in fs.get_file_info(selector)
-            if i.type == pafs.FileType.File and i.path.endswith(".parquet")
+            if i.type == pafs.FileType.File and i.path.endswith(PART_SUFFIX)
             and not _hidden(i.path[len(root):])
         )
     def read(file: str) -> pa.Table | str:
@@ -200,7 +198,7 @@ def load_results(path: str | os.PathLike[str], dedupe: bool = True) -> pd.DataFr
 
 def metric_columns(df: pd.DataFrame) -> list[str]:
     """Metric columns: every ``X`` for which a ``golden_X`` column exists, in column order."""
-    return [c for c in df.columns if f"golden_{c}" in df.columns]
+    return [c for c in df.columns if golden_column(c) in df.columns]
 
 
 def extra_factors(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> list[str]:
@@ -210,11 +208,11 @@ def extra_factors(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> l
     the row schema nor a metric / golden metric.
     """
     metrics = set(metric_columns(df))
-    known = SCHEMA_COLUMNS | metrics | {f"golden_{m}" for m in metrics}
+    known = SCHEMA_COLUMNS | metrics | {golden_column(m) for m in metrics}
     listed = _manifest_factors(manifest or {})
     if listed is not None:
         return [c for c in listed if c in df.columns and c not in known]
-    return [c for c in df.columns if c not in known and not c.startswith("golden_")]
+    return [c for c in df.columns if c not in known and metric_of_golden(c) is None]
 
 
 def _manifest_factors(manifest: dict[str, Any]) -> list[str] | None:

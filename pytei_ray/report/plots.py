@@ -18,6 +18,8 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from pytei_ray.columns import POINT_FACTORS
+
 from .summary import BASELINE_NAMES
 
 __all__ = ["heavy_tailed", "plot_bits", "plot_metric_vs_ber", "plot_recovery", "slug"]
@@ -194,7 +196,7 @@ def plot_recovery(rec: pd.DataFrame, metric: str, out_dir: str | Path) -> list[P
     table = rec[(rec["metric"] == metric) & (rec["ber"] > 0)] if not rec.empty else rec
     if table.empty:
         return []
-    panels = [c for c in ("model", "target", "error_model") if c in table]
+    panels = [c for c in POINT_FACTORS[:3] if c in table]  # one panel per point but its BER
     groups = list(table.groupby(panels, sort=True, dropna=False))
     colors = _colors(table["mitigation"])
     fig, axes = _grid(len(groups))

@@ -28,10 +28,21 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..stats import Precision, cell_inputs, checked_bounds, judge_cell
+from pytei_ray.columns import CELL_FACTORS, CELL_ORDER, FACTORS, golden_column
+
+from ..stats import (
+    Precision,
+    cell_inputs,
+    checked_bounds,
+    judge_cell,
+    mean_ci,
+    paired_recovery,
+    reps_for_halfwidth,
+    stopped_at_cap,
+    student_t_ppf,
+)
+from ..stats import higher_is_better as guess_direction
 from .data import Dataset, extra_factors, load_dataset, metric_columns
-from .stats import higher_is_better as guess_direction
-from .stats import mean_ci, paired_recovery, reps_for_halfwidth, student_t_ppf
 
 __all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
            "suggest_repetitions", "summarize"]
@@ -93,7 +104,7 @@ def _bounds(df: pd.DataFrame, metric: str, bounds: BoundsArg) -> tuple[float, fl
         return float(lo), float(hi)
     lo, hi = checked_bounds(metric, pd.concat([
         pd.to_numeric(df[metric], errors="coerce"),
-        pd.to_numeric(df[f"golden_{metric}"], errors="coerce")]).to_numpy(float))
+        pd.to_numeric(df[golden_column(metric)], errors="coerce")]).to_numpy(float))
     return (lo, hi) if math.isfinite(lo) or math.isfinite(hi) else None
 
 
@@ -112,9 +123,8 @@ def _metrics(df: pd.DataFrame, metric: str | Sequence[str] | None) -> list[str]:
 def cell_keys(df: pd.DataFrame, manifest: dict[str, Any] | None = None) -> list[str]:
     """Columns that define a table cell: base factors present (error_model and extra factors
     only when they take more than one value)."""
-    always = ("model", "target", "mitigation", "ber")
-    order = ("model", "target", "error_model", "mitigation", "ber")
-    keys = [c for c in order if c in df and (c in always or df[c].nunique(dropna=False) > 1)]
+    keys = [c for c in CELL_ORDER if c in df
+            and (c != "error_model" or df[c].nunique(dropna=False) > 1)]
     extras = [c for c in extra_factors(df, manifest) if df[c].nunique(dropna=False) > 1]
     return keys + extras
 
@@ -201,7 +211,7 @@ def _cell(g: pd.DataFrame, metric: str, higher: bool, threshold: float, confiden
                reps_needed=int(need),
                at_threshold=bool(cap is None and not j.conclusive
                                  and need > ADVICE_FACTOR * len(g)),
-               at_cap=bool(cap is not None and not j.conclusive and len(g) >= cap))
+               at_cap=bool(cap is not None and stopped_at_cap(g, j, cap)))
     return row
 
 
@@ -229,7 +239,7 @@ def summarize(
         higher_is_better: Metric direction: a bool for all metrics, a ``{metric: bool}`` dict
             (metrics it does not name: its ``"*"`` entry if any, else guessed), or None to guess
             from the name (loss-like names are lower-is-better, see
-            :func:`~pytei_ray.report.stats.higher_is_better`).
+            :func:`~pytei_ray.stats.higher_is_better`).
         nonfinite_as_sdc: Count ok trials with a non-finite metric as SDC.
         precision: A precision target: a :class:`~pytei_ray.stats.Precision` (for its metric),
             or a float = wanted half-width of every metric's mean relative to |golden|. A cell is
@@ -243,7 +253,7 @@ def summarize(
             no trial has a finite metric); in a fixed campaign ``at_threshold`` marks those
             needing more than ``ADVICE_FACTOR`` (10) times their trials.
         bounds: Natural range the mean's CI is clamped to: None guesses it from the name
-            (:func:`~pytei_ray.report.stats.metric_bounds`: [0, 1] for accuracy-like names,
+            (:func:`~pytei_ray.stats.metric_bounds`: [0, 1] for accuracy-like names,
             >= 0 for loss-like ones; a guessed bound is dropped when an observed value lies
             outside it), a ``{metric: (low, high)}`` dict overrides, False turns clamping off.
 
@@ -307,7 +317,7 @@ def recovery(
     """Fraction of the lost metric each mitigation recovers, per BER, paired by trial.
 
     Rows with the same (model, target, error_model, ber, repetition, extra factors) saw the same
-    faults; see :func:`pytei_ray.report.stats.paired_recovery` for the per-pair formula. Only
+    faults; see :func:`pytei_ray.stats.paired_recovery` for the per-pair formula. Only
     pairs whose unmitigated trial lost more than ``threshold`` (relative to |golden|, the SDC
     threshold) count: a near-zero loss in the denominator gives meaningless ratios (190, -48).
 
@@ -330,11 +340,10 @@ def recovery(
     baseline = baseline if baseline is not None else baseline_mitigation(df["mitigation"].unique())
     if baseline is None or df["mitigation"].nunique() < 2:
         return pd.DataFrame()
-    base_keys = [k for k in ("model", "target", "error_model", "ber", "repetition") if k in df]
+    base_keys = [k for k in FACTORS if k != "mitigation" and k in df]  # same faults
     pair_on = base_keys + [f for f in extra_factors(df, manifest) if f in df]
     if by is None:
-        cells = [k for k in cell_keys(df, manifest) if k in ("model", "target", "error_model",
-                                                            "mitigation", "ber")]
+        cells = [k for k in cell_keys(df, manifest) if k in CELL_FACTORS]
     else:
         cells = list(by)
     out = []

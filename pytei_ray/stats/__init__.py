@@ -14,8 +14,17 @@ from .intervals import (
     student_t_ppf,
     wilson_interval,
 )
-from .judge import POINT_COLS, CellJudgement, cell_inputs, judge_cell, judge_cells, open_points
+from .judge import (
+    POINT_COLS,
+    CellJudgement,
+    cell_inputs,
+    judge_cell,
+    judge_cells,
+    open_points,
+    stopped_at_cap,
+)
 from .metrics import checked_bounds, higher_is_better, metric_bounds
+from .paired import paired_recovery
 from .precision import Precision
 
 __all__ = [
@@ -37,7 +46,9 @@ __all__ = [
     "mean_ci",
     "metric_bounds",
     "open_points",
+    "paired_recovery",
     "reps_for_halfwidth",
+    "stopped_at_cap",
     "student_t_ppf",
     "wilson_interval",
 ]

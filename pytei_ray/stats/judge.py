@@ -16,16 +16,18 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pytei_ray.columns import POINT_FACTORS, golden_column
+
 from .estimate import MeanEstimate, estimate_mean, estimate_rate
 from .metrics import checked_bounds
 from .metrics import higher_is_better as guess_direction
 from .precision import Precision
 
 __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
-           "open_points"]
+           "open_points", "stopped_at_cap"]
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
-POINT_COLS = ("model", "target", "error_model", "ber")
+POINT_COLS = POINT_FACTORS
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,7 @@ def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, n
     ok = g["status"].eq("ok").to_numpy() if "status" in g else np.ones(len(g), bool)
     values = pd.to_numeric(g[metric], errors="coerce").to_numpy(float)
     values = np.where(ok, values, np.nan)
-    golden = pd.to_numeric(g[f"golden_{metric}"], errors="coerce").to_numpy(float)
+    golden = pd.to_numeric(g[golden_column(metric)], errors="coerce").to_numpy(float)
     if not {"p_no_fault", "n_faults_sampled"} <= set(g):
         return values, golden, ok, None, None
     p = pd.to_numeric(g["p_no_fault"], errors="coerce").to_numpy(float)
@@ -210,7 +212,7 @@ def judge_cells(
     if bounds is None:
         bounds = checked_bounds(metric, np.concatenate([
             pd.to_numeric(rows[metric], errors="coerce").to_numpy(float),
-            pd.to_numeric(rows[f"golden_{metric}"], errors="coerce").to_numpy(float)]))
+            pd.to_numeric(rows[golden_column(metric)], errors="coerce").to_numpy(float)]))
     higher = (guess_direction(metric) if precision.higher_is_better is None
               else precision.higher_is_better)
     level = precision.look_confidence(min_reps) if adaptive else precision.confidence
@@ -222,6 +224,17 @@ def judge_cells(
                                  confidence=precision.confidence, bounds=bounds,
                                  higher_is_better=higher, threshold=precision.threshold,
                                  level_confidence=level, ok=ok)
+
+
+def stopped_at_cap(group: pd.DataFrame, judgement: CellJudgement, max_reps: int) -> bool:
+    """Whether a cell is "at the cap": still inconclusive once it reached ``max_reps``
+    repetitions (counted by the ``repetition`` column, so failed trials count and a coarser
+    grouping does not). The run summary and the report list the same cells by this rule."""
+    if judgement.conclusive or group.empty:
+        return False
+    if "repetition" not in group:
+        return len(group) >= max_reps
+    return int(pd.to_numeric(group["repetition"]).max()) + 1 >= max_reps
 
 
 def open_points(

@@ -59,7 +59,7 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ResultsStore": "store", "put_atomic": "store", "ResultsWriter": "writer",
+    "ResultsStore": "store", "put_atomic": "files", "ResultsWriter": "writer",
     "result_schema": "schema", "golden_schema": "schema", "rows_to_table": "schema",
     "RESERVED": "schema", "RESULT_COLUMNS": "schema",
     "MANIFEST_FORMAT": "manifest", "parse_manifest": "manifest", "validate_manifest": "manifest",

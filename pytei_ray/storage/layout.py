@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 __all__ = [
     "MANIFEST", "JOB_COPY", "LOCK", "GOLDEN_DIR", "QUARANTINE_DIR", "ARTIFACTS_DIR", "REPORT_DIR",
     "PART_PREFIX", "PART_SUFFIX", "RESERVED_NAMES", "is_uri", "resolve_location", "join",
-    "default_out", "default_report_dir", "is_part_name", "display_location",
+    "default_out", "default_report_dir", "part_name", "is_part_name",
+    "display_location",
 ]
 
 MANIFEST = "_manifest.json"
@@ -79,7 +80,7 @@ def resolve_location(uri: str | os.PathLike[str]) -> tuple[pafs.FileSystem, str]
             return pafs.FileSystem.from_uri(text)
         except Exception as exc:  # pyarrow raises several types for bad URIs
             raise ResultsDirError(f"Cannot open results location {text!r}: {exc}\n"
-                                  "Pass --out with a local path or a URI pyarrow knows "
+                                  "Use a local path or a URI that pyarrow knows "
                                   "(s3://bucket/dir, gs://bucket/dir).") from exc
     return pafs.LocalFileSystem(), os.path.abspath(os.path.expanduser(text))
 
@@ -101,6 +102,17 @@ def display_location(location: str | os.PathLike[str], *names: str) -> str:
     if "://" in text:
         return join(text.split("?", 1)[0], *names)
     return join(os.path.abspath(os.path.expanduser(text)), *names)
+
+
+def part_name(run_id: str, seq: int) -> str:
+    """The name of part number ``seq`` of run ``run_id``: ``part-<run>-<seq>.parquet`` (the
+    parts of one run sort together, in order).
+
+    Example:
+        >>> part_name("1a2b", 3)
+        'part-1a2b-00003.parquet'
+    """
+    return f"{PART_PREFIX}{run_id}-{seq:05d}{PART_SUFFIX}"
 
 
 def is_part_name(name: str) -> bool:

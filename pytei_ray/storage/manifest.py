@@ -105,7 +105,7 @@ def manifest_bytes(manifest: dict[str, Any]) -> bytes:
 def _fix(where: str) -> str:
     return (f"\n{where} is not one pytei_ray wrote (or it was edited). Restore it from a backup "
             "or version control; or, to start over, move the directory aside and run with a new "
-            "--out DIR (its part files stay readable with any Parquet reader).")
+            "`out=DIR` (its part files stay readable with any Parquet reader).")
 
 
 def validate_manifest(data: Any, where: str = MANIFEST) -> dict[str, Any]:
@@ -127,7 +127,7 @@ def validate_manifest(data: Any, where: str = MANIFEST) -> dict[str, Any]:
     if isinstance(fmt, str) and fmt != MANIFEST_FORMAT:
         raise ResultsDirError(
             f"Expected {where} in format {MANIFEST_FORMAT!r}, but it is {fmt!r} (written by "
-            "another version of pytei_ray). Use that version, or a new --out DIR.")
+            "another version of pytei_ray). Use that version, or a new `out=DIR`.")
     for holder, fields, prefix in ((data, _FIELDS, ""), (data.get("job"), _JOB_FIELDS, "job.")):
         for name, (types, meaning) in fields.items():
             if name not in holder or holder[name] is None:

@@ -11,6 +11,16 @@ from typing import Any
 
 import pyarrow as pa
 
+from pytei_ray.columns import (
+    GOLDEN_HEAD,
+    GOLDEN_TAIL,
+    RESERVED,
+    RESULT_HEAD,
+    RESULT_TAIL,
+    golden_column,
+    metric_of_golden,
+)
+
 __all__ = [
     "FACTOR_TYPES",
     "HEAD_FIELDS",
@@ -27,54 +37,37 @@ __all__ = [
 
 _TS = pa.timestamp("us", tz="UTC")
 
-HEAD_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("campaign", pa.string()),
-    pa.field("trial_id", pa.string()),
-    pa.field("model", pa.string()),
-    pa.field("target", pa.string()),
-    pa.field("error_model", pa.string()),
-    pa.field("ber", pa.float64()),
-    pa.field("repetition", pa.int64()),
-    pa.field("mitigation", pa.string()),
-    pa.field("seed", pa.int64()),
-    pa.field("n_faults", pa.int64()),  # fault sites that reached the weights (after mitigations)
-    pa.field("n_words", pa.int64()),
-    pa.field("n_nonfinite", pa.int64()),
-    pa.field("n_faults_sampled", pa.int64()),  # fault sites sampled, before any mitigation
-    pa.field("n_sites", pa.int64()),  # targeted fault sites: the N of Binomial(N, rate)
-    pa.field("p_no_fault", pa.float64()),  # probability that sampling draws no fault
-    pa.field("evaluated", pa.bool_()),  # False: no weight changed, golden metrics recorded
-)
-TAIL_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("status", pa.string()),
-    pa.field("error", pa.string()),
-    pa.field("worker", pa.string()),
-    pa.field("device", pa.string()),
-    pa.field("started_at", _TS),
-    pa.field("duration_s", pa.float64()),
-    pa.field("version", pa.string()),
-)
-_GOLDEN_HEAD = (
-    pa.field("campaign", pa.string()),
-    pa.field("model", pa.string()),
-    pa.field("mitigation", pa.string()),
-)
-_GOLDEN_TAIL = (
-    pa.field("worker", pa.string()),
-    pa.field("device", pa.string()),
-    pa.field("started_at", _TS),
-    pa.field("duration_s", pa.float64()),
-    pa.field("version", pa.string()),
-)
+#: Arrow type of each fixed column (the names and their order are :mod:`pytei_ray.columns`').
+_TYPES: dict[str, pa.DataType] = {
+    "campaign": pa.string(), "trial_id": pa.string(), "model": pa.string(),
+    "target": pa.string(), "error_model": pa.string(), "ber": pa.float64(),
+    "repetition": pa.int64(), "mitigation": pa.string(), "seed": pa.int64(),
+    "n_faults": pa.int64(),  # fault sites that reached the weights (after mitigations)
+    "n_words": pa.int64(), "n_nonfinite": pa.int64(),
+    "n_faults_sampled": pa.int64(),  # fault sites sampled, before any mitigation
+    "n_sites": pa.int64(),  # targeted fault sites: the N of Binomial(N, rate)
+    "p_no_fault": pa.float64(),  # probability that sampling draws no fault
+    "evaluated": pa.bool_(),  # False: no weight changed, golden metrics recorded
+    "status": pa.string(), "error": pa.string(), "worker": pa.string(),
+    "device": pa.string(), "started_at": _TS, "duration_s": pa.float64(),
+    "version": pa.string(),
+}
+
+
+def _fields(names: tuple[str, ...]) -> tuple[pa.Field, ...]:
+    return tuple(pa.field(n, _TYPES[n]) for n in names)
+
+
+HEAD_FIELDS: tuple[pa.Field, ...] = _fields(RESULT_HEAD)
+TAIL_FIELDS: tuple[pa.Field, ...] = _fields(RESULT_TAIL)
+_GOLDEN_HEAD = _fields(GOLDEN_HEAD)
+_GOLDEN_TAIL = _fields(GOLDEN_TAIL)
 
 #: The fixed (non-metric) columns of a result row, in schema order.
-RESULT_COLUMNS: tuple[str, ...] = tuple(f.name for f in HEAD_FIELDS + TAIL_FIELDS)
+RESULT_COLUMNS: tuple[str, ...] = RESULT_HEAD + RESULT_TAIL
 
 #: The fixed (non-metric) columns of a golden row.
-GOLDEN_COLUMNS: frozenset[str] = frozenset(f.name for f in _GOLDEN_HEAD + _GOLDEN_TAIL)
-
-#: Names a metric may not take (they are columns of every row).
-RESERVED = frozenset(f.name for f in HEAD_FIELDS + TAIL_FIELDS) | {"kind"}
+GOLDEN_COLUMNS: frozenset[str] = frozenset(GOLDEN_HEAD + GOLDEN_TAIL)
 
 
 #: Arrow type of an attribute column (``Level`` attributes), by the campaign's type name.
@@ -88,7 +81,7 @@ def result_schema(metrics: Sequence[str], factors: Mapping[str, str] | None = No
     fields = list(HEAD_FIELDS)
     fields += [pa.field(name, FACTOR_TYPES[kind]) for name, kind in (factors or {}).items()]
     fields += [pa.field(m, pa.float64()) for m in metrics]
-    fields += [pa.field(f"golden_{m}", pa.float64()) for m in metrics]
+    fields += [pa.field(golden_column(m), pa.float64()) for m in metrics]
     fields += list(TAIL_FIELDS)
     return pa.schema(fields)
 
@@ -108,7 +101,7 @@ def metric_names(rows: Iterable[Mapping[str, Any]], kind: str = "result",
     seen: dict[str, None] = {}
     for row in rows:
         for key in row:
-            if key not in fixed and not key.startswith("golden_"):
+            if key not in fixed and metric_of_golden(key) is None:
                 seen[key] = None
     return list(seen)
 
@@ -116,7 +109,7 @@ def metric_names(rows: Iterable[Mapping[str, Any]], kind: str = "result",
 def metrics_of_schema(schema: pa.Schema) -> list[str]:
     """Metric names of a stored result schema (the columns that have a ``golden_`` twin)."""
     names = set(schema.names)
-    return [n for n in schema.names if f"golden_{n}" in names]
+    return [n for n in schema.names if golden_column(n) in names]
 
 
 def rows_to_table(rows: Sequence[Mapping[str, Any]], schema: pa.Schema) -> pa.Table:

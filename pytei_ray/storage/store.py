@@ -1,15 +1,15 @@
 """The one owner of a results directory's contents (local disk, ``s3://``, ``gs://`` alike).
 
 The names and layout are in :mod:`pytei_ray.storage.layout`, the manifest's schema in
-:mod:`pytei_ray.storage.manifest`, the one-launcher lock in :mod:`pytei_ray.storage.lock`.
+:mod:`pytei_ray.storage.manifest`, the one-launcher lock in :mod:`pytei_ray.storage.lock`, the
+checks of a location in :mod:`pytei_ray.storage.location`, atomic writes and torn-part
+detection in :mod:`pytei_ray.storage.files`.
 
 ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
 (``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
 name starts with ``_`` or ``.`` are skipped and every part has the same schema.
 
-Atomicity: on a local disk a file is written to ``.<name>.tmp-<uuid>``, fsynced and renamed over
-its final name; on object stores (S3, GCS) a single put is already atomic, so it is written in
-place. Either way a reader sees a whole file or none.
+Atomicity: every file appears whole or not at all (:func:`~pytei_ray.storage.files.put_atomic`).
 
 One launcher per directory (:meth:`ResultsStore.lock`): on local disk a kernel lock (released
 when its holder dies, ``kill -9`` included); on object stores a heartbeat lease, which is best
@@ -19,10 +19,8 @@ effort because pyarrow's S3/GCS API has no atomic create-if-absent (see
 
 from __future__ import annotations
 
-import errno
 import os
 import time
-import uuid
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -33,8 +31,10 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from pytei_ray.columns import golden_column, metric_of_golden
 from pytei_ray.errors import ResultsDirError
 
+from .files import open_part, parquet_bytes, put_atomic
 from .layout import (
     ARTIFACTS_DIR,
     GOLDEN_DIR,
@@ -46,14 +46,12 @@ from .layout import (
     is_part_name,
     resolve_location,
 )
+from .location import check_location
 from .lock import LeaseLock, LocalLock
 from .manifest import manifest_bytes, parse_manifest
 from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
 
 __all__ = ["ResultsStore", "StoredScan", "put_atomic", "resolve_location"]
-
-_MAGIC = b"PAR1"
-
 
 @dataclass
 class StoredScan:
@@ -73,29 +71,6 @@ class StoredScan:
     schemas: dict[str, pa.Schema] = field(default_factory=dict)
     golden: list[dict[str, Any]] = field(default_factory=list)
     golden_of_rows: dict[tuple[str, str], dict[str, float | None]] = field(default_factory=dict)
-
-
-def put_atomic(fs: pafs.FileSystem, path: str, data: bytes) -> None:
-    """Write ``data`` to ``path`` on ``fs`` so that readers see all of it or nothing.
-
-    Local disk: a hidden temporary file in the same folder, fsynced, then renamed over ``path``.
-    Object stores: one put, which they make visible atomically.
-    """
-    if not isinstance(fs, pafs.LocalFileSystem):
-        with fs.open_output_stream(path) as out:
-            out.write(data)
-        return
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".{name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 class ResultsStore:
@@ -140,81 +115,19 @@ class ResultsStore:
             self._lease.check()  # another launcher took the directory over: write nothing more
         put_atomic(self.fs, path, data)
 
-    @staticmethod
-    def _parquet_bytes(table: pa.Table) -> bytes:
-        sink = pa.BufferOutputStream()
-        pq.write_table(table, sink, compression="zstd")
-        return sink.getvalue().to_pybytes()
-
     # ---- location and manifest -------------------------------------------------------------
     def check_location(self) -> None:
         """Raise :class:`ResultsDirError` unless the location can become or is our directory.
 
         Refused, before anything is written: a file; a path under a regular file; a local
-        location whose nearest existing folder cannot be written (read-only, ``/proc``); a
-        non-empty folder without a manifest; a manifest that is not valid (see
-        :func:`~pytei_ray.storage.manifest.validate_manifest`).
+        location whose nearest existing folder cannot be written (read-only, ``/proc``); an
+        object-store location in a bucket that does not exist (unless the URI has
+        ``allow_bucket_creation=true``); a non-empty folder without a manifest; a manifest
+        that is not valid (see :func:`~pytei_ray.storage.manifest.validate_manifest`).
         """
-        try:
-            info = self._info(self.path)
-        except OSError as exc:  # e.g. NotADirectoryError: a parent is a regular file
-            if self._local:
-                self._check_local_parents()
-            raise ResultsDirError(f"Cannot use the results location {self.display!r}: {exc}\n"
-                                  "Pass --out with a new or existing results directory.") from exc
-        if info.type == pafs.FileType.File:
-            raise ResultsDirError(
-                f"Expected the output location to be a directory, but {self.display!r} is a "
-                "file.\nPass --out with a new or existing results directory.")
-        if self._local:
-            self._check_local_parents()
-        if info.type == pafs.FileType.Directory and not self.has_manifest():
-            entries = self.fs.get_file_info(pafs.FileSelector(self.path))
-            if any(not os.path.basename(e.path).startswith((".", "_")) for e in entries):
-                raise ResultsDirError(
-                    f"Refusing to write results into {self.display!r}: it is not empty and holds "
-                    f"no {MANIFEST}, so it is not a pytei_ray results directory.\n"
-                    "Pass --out with a new or empty directory.")
+        check_location(self.fs, self.path, self.uri, self.display, local=self._local,
+                       has_manifest=self.has_manifest)
         self.read_manifest()  # a present manifest must be valid
-
-    def _check_local_parents(self) -> None:
-        """The nearest existing ancestor must be a folder we can create files in."""
-        path = self.path
-        while not os.path.lexists(path):
-            parent = os.path.dirname(path)
-            if parent == path:
-                break
-            path = parent
-        if not os.path.isdir(path):
-            raise ResultsDirError(
-                f"Cannot create the results directory {self.display!r}: {path} is a regular "
-                "file, not a folder.\nPass --out with a path whose parents are folders.")
-        if not self.writable(path):
-            raise ResultsDirError(
-                f"Cannot write the results directory {self.display!r}: {path} does not accept "
-                "new files (read-only, or a virtual filesystem like /proc).\nPass --out with a "
-                "writable location.")
-
-    @staticmethod
-    def writable(folder: str) -> bool:
-        """Whether a file can be created in the local ``folder``.
-
-        ``os.access`` first (cheap; it says yes to root everywhere), then a probe: a hidden
-        file created with ``O_EXCL`` and removed at once, which root cannot fake past a
-        read-only mount or ``/proc``. The folder is left as it was (its mtime aside).
-        """
-        if not os.access(folder, os.W_OK | os.X_OK):
-            return False
-        probe = os.path.join(folder, f".pytei-probe-{uuid.uuid4().hex[:8]}")
-        try:
-            fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        except OSError as exc:
-            if exc.errno in (errno.EEXIST,):
-                return True
-            return False
-        os.close(fd)
-        os.unlink(probe)
-        return True
 
     @property
     def display(self) -> str:
@@ -260,6 +173,25 @@ class ResultsStore:
     def artifacts_root(self) -> str:
         """The folder of cached artifacts (``ctx.artifact``) on :attr:`fs`."""
         return self._join(ARTIFACTS_DIR)
+
+    def artifact_location(self, key: str) -> str:
+        """Where artifact ``key`` is (or would be) stored, for messages."""
+        return display_location(self.uri, ARTIFACTS_DIR, key)
+
+    def read_artifact(self, key: str) -> bytes | None:
+        """The bytes stored as artifact ``key``, or None when there are none."""
+        path = f"{self.artifacts_root()}/{key}"
+        if self._info(path).type != pafs.FileType.File:
+            return None
+        with self.fs.open_input_stream(path) as f:
+            return f.read()
+
+    def write_artifact(self, key: str, data: bytes) -> None:
+        """Store artifact ``key`` atomically. Workers write artifacts without holding the
+        directory's lock (same key, same bytes: the race is harmless), so no lease check."""
+        root = self.artifacts_root()
+        self.fs.create_dir(root, recursive=True)
+        put_atomic(self.fs, f"{root}/{key}", data)
 
     @contextmanager
     def lock(self, ttl: float | None = None) -> Iterator[None]:
@@ -308,26 +240,8 @@ class ResultsStore:
     def _open_part(self, info: pafs.FileInfo, columns: Sequence[str] | None,
                    extra: Callable[[pa.Schema], list[str]] | None = None
                    ) -> tuple[pa.Schema, pa.Table] | str:
-        """Read a part once: its schema and the given columns (those it has, plus
-        ``extra(schema)``); or why it is unreadable (a string)."""
-        if info.size is None or info.size < 12:
-            return f"{info.size} bytes, too short for Parquet"
-        try:
-            with self.fs.open_input_file(info.path) as f:
-                head = f.read(4)
-                f.seek(info.size - 4)
-                tail = f.read(4)
-                if head != _MAGIC or tail != _MAGIC:
-                    return "missing Parquet magic bytes (torn write?)"
-                f.seek(0)
-                part = pq.ParquetFile(f)
-                schema = part.schema_arrow
-                want = None if columns is None else [c for c in columns if c in schema.names]
-                if want is not None and extra is not None:
-                    want += [c for c in extra(schema) if c not in want]
-                return schema, part.read(columns=want)
-        except Exception as exc:  # any decoding failure means the file is unusable
-            return f"unreadable ({type(exc).__name__}: {exc})"
+        """The one read of a part (:func:`~pytei_ray.storage.files.open_part`)."""
+        return open_part(self.fs, info, columns, extra)
 
     def _check_part(self, info: pafs.FileInfo, columns: list[str] | None) -> str | None:
         """Why the part is unreadable, or None if it is whole."""
@@ -387,19 +301,19 @@ class ResultsStore:
         seen: dict[str, None] = {}
 
         def golden_columns(schema: pa.Schema) -> list[str]:
-            return [f"golden_{m}" for m in metrics_of_schema(schema)]
+            return [golden_column(m) for m in metrics_of_schema(schema)]
 
         for path, schema, table in self._whole_parts(self.path, columns, golden_columns):
             out.schemas[path] = schema
             seen.update(dict.fromkeys(metrics_of_schema(schema)))
             names = set(table.column_names)
             missing = dict.fromkeys(c for c in columns if c not in names)
-            gcols = [c for c in table.column_names if c.startswith("golden_")]
+            gcols = [c for c in table.column_names if metric_of_golden(c) is not None]
             for r in table.to_pylist():
                 out.rows.append({**missing, **{c: r.get(c) for c in columns if c in names}})
                 key = (r["model"], r["mitigation"])
                 if key not in out.golden_of_rows:
-                    out.golden_of_rows[key] = {c[len("golden_"):]: r[c] for c in gcols}
+                    out.golden_of_rows[key] = {metric_of_golden(c): r[c] for c in gcols}
         out.metrics = list(seen)
         for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
             out.golden.extend(table.to_pylist())
@@ -430,7 +344,7 @@ class ResultsStore:
             if stored.equals(schema):
                 continue
             table = pq.read_table(path, filesystem=self.fs)
-            self._put(path, self._parquet_bytes(rows_to_table(table.to_pylist(), schema)))
+            self._put(path, parquet_bytes(rows_to_table(table.to_pylist(), schema)))
             if schemas is not None:
                 schemas[path] = schema
             n += 1
@@ -446,7 +360,7 @@ class ResultsStore:
         directory = self._join(GOLDEN_DIR) if golden else self.path
         self.fs.create_dir(directory, recursive=True)
         path = f"{directory}/{name}"
-        self._put(path, self._parquet_bytes(rows_to_table(rows, schema)))
+        self._put(path, parquet_bytes(rows_to_table(rows, schema)))
         return path
 
     # ---- reading ---------------------------------------------------------------------------
@@ -487,7 +401,7 @@ class ResultsStore:
                 continue
             removed += len(ids) - len(keep)
             if keep:
-                self._put(path, self._parquet_bytes(table.take(keep)))
+                self._put(path, parquet_bytes(table.take(keep)))
             else:
                 self.fs.delete_file(path)
         return removed

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from .layout import part_name
 from .schema import metric_names
 from .store import ResultsStore
 
@@ -116,7 +117,7 @@ class ResultsWriter:
 
     def _name(self) -> str:
         self._seq += 1
-        return f"part-{self.run_id}-{self._seq:05d}.parquet"
+        return part_name(self.run_id, self._seq)
 
     def _write_golden(self) -> None:
         if self._golden:

@@ -8,7 +8,7 @@
 
 Pretraining runs once per (setting, seed, corpus fingerprint): the model, the optimizer state
 and the step are stored as one artifact through the
-:class:`~pytei_ray.campaign.context.BuildContext` cache (``gpt-<key>.pt``), so every worker, a
+:class:`~pytei_ray.execution.context.BuildContext` cache (``gpt-<key>.pt``), so every worker, a
 resumed run and a later campaign in the same results directory load it instead of training.
 Every format starts from the same fp32 checkpoint, cast on load (AdamW's moments too).
 """
@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import copy
 import functools
-import hashlib
 import io
-import json
 import platform
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +26,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from pytei_ray.drs.study import torch_threads
+from pytei_ray.studies.common import checkpoint_key, torch_threads, trained_or_cached
 
 from .corpus import ByteCorpus, CorpusSpec, load_corpus
 from .model import GPT, build_gpt
@@ -114,19 +112,12 @@ class GPTStudy:
         (so another Python's standard library gets a checkpoint of its own)."""
         ident = {"setting": self.setting.as_dict(), "seed": self.seed,
                  "corpus": self.data().fingerprint, "format": _CKPT_FORMAT}
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-        return f"gpt-{digest[:16]}.pt"
+        return f"gpt-{checkpoint_key(ident)}.pt"
 
     def checkpoint(self, ctx: Any = None) -> dict[str, Any]:
         """The pretrained checkpoint: ``{"state_dict", "optimizer", "step", "meta"}`` (fp32), from
         ``ctx``'s artifact cache, else pretrained now (and stored when ``ctx`` is given)."""
-        if ctx is None:
-            return _read(self._pretrain_bytes())
-        key = self.checkpoint_name()
-        try:
-            return _read(ctx.artifact(key, self._pretrain_bytes))
-        except Exception:  # an unusable stored copy (torn, foreign): pretrain and store again
-            return _read(ctx.artifact(key, self._pretrain_bytes, refresh=True))
+        return trained_or_cached(ctx, self.checkpoint_name(), self._pretrain_bytes, _read)
 
     def _pretrain_bytes(self) -> bytes:
         corpus = self.data()

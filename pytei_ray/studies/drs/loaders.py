@@ -1,8 +1,9 @@
-"""Loaders of real click logs into :class:`~pytei_ray.drs.data.ClickLog`.
+"""Loaders of real click logs into :class:`~pytei_ray.studies.drs.data.ClickLog`.
 
 Both loaders emit *provisional* per-field indices (order of first appearance in the file,
-``0`` = missing); :func:`~pytei_ray.drs.data.split` refits the vocabularies on the train rows,
-mapping categories unseen in train (or rarer than ``min_count`` there) to the OOV index 0.
+``0`` = missing); :func:`~pytei_ray.studies.drs.data.split` refits the vocabularies on the
+train rows, mapping categories unseen in train (or rarer than ``min_count`` there) to the OOV
+index 0.
 Nothing is downloaded: pass the path of a local file.
 """
 
@@ -37,13 +38,13 @@ def load_criteo(
 
     Each line is ``label \\t I1..I13 \\t C1..C26``: a 0/1 label, 13 integer counts and 26 hashed
     categorical values (hex strings); any feature may be empty (missing). Integers get the
-    shared preprocessing (:func:`~pytei_ray.drs.data.preprocess_dense`: missing/negative -> 0,
-    ``log(1 + x)``); an empty categorical is index 0.
+    shared preprocessing (:func:`~pytei_ray.studies.drs.data.preprocess_dense`: missing/negative
+    -> 0, ``log(1 + x)``); an empty categorical is index 0.
 
     Args:
         path: The tab-separated file.
         max_rows: Read at most this many lines (the file's head).
-        min_count: Train-count threshold recorded for :func:`~pytei_ray.drs.data.split`.
+        min_count: Train-count threshold recorded for :func:`~pytei_ray.studies.drs.data.split`.
         name: ``ClickLog.name``.
 
     Returns:
@@ -110,7 +111,7 @@ def load_movielens(
     Args:
         path: The ``::``-separated ratings file.
         max_rows: Read at most this many lines.
-        min_count: Train-count threshold recorded for :func:`~pytei_ray.drs.data.split`.
+        min_count: Train-count threshold recorded for :func:`~pytei_ray.studies.drs.data.split`.
         threshold: Ratings strictly above it are clicks.
         name: ``ClickLog.name``.
 

@@ -22,13 +22,14 @@ everything the workers report before any of it is stored:
 from __future__ import annotations
 
 import math
-import struct
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from pytei_ray.columns import GOLDEN_HEAD, GOLDEN_TAIL, metric_of_golden, same_value
 from pytei_ray.errors import GoldenDriftError, ModelChecksumError
-from pytei_ray.storage.schema import GOLDEN_COLUMNS as _GOLDEN_FIXED
+
+_GOLDEN_FIXED = frozenset(GOLDEN_HEAD + GOLDEN_TAIL)  # the non-metric columns of a golden row
 
 __all__ = ["Consistency"]
 
@@ -38,10 +39,6 @@ Pair = tuple[str, str]  # (model, mitigation)
 def _values(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The metrics that have a value (a null column of a conformed part is no value)."""
     return {k: float(v) for k, v in metrics.items() if v is not None}
-
-
-def _same(a: float, b: float) -> bool:
-    return struct.pack("<d", a) == struct.pack("<d", b) or (math.isnan(a) and math.isnan(b))
 
 
 @dataclass
@@ -123,7 +120,7 @@ class Consistency:
                     "another model), so nothing of it was stored. Seed the factory, e.g. "
                     "torch.manual_seed(0) inside it (torch.random.fork_rng() keeps the global "
                     "RNG), or load fixed weights; then run the same command again. If the "
-                    f"model was changed on purpose, write to a new --out DIR ({self.location} "
+                    f"model was changed on purpose, write to a new `out=DIR` ({self.location} "
                     "holds results of the old one).")
         return new
 
@@ -146,7 +143,7 @@ class Consistency:
         if model in self.nondeterministic:
             return
         diffs = [f"metric {m!r}: stored {ref[m]!r} ({self.golden_from[key]}), now {now[m]!r} "
-                 f"({origin})" for m in ref if m in now and not _same(ref[m], now[m])]
+                 f"({origin})" for m in ref if m in now and not same_value(ref[m], now[m])]
         diffs += [f"metric {m!r}: stored {ref[m]!r} ({self.golden_from[key]}), now absent "
                   f"({origin})" for m in ref if m not in now]
         diffs += [f"metric {m!r}: stored absent, now {now[m]!r} ({origin})"
@@ -162,10 +159,10 @@ class Consistency:
                 "since they were computed, or evaluate() is not deterministic). Nothing of "
                 "this chunk was stored.\nRestore the job "
                 f"file or its evaluate() as it was{copy} and run the same command again, or "
-                "write the changed campaign to a new --out DIR.")
+                "write the changed campaign to a new `out=DIR`.")
 
     def check_chunk(self, result: Any) -> dict[str, str]:
-        """Check one :class:`~pytei_ray.campaign.ChunkResult` before any of it is stored.
+        """Check one :class:`~pytei_ray.execution.worker.ChunkResult` before any of it is stored.
 
         Returns:
             checksums seen for the first time (see :meth:`check_checksums`).
@@ -182,7 +179,7 @@ class Consistency:
             if key in seen:
                 continue
             seen.add(key)
-            metrics = {k[len("golden_"):]: v for k, v in r.items() if k.startswith("golden_")}
+            metrics = {m: v for k, v in r.items() if (m := metric_of_golden(k)) is not None}
             self.check_golden(*key, metrics, f"rows of worker {result.worker}")
         return new
 

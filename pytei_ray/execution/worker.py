@@ -12,117 +12,26 @@ The in-process executor calls it directly; the Ray executor wraps one in each ac
 from __future__ import annotations
 
 import copy
-import math
 import os
 import socket
-import struct
 import time
-import traceback
 import warnings
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
 import torch
 
+from pytei_ray.campaign.jobfile import JobRef
+from pytei_ray.campaign.spec import Campaign, is_activation_target
+from pytei_ray.campaign.trials import Trial
+from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
-from pytei_ray.storage.schema import RESERVED
 
+from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
 from .context import BuildContext, call_hook, context_for
-from .jobfile import JobRef
-from .spec import Campaign, is_activation_target
-from .trials import Trial
 
 __all__ = ["TrialWorker", "ChunkResult"]
-
-_MAX_ERROR_CHARS = 4000
-
-
-@dataclass
-class ChunkResult:
-    """What a worker sends back for one chunk.
-
-    Attributes:
-        rows: one result row (a flat dict, see docs/CONTRACTS.md) per trial of the chunk.
-        golden: golden rows computed while running this chunk (first use of a model/mitigation).
-        worker: the worker's id (``host:pid``).
-        rebuilt: models whose replica was found modified and rebuilt before this chunk.
-        nondeterministic: every model whose golden ``evaluate`` gave different metrics on two
-            runs on this worker so far (sorted; no trial of those is skipped). Cumulative, so
-            the driver can merge it from any chunk.
-        checksums: model -> ``state_checksum`` of the replica as its factory built it, for
-            every model this worker has built (the driver compares them across workers and
-            runs: a factory that does not seed builds different models).
-    """
-
-    rows: list[dict[str, Any]]
-    golden: list[dict[str, Any]] = field(default_factory=list)
-    worker: str = ""
-    rebuilt: list[str] = field(default_factory=list)
-    nondeterministic: list[str] = field(default_factory=list)
-    checksums: dict[str, str] = field(default_factory=dict)
-
-
-def _version() -> str:
-    from pytei_ray import __version__
-
-    return __version__
-
-
-def _check_metrics(out: object, expected: Sequence[str] | None) -> dict[str, float]:
-    if not isinstance(out, Mapping):
-        raise TypeError(f"Expected evaluate() to return a dict of metrics, but got "
-                        f"{type(out).__name__}.")
-    metrics: dict[str, float] = {}
-    for key, value in out.items():
-        if not isinstance(key, str) or not key or key in RESERVED or key.startswith("golden_"):
-            raise ValueError(f"Expected metric names to be strings that are not result columns "
-                             f"({sorted(RESERVED)}) and do not start with 'golden_', but got "
-                             f"{key!r}.")
-        try:
-            metrics[key] = float(value)
-        except (TypeError, ValueError):
-            raise TypeError(f"Expected metric {key!r} to be a number, but got {value!r}.") from None
-    if expected is not None and list(metrics) != list(expected):
-        if sorted(metrics) != sorted(expected):
-            raise ValueError(f"Expected evaluate() to return the metrics of the golden run "
-                             f"{list(expected)}, but got {list(metrics)}.")
-        metrics = {k: metrics[k] for k in expected}
-    return metrics
-
-
-def _same_bits(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
-    """Two metric dicts are equal bit for bit (same names in the same order; NaN equals NaN)."""
-    if list(a) != list(b):
-        return False
-    return all(struct.pack("<d", x) == struct.pack("<d", y) or (math.isnan(x) and math.isnan(y))
-               for x, y in zip(a.values(), b.values()))
-
-
-def _error_text(exc: BaseException) -> str:
-    text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    return text if len(text) <= _MAX_ERROR_CHARS else "...\n" + text[-_MAX_ERROR_CHARS:]
-
-
-def to_device(data: Any, device: torch.device) -> Any:
-    """Move evaluation data next to the replica: tensors (also inside tuples, lists and dicts)
-    and objects with a ``.to(device)`` method (e.g. ``ClickLog``); anything else as it is."""
-    if isinstance(data, torch.Tensor) or (
-        callable(getattr(data, "to", None)) and not isinstance(data, (str, bytes))
-    ):
-        try:
-            return data.to(device)
-        except TypeError:  # a `.to` that is not torch's (e.g. a unit conversion): leave it
-            return data
-    if isinstance(data, tuple) and hasattr(data, "_fields"):  # namedtuple
-        return type(data)(*(to_device(v, device) for v in data))
-    if isinstance(data, (list, tuple)):
-        return type(data)(to_device(v, device) for v in data)
-    if isinstance(data, dict):
-        return {k: to_device(v, device) for k, v in data.items()}
-    return data
-
 
 class TrialWorker:
     """Runs chunks of trials of one campaign, keeping a replica per model.
@@ -172,7 +81,8 @@ class TrialWorker:
     def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
                 worker_id: str | None = None) -> TrialWorker:
         """A worker for the campaign of ``job``, its hooks given ``job``'s results location."""
-        return cls(job.campaign(), device=device, worker_id=worker_id, context=job.context())
+        return cls(job.campaign(), device=device, worker_id=worker_id,
+                   context=BuildContext(job.results_uri))
 
     # ---- setup -----------------------------------------------------------------------------
     def _setup_error(self, what: str, exc: BaseException, model: str) -> TrialSetupError:
@@ -321,7 +231,7 @@ class TrialWorker:
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
                 again = _check_metrics(self._run_eval(self.campaign.evaluate, model,
                                                       model_name), list(metrics))
-                if not _same_bits(metrics, again):
+                if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
         except Exception as exc:
             raise self._setup_error(
@@ -445,7 +355,7 @@ class TrialWorker:
                     golden: dict[str, float], started: datetime, t0: float) -> None:
         """Metrics (null for a failed trial), golden metrics and bookkeeping columns."""
         row.update({m: metrics.get(m) for m in golden})
-        row.update({f"golden_{m}": v for m, v in golden.items()})
+        row.update({golden_column(m): v for m, v in golden.items()})
         row.update(worker=self.worker_id, device=str(self.device), started_at=started,
                    duration_s=time.perf_counter() - t0, version=self._version)
 

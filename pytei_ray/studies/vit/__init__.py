@@ -1,7 +1,7 @@
 """A small Vision Transformer study: model, digits data, training, and a campaign's hooks.
 
 Example:
-    >>> from pytei_ray.vit import ViTStudy, FORMATS
+    >>> from pytei_ray.studies.vit import ViTStudy, FORMATS
     >>> study = ViTStudy.preset("tiny")
     >>> sorted(FORMATS)
     ['bf16', 'fp16', 'fp32', 'int8']

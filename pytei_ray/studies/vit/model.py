@@ -166,6 +166,15 @@ def convert(model: nn.Module, fmt: str) -> nn.Module:
         return model
     if fmt in ("bf16", "fp16"):
         return model.to(torch.bfloat16 if fmt == "bf16" else torch.float16)
+    # torch.ao's quantize_dynamic stays, though torch deprecates it in favour of torchao's
+    # `quantize_` (its DeprecationWarning and the quantized-tensor UserWarning are left visible:
+    # nothing is silenced). torchao 0.18 installs next to this CPU torch without pulling another
+    # one, but `quantize_` does not fit this model's purpose: it swaps each Linear weight for a
+    # tensor subclass (Int8Tensor / AffineQuantizedTensor) that reports a float dtype and keeps
+    # its int8 data and per-row scales inside, so the injector, which reaches quantized weights
+    # through torch's qint8 dtype and int_repr(), would see float words or fail, and the int8
+    # rows (bit positions, golden accuracy with a per-tensor scale) would change meaning.
+    # Moving needs the fault core to learn torchao's tensors first.
     try:
         from torch.ao.quantization import quantize_dynamic
 

@@ -20,13 +20,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torchmetrics.functional.classification import binary_auroc
 
+from ..common import checkpoint_payload, load_checkpoint
 from .data import ClickLog
 
 __all__ = [
@@ -47,7 +48,7 @@ class DRSSetting:
     """A recommended synthetic-data size and training schedule (keyword arguments of train).
 
     Attributes:
-        n_rows: Rows of :func:`~pytei_ray.drs.data.synthetic_criteo` (split 0.8/0.1/0.1).
+        n_rows: Rows of :func:`~pytei_ray.studies.drs.data.synthetic_criteo` (split 0.8/0.1/0.1).
         epochs: Maximum training epochs.
         batch_size: Training batch size.
         lr: Adam learning rate.
@@ -165,7 +166,7 @@ def evaluate(model: nn.Module, data: ClickLog, batch_size: int = 2048) -> dict[s
     """``{"auc", "logloss"}`` of ``model`` on ``data`` (see :func:`binary_metrics`).
 
     Example:
-        >>> from pytei_ray.drs import build_model, synthetic_criteo
+        >>> from pytei_ray.studies.drs import build_model, synthetic_criteo
         >>> log = synthetic_criteo(500, seed=0)
         >>> sorted(evaluate(build_model("fm", log.field_dims, log.n_dense), log))
         ['auc', 'logloss']
@@ -262,16 +263,6 @@ def train(
                        time.perf_counter() - start)
 
 
-def checkpoint_payload(
-    state_dict: dict[str, torch.Tensor], meta: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The checkpoint format, ``{"state_dict", "meta"}`` with CPU tensors, for ``torch.save``."""
-    return {
-        "state_dict": {k: v.detach().cpu() for k, v in state_dict.items()},
-        "meta": dict(meta or {}),
-    }
-
-
 def save_checkpoint(
     path: str | os.PathLike[str],
     state_dict: dict[str, torch.Tensor],
@@ -300,17 +291,3 @@ def save_checkpoint(
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def load_checkpoint(
-    path: str | os.PathLike[str] | BinaryIO, map_location: str | torch.device = "cpu"
-) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read a :func:`save_checkpoint` file (or an open binary file of one) with
-    ``torch.load(weights_only=True)``.
-
-    Returns:
-        ``(state_dict, meta)``.
-    """
-    source = path if hasattr(path, "read") else Path(path)
-    payload = torch.load(source, map_location=map_location, weights_only=True)
-    return payload["state_dict"], payload["meta"]

@@ -4,9 +4,9 @@ Every model is ``Model(field_dims, n_dense, embed_dim=16, mlp_dims=(16, 16), ...
 ``forward(dense [B, n_dense] float, sparse [B, n_fields] long) -> logits [B]`` and exactly three
 top-level children, so fault-injection target sets are name globs (see ``TARGET_SETS``):
 
-* ``embedding`` — a :class:`~pytei_ray.drs.layers.FieldEmbedding`: the shared categorical table
-  (``embedding.factors.weight``), first-order weights (``embedding.linear.weight``) and the numeric
-  feature embeddings (``embedding.numeric_*``);
+* ``embedding`` — a :class:`~pytei_ray.studies.drs.layers.FieldEmbedding`: the shared categorical
+  table (``embedding.factors.weight``), first-order weights (``embedding.linear.weight``) and the
+  numeric feature embeddings (``embedding.numeric_*``);
 * ``dense`` — an ``nn.ModuleDict`` with the middle of the network: MLPs (``dense.mlp.fc0``...),
   cross layers (``dense.cross``), the FM interaction (``dense.fm``), AFN's logarithmic neurons
   (``dense.lnn``), DLRM's bottom/top MLPs (``dense.bottom``, ``dense.top``);

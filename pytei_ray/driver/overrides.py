@@ -11,9 +11,8 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
-from pytei_ray.errors import CampaignSpecError, JobFileError, PyteiRayError
-
-from .jobfile import JobRef
+from pytei_ray.campaign.jobfile import JobRef
+from pytei_ray.errors import CampaignSpecError, PyteiRayError
 
 __all__ = ["apply_precision", "apply_repetitions", "precision_override", "repetitions_override"]
 
@@ -34,13 +33,13 @@ def apply_repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions:
     stored = ((manifest or {}).get("job") or {}).get("repetitions_override")
     if repetitions is not None:
         if isinstance(repetitions, bool) or not isinstance(repetitions, int) or repetitions < 1:
-            raise PyteiRayError(f"Expected --repetitions to be an integer >= 1, but got "
-                                f"{repetitions!r}.")
+            raise PyteiRayError(f"Expected argument `repetitions` to be an integer >= 1, but "
+                                f"got {repetitions!r}.")
         effective = repetitions
     elif isinstance(stored, int) and stored > own:
         effective = stored
         echo(f"note: using {stored} repetitions as recorded in {location} (it was extended with "
-             f"--repetitions {stored}; the job says {own}). Pass --repetitions N to choose.")
+             f"`repetitions={stored}`; the job says {own}). Pass `repetitions=N` to choose.")
     else:
         effective = own
     others = {k: v for k, v in job.overrides.items() if k != "repetitions"}
@@ -73,25 +72,23 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
         target = own or (Precision.from_spec(stored) if stored else None)
         if target is None:
             raise CampaignSpecError(
-                "Expected --max-reps / --confidence together with a precision target, but the "
-                "campaign has none.\nAdd one, e.g. --precision auc=0.005 (the half-width of the "
-                "mean of metric auc), or set Campaign(precision=Precision(...)) in the job.")
+                "Expected `max_reps=N` / `confidence=C` together with a precision target, but "
+                "the campaign has none.\nAdd one, e.g. `precision='auc=0.005'` (the half-width of "
+                "the mean of metric auc), or set Campaign(precision=Precision(...)) in the job.")
     else:
         target = Precision.from_spec(stored)
         if target != own:
             echo(f"note: using the precision target recorded in {location} "
-                 f"({target.describe()}); pass --precision to choose another.")
+                 f"({target.describe()}); pass `precision=SPEC` to choose another.")
     changes = {k: v for k, v in (("max_reps", max_reps), ("confidence", confidence))
                if v is not None}
     if changes:
         target = dataclasses.replace(target, **changes)
     if target == own:
         return job
-    try:
-        base.replace(overrides={**base.overrides, "precision": target}).campaign()
-    except JobFileError as exc:
-        raise CampaignSpecError(str(exc)) from exc
-    return base.replace(overrides={**base.overrides, "precision": target})
+    job = base.replace(overrides={**base.overrides, "precision": target})
+    job.campaign()  # an invalid target raises CampaignSpecError here, before any work
+    return job
 
 
 def repetitions_override(job: JobRef) -> int | None:

@@ -1,7 +1,7 @@
 """Deep recommendation system (DRS) models, click-log data and training for DRS campaigns.
 
 Example:
-    >>> from pytei_ray.drs import build_model, evaluate, split, synthetic_criteo, train
+    >>> from pytei_ray.studies.drs import build_model, evaluate, split, synthetic_criteo, train
     >>> tr, va, te = split(synthetic_criteo(2000, seed=0), seed=0)
     >>> model = build_model("dlrm", tr.field_dims, tr.n_dense, seed=0)
     >>> result = train(model, tr, va, epochs=1, seed=0)

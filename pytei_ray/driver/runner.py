@@ -14,20 +14,20 @@ import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from pytei_ray.campaign.consistency import Consistency
 from pytei_ray.campaign.jobfile import JobRef
 from pytei_ray.campaign.rounds import DecisionRows, Round
 from pytei_ray.campaign.trials import Trial, make_chunks
+from pytei_ray.columns import golden_metrics
 from pytei_ray.errors import CampaignSpecError, TrialSetupError, TrialsLostError
 from pytei_ray.execution.base import Executor
-from pytei_ray.storage import ResultsStore, ResultsWriter, touch
+from pytei_ray.storage import ResultsWriter
 
-if TYPE_CHECKING:  # pragma: no cover
-    from pytei_ray.driver import RunSummary
+from .ledger import RunLedger
+from .summary import RunSummary
 
-__all__ = ["RoundRunner", "check_target_metric", "golden_to_recompute", "report_nonfinite"]
+__all__ = ["RoundRunner", "check_target_metric", "golden_to_recompute"]
 
 
 class RoundRunner:
@@ -36,15 +36,13 @@ class RoundRunner:
 
     def __init__(self, job: JobRef, make_executor: Callable[[], Executor],
                  writer: ResultsWriter, decide: DecisionRows, summary: RunSummary,
-                 chunk_size: int, progress: bool, echo: Callable[[str], None],
-                 location: str, on_nondeterministic: Callable[[list[str]], None],
-                 check: Callable[[Any], None]) -> None:
+                 ledger: RunLedger, *, chunk_size: int, progress: bool,
+                 echo: Callable[[str], None], location: str) -> None:
         self.job, self.writer, self.decide, self.summary = job, writer, decide, summary
         self.chunk_size, self.progress, self.echo, self.location = (chunk_size, progress, echo,
                                                                     location)
         self._make_executor = make_executor  # called once, at the first round with work
-        self.on_nondeterministic = on_nondeterministic
-        self.check = check  # refuses a chunk (or prepared replicas) that would mix experiments
+        self.ledger = ledger  # checks each chunk before it is stored; writes the manifest
         #: the setup failure of a model found by prepare: its trials are skipped, the others
         #: run, and the run ends with this error (exit status 1)
         self.setup_failed: TrialSetupError | None = None
@@ -69,7 +67,7 @@ class RoundRunner:
     def recompute_golden(self, trials: list[Trial]) -> None:
         """Golden rows whose part was lost (quarantined): run one stored trial of each pair."""
         ex, trials = self._ready(trials)
-        _recompute_golden(ex, self.job, trials, self.writer, self.check, self.echo)
+        _recompute_golden(ex, self.job, trials, self.writer, self.ledger.check, self.echo)
 
     def _ready(self, trials: list[Trial]) -> tuple[Executor, list[Trial]]:
         """Start the executor, prepare the models of ``trials`` not prepared yet (in campaign
@@ -84,7 +82,7 @@ class RoundRunner:
         failed = _prepare(ex, self.job, models, self.echo)
         self._prepared.update(models)
         for worker, checksums in ex.prepared_checksums:  # refused before any trial runs
-            self.check(_Prepared(worker, checksums))
+            self.ledger.check(_Prepared(worker, checksums))
         ex.prepared_checksums.clear()
         if failed is not None and self.setup_failed is None:
             self.setup_failed = failed
@@ -119,11 +117,10 @@ class RoundRunner:
 
         def on_result(result: Any) -> None:
             if result.rows:  # every row carries golden_<m> for each metric evaluate returns
-                check_target_metric(campaign, [k[len("golden_"):] for k in result.rows[0]
-                                               if k.startswith("golden_")])
-            self.check(result)  # raises before anything of the chunk is stored
+                check_target_metric(campaign, golden_metrics(result.rows[0]))
+            self.ledger.check(result)  # raises before anything of the chunk is stored
             self.writer.add(result.rows, result.golden)
-            self.on_nondeterministic(result.nondeterministic)
+            self.ledger.record_nondeterministic(result.nondeterministic)
             self.decide.add(result.rows)
             delivered.update(r["trial_id"] for r in result.rows)
             summary.ran += len(result.rows)
@@ -173,8 +170,8 @@ def check_target_metric(campaign: Any, metrics: Iterable[str]) -> None:
         return
     raise CampaignSpecError(
         f"Expected the precision target's metric to be one that evaluate() returns, but got "
-        f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass --precision with "
-        f"one of them (e.g. --precision {sorted(metrics)[0]}=0.01); nothing was stored.")
+        f"{target.metric!r}.\n  evaluate() returns: {sorted(metrics)}\nPass a target on one of "
+        f"them (e.g. `precision='{sorted(metrics)[0]}=0.01'`); nothing was stored.")
 
 
 def _prepare(ex: Executor, job: JobRef, models: list[str],
@@ -215,25 +212,6 @@ class _Prepared:
     rows: list[dict[str, Any]] = field(default_factory=list)
     golden: list[dict[str, Any]] = field(default_factory=list)
     nondeterministic: list[str] = field(default_factory=list)
-
-
-def report_nonfinite(checks: Consistency, golden: list[dict[str, Any]],
-                      manifest: dict[str, Any], store: ResultsStore,
-                      echo: Callable[[str], None]) -> None:
-    """Warn about (once each) and record non-finite golden metrics: not refused, since every
-    run reproduces them and the other metrics stay valid, but no trial can be compared with
-    them."""
-    found = checks.nonfinite(golden)
-    if not found:
-        return
-    for d in found:
-        echo(f"warning: the golden (fault-free) value of metric {d['metric']!r} of model "
-             f"{d['model']!r} with mitigation {d['mitigation']!r} is {d['value']}: every "
-             "trial's comparison with it (loss, SDC) is meaningless. Check evaluate() on "
-             "fault-free data (recorded as 'nonfinite_golden' in the manifest).")
-    manifest["nonfinite_golden"] = [*(manifest.get("nonfinite_golden") or []), *found]
-    touch(manifest)
-    store.write_manifest(manifest)
 
 
 def golden_to_recompute(trials: list[Trial], pending: list[Trial],

@@ -10,18 +10,11 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pytei_ray.campaign.consistency import Consistency
+from pytei_ray.campaign.compare import compare_specs
 from pytei_ray.campaign.jobfile import JobRef, load_job
-from pytei_ray.campaign.overrides import (
-    apply_precision,
-    apply_repetitions,
-    precision_override,
-    repetitions_override,
-)
 from pytei_ray.campaign.rounds import (
     DecisionRows,
     cells_at_cap,
@@ -30,101 +23,32 @@ from pytei_ray.campaign.rounds import (
     next_active,
     round_trials,
 )
-from pytei_ray.campaign.spec import compare_specs, spec_hash
-from pytei_ray.campaign.trials import (
-    FACTORS,
-    Trial,
-    count_by_factor,
-    points,
-)
+from pytei_ray.campaign.spec import spec_hash
+from pytei_ray.campaign.trials import Trial, count_by_factor, points
+from pytei_ray.columns import FACTORS, PLURAL
 from pytei_ray.errors import (
     SpecChangedError,
 )
 from pytei_ray.execution import ExecutorConfig, get_executor
 from pytei_ray.execution.base import Executor
-from pytei_ray.round_runner import (
-    RoundRunner,
-    check_target_metric,
-    golden_to_recompute,
-    report_nonfinite,
-)
 from pytei_ray.storage import (
     QUARANTINE_DIR,
     ResultsStore,
     ResultsWriter,
     default_out,
-    new_manifest,
-    touch,
-    updated_manifest,
 )
 
+from .ledger import RunLedger
+from .overrides import (
+    apply_precision,
+    apply_repetitions,
+    precision_override,
+    repetitions_override,
+)
+from .runner import RoundRunner, check_target_metric, golden_to_recompute
+from .summary import RunSummary
+
 __all__ = ["RunSummary", "run", "default_out"]
-
-
-@dataclass
-class RunSummary:
-    """Outcome of :func:`run`.
-
-    Attributes:
-        campaign: campaign name.  out: results location.  total: trials in the grid.
-        ran: trials run now.  evaluated: of those, trials whose ``evaluate`` ran (the others had
-        no effective fault and got the golden metrics).  failed: of those, ``status="failed"``.
-        skipped: already stored.
-        complete: every trial of the grid has a row.  dry_run: nothing was run.
-        worker_failures: worker processes found dead (Ray executor), ``worker_events`` says
-            what followed (``"2 worker failures (1 restarted, 2 chunks retried)"``).
-        rounds: rounds reached (an adaptive campaign adds repetitions in rounds; 1 otherwise).
-        at_cap: cells of an adaptive campaign still open at ``max_reps``, one line each with
-            why (more repetitions would not settle them cheaply).
-        failed_stored: stored trials of the grid with ``status="failed"`` from earlier runs
-            (``--retry-failed`` runs them again).
-    """
-
-    campaign: str
-    out: str
-    total: int
-    ran: int = 0
-    evaluated: int = 0
-    failed: int = 0
-    skipped: int = 0
-    complete: bool = False
-    dry_run: bool = False
-    worker_failures: int = 0
-    worker_events: str = ""
-    rounds: int = 1
-    at_cap: list[str] = field(default_factory=list)
-    failed_stored: int = 0
-
-    def line(self) -> str:
-        """The summary printed at the end of a run (one line, plus the cells at the cap)."""
-        rounds = f" in {self.rounds} rounds" if self.rounds > 1 else ""
-        if self.ran == 0 and self.complete:
-            text = (f"{self.campaign}: complete, all {self.total} trials{rounds} already stored "
-                    f"in {self.out} (nothing to run).")
-            if self.failed_stored:
-                text = text[:-1] + (f"; {self.failed_stored} of them failed (status='failed'): "
-                                    "rerun with --retry-failed to run them again.")
-        else:
-            state = "complete" if self.complete else "INCOMPLETE (run the same command to resume)"
-            workers = f"; {self.worker_events}" if self.worker_events else ""
-            golden = self.ran - self.evaluated
-            evals = (f"; {golden} of them without an effective fault (golden metrics, not "
-                     "evaluated)") if golden else ""
-            stored_failed = (f", {self.failed_stored} of them failed"
-                             if self.failed_stored else "")
-            text = (f"{self.campaign}: {self.ran} trials run{rounds} ({self.failed} failed), "
-                    f"{self.skipped} skipped (already stored{stored_failed}){workers}{evals}; "
-                    f"{state}; results in {self.out}")
-            if self.complete and self.failed + self.failed_stored:
-                text += ("\n(failed trials are stored with status='failed' and their error; "
-                         "rerun with --retry-failed to run them again)")
-        if self.at_cap:
-            shown = "\n  ".join(self.at_cap[:10])
-            more = f"\n  ... and {len(self.at_cap) - 10} more" if len(self.at_cap) > 10 else ""
-            text += (f"\n{len(self.at_cap)} cell(s) stopped at the maximum repetitions without "
-                     f"reaching the precision target (more repetitions would not settle them "
-                     f"cheaply):\n  {shown}{more}")
-        return text
 
 
 def _grid_text(trials: list[Trial], n_levels: Mapping[str, int]) -> str:
@@ -141,11 +65,12 @@ def _refusal(diff_changes: list[str], extendable: bool, out: str, n_stored: int,
     head = f"The campaign differs from the one whose results are stored in {out}:\n  "
     body = "\n  ".join(diff_changes)
     if extendable:
-        tail = (f"\nThese changes only add trials. Run again with --extend to run the {n_new} "
-                f"new trials and keep the {n_stored} stored rows, or use a new --out DIR.")
+        tail = (f"\nThese changes only add trials. Run again with `extend=True` to run the "
+                f"{n_new} new trials and keep the {n_stored} stored rows, or use a new "
+                "`out=DIR`.")
     else:
         tail = ("\nStored results cannot be mixed with a changed campaign. Write to a new "
-                f"directory (--out NEW_DIR), or restore the job to the stored campaign (its "
+                f"directory (`out=NEW_DIR`), or restore the job to the stored campaign (its "
                 f"source is kept in {job_copy}).")
     return SpecChangedError(head + body + tail, diff_changes, extendable)
 
@@ -183,11 +108,11 @@ def run(
         dry_run: print the grid and the output location, run nothing.
         repetitions: override the campaign's repetitions (``--repetitions N``; the job's
             parameters are unchanged). Without it, a directory that was extended this way
-            keeps its larger count (see :func:`~pytei_ray.campaign.overrides.apply_repetitions`).
+            keeps its larger count (see :func:`~pytei_ray.driver.overrides.apply_repetitions`).
         precision, max_reps, confidence: a precision target that replaces the campaign's
             (``--precision auc=0.005`` text or a :class:`~pytei_ray.stats.Precision`), or
             changes of its maximum repetitions / confidence; recorded in the manifest so that a
-            plain rerun keeps them (see :func:`~pytei_ray.campaign.overrides.apply_precision`).
+            plain rerun keeps them (see :func:`~pytei_ray.driver.overrides.apply_precision`).
         chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
         flush_seconds, rows_per_part: when buffered rows are written as a part file.
         progress: show a tqdm bar.
@@ -215,9 +140,8 @@ def run(
 
     diff = compare_specs(manifest["spec"], spec) if manifest else None
     if dry_run:
-        n_levels = {"model": len(campaign.models), "target": len(campaign.targets),
-                    "error_model": len(campaign.error_models), "ber": len(campaign.bers),
-                    "repetition": campaign.repetitions, "mitigation": len(campaign.mitigations)}
+        n_levels = {f: len(getattr(campaign, PLURAL[f])) if f in PLURAL else campaign.repetitions
+                    for f in FACTORS}
         echo(f"Campaign {campaign.name!r}: {_grid_text(trials, n_levels)}")
         if campaign.precision is not None:
             looks = campaign.looks()
@@ -228,7 +152,7 @@ def run(
         if manifest is None:
             echo(f"Output: {where} (new)")
         elif diff is not None and not diff.same:
-            verb = "needs --extend" if diff.extendable else "would be REFUSED"
+            verb = "needs `extend=True`" if diff.extendable else "would be REFUSED"
             echo(f"Output: {where} (exists; changed campaign, {verb}):\n  "
                  + "\n  ".join(diff.changes))
         else:
@@ -241,7 +165,7 @@ def run(
             summary.skipped = len(stored)
             echo(f"Output: {where} (exists: {len(stored)} of {len(trials)} trials stored, "
                  f"{len(trials) - len(stored)} to run)")
-        echo("Nothing was run (--dry-run).")
+        echo("Nothing was run (`dry_run=True`).")
         return summary
 
     with store.lock():
@@ -276,7 +200,7 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     if foreign:
         raise SpecChangedError(
             f"{len(foreign)} rows stored in {where} belong to trials that are not in this "
-            "campaign's grid (a trial definition changed). Use a new --out DIR.", [], False)
+            "campaign's grid (a trial definition changed). Use a new `out=DIR`.", [], False)
     if retry_failed:
         failed = {t for t, s in status.items() if s != "ok"}
         store.drop_trials(failed)
@@ -293,16 +217,11 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     changes = diff.changes if diff is not None and not diff.same else None
     overrides = {"repetitions_override": repetitions_override(job),
                  "precision_override": precision_override(job)}
-    if manifest is None:
-        manifest = new_manifest(spec, spec_hash=spec_hash(spec), n_trials=len(trials),
-                                metrics=metrics, job_path=job.path,
-                                source_sha256=job.source_sha256, overrides=overrides)
-    else:
-        manifest = updated_manifest(manifest, spec, spec_hash=spec_hash(spec),
-                                    n_trials=len(trials), metrics=metrics,
-                                    source_sha256=job.source_sha256, overrides=overrides,
-                                    changes=changes)
-    store.write_manifest(manifest)
+    ledger = RunLedger.open(store, manifest, spec, spec_hash=spec_hash(spec),
+                            n_trials=len(trials), metrics=metrics, job=job, overrides=overrides,
+                            changes=changes, scan_golden=scan.golden,
+                            golden_of_rows=scan.golden_of_rows, echo=echo)
+    manifest = ledger.manifest
     if manifest["job"]["source_sha256"] == job.source_sha256:
         store.write_job_source(job.source)
     else:
@@ -314,46 +233,21 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
     regolden = golden_to_recompute(trials, pending0, stored_golden)
     # every stored row is a trial of this campaign (foreign rows were refused above)
     summary.failed_stored = sum(s != "ok" for s in status.values())
-    checks = Consistency.from_stored(where, store.job_copy_path(), manifest,
-                                     scan.golden, scan.golden_of_rows, metrics)
-    report_nonfinite(checks, scan.golden, manifest, store, echo)
-
-    def save_manifest(**fields: Any) -> None:
-        manifest.update(fields)
-        store.write_manifest(touch(manifest))
-
-    def record_metrics(names: list[str]) -> None:
-        save_manifest(metrics=names)
-
-    def check(result: Any) -> None:
-        """Refuse a chunk that would mix experiments; record what is new (before storing)."""
-        new = checks.check_chunk(result)
-        if new:
-            save_manifest(model_checksums=dict(checks.checksums))
-        report_nonfinite(checks, result.golden, manifest, store, echo)
-
-    def record_nondeterministic(models: list[str]) -> None:
-        # models whose evaluate() varied between two golden runs: none of their trials skipped
-        known = manifest.get("nondeterministic_evaluate", [])
-        new = [m for m in models if m not in known]
-        if new:
-            echo(f"warning: evaluate() of {new} is not deterministic; every trial of it is "
-                 "evaluated (recorded as 'nondeterministic_evaluate' in the manifest).")
-            save_manifest(nondeterministic_evaluate=sorted([*known, *new]))
+    ledger.record_nonfinite(scan.golden)
 
     writer = ResultsWriter(
         store, metrics, rows_per_part=rows_per_part, flush_seconds=flush_seconds,
         known_golden=stored_golden,
-        on_new_metrics=record_metrics, stored_schemas=scan.schemas,
+        on_new_metrics=ledger.record_metrics, stored_schemas=scan.schemas,
         factors=campaign.column_types())
     del scan
 
     def make_executor() -> Executor:
         return executor if isinstance(executor, Executor) else get_executor(executor, config)
 
-    runner = RoundRunner(job, make_executor, writer, decide, summary,
-                         chunk_size or campaign.chunk_size, progress, echo, where,
-                         record_nondeterministic, check)
+    runner = RoundRunner(job, make_executor, writer, decide, summary, ledger,
+                         chunk_size=chunk_size or campaign.chunk_size, progress=progress,
+                         echo=echo, location=where)
     looks = campaign.looks()
     active = points(campaign)
     summary.total = summary.skipped = 0
@@ -366,9 +260,8 @@ def _run_locked(job: JobRef, store: ResultsStore, trials: list[Trial], spec: dic
             summary.total += len(rnd.trials)
             summary.skipped += len(rnd.trials) - len(pending)
             summary.rounds = index + 1
-            if index and manifest.get("n_trials") != summary.total:
-                # an adaptive round adds trials: the report's progress counts against them
-                save_manifest(n_trials=summary.total)
+            if index:  # an adaptive round adds trials: the report's progress counts them
+                ledger.set_n_trials(summary.total)
             if pending:
                 runner.run_round(rnd, pending, len(looks))
             active = next_active(campaign, decide, index, active)

@@ -1,8 +1,7 @@
-"""Statistics the report uses: re-exported from :mod:`pytei_ray.stats`, plus paired recovery.
+"""Paired comparisons: a mitigation's recovery against the unmitigated trial with the same faults.
 
-The intervals, the metric-name heuristics and the p0-aware estimators live in
-:mod:`pytei_ray.stats` (one owner, shared with the campaign driver); this module keeps the names
-the report has always offered and adds :func:`paired_recovery`, which needs a results frame.
+Trials of one (model, target, error model, BER, repetition) see the same faults under every
+mitigation (DESIGN decision 3), so a mitigation's effect is measured per pair of trials.
 """
 
 from __future__ import annotations
@@ -12,36 +11,11 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from ..stats.intervals import (
-    clopper_pearson,
-    mean_ci,
-    reps_for_halfwidth,
-    student_t_ppf,
-    wilson_interval,
-)
-from ..stats.metrics import (
-    LOWER_IS_BETTER_TOKENS,
-    LOWER_IS_BETTER_WORDS,
-    UNIT_RANGE_TOKENS,
-    UNIT_RANGE_WORDS,
-    higher_is_better,
-    metric_bounds,
-)
+from pytei_ray.columns import golden_column
 
-__all__ = [
-    "LOWER_IS_BETTER_TOKENS",
-    "LOWER_IS_BETTER_WORDS",
-    "UNIT_RANGE_TOKENS",
-    "UNIT_RANGE_WORDS",
-    "clopper_pearson",
-    "higher_is_better",
-    "mean_ci",
-    "metric_bounds",
-    "paired_recovery",
-    "reps_for_halfwidth",
-    "student_t_ppf",
-    "wilson_interval",
-]
+from .metrics import higher_is_better
+
+__all__ = ["paired_recovery"]
 
 
 def paired_recovery(
@@ -82,7 +56,7 @@ def paired_recovery(
         return pd.DataFrame(columns=[*cols[:-2], "golden", "baseline_metric", "metric", "lost",
                                      "recovery"])
     ok = df["status"].eq("ok") if "status" in df else pd.Series(True, index=df.index)
-    rows = df.loc[ok, [*pair_on, "mitigation", metric, f"golden_{metric}"]].copy()
+    rows = df.loc[ok, [*pair_on, "mitigation", metric, golden_column(metric)]].copy()
     rows.columns = cols
     rows = rows[np.isfinite(rows["metric"].astype(float))]
     keys = list(pair_on)

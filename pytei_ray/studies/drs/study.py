@@ -10,11 +10,11 @@ A job file declares the campaign; a :class:`DRSStudy` supplies its hooks::
 
 Data. :class:`ClickData` names the log (the synthetic generator, or a real Criteo ``train.txt``
 / MovieLens-1M ``ratings.dat`` file, of which the first ``n_rows`` lines are read) and the
-seeded train/validation/test split (:func:`~pytei_ray.drs.data.split`; vocabularies are fit on
-train only). Each process loads and splits it once.
+seeded train/validation/test split (:func:`~pytei_ray.studies.drs.data.split`; vocabularies are
+fit on train only). Each process loads and splits it once.
 
 Training. ``study.model(name)`` is a factory taking a
-:class:`~pytei_ray.campaign.context.BuildContext`. It trains the model on the train split with
+:class:`~pytei_ray.execution.context.BuildContext`. It trains the model on the train split with
 early stopping on validation AUC (one torch thread, so the weights are a function of the seeds)
 and stores the checkpoint in the results directory's artifact cache (``<model>-<key>.pt``), where
 ``key`` hashes the data, the split, the schedule and the model's hyper-parameters. Whoever
@@ -25,20 +25,23 @@ directory) loads it instead of training. The test split is used only by :meth:`e
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
-import json
 import math
 import os
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
+from ..common import (
+    EvalData,
+    checkpoint_bytes,
+    checkpoint_key,
+    load_checkpoint,
+    torch_threads,
+    trained_or_cached,
+)
 from .data import ClickLog, split, synthetic_criteo
 from .layers import CrossNetwork, DotInteraction, FMInteraction
 from .loaders import load_criteo, load_movielens
@@ -46,9 +49,7 @@ from .models import MODELS, build_model
 from .train import (
     SETTINGS,
     DRSSetting,
-    checkpoint_payload,
     evaluate,
-    load_checkpoint,
     predict,
     train,
 )
@@ -66,16 +67,6 @@ CLAMP_LAYERS: tuple[type[nn.Module], ...] = (
     nn.Linear, FMInteraction, CrossNetwork, DotInteraction)
 _CKPT_FORMAT = 1
 
-
-@contextmanager
-def torch_threads(n: int) -> Iterator[None]:
-    """Run the block with ``torch.set_num_threads(n)``, restoring the previous count after."""
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 @dataclass(frozen=True)
@@ -125,8 +116,7 @@ class ClickData:
         if self.path is not None:  # the file itself: absolute path and size
             ident["path"] = os.path.abspath(self.path)
             ident["size"] = os.path.getsize(self.path)
-        text = json.dumps(ident, sort_keys=True)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        return checkpoint_key(ident)
 
     def splits(self) -> tuple[ClickLog, ClickLog, ClickLog]:
         """``(train, validation, test)``, loaded and split once per process."""
@@ -142,18 +132,6 @@ def _splits(data: ClickData) -> tuple[ClickLog, ClickLog, ClickLog]:
     else:
         log = load_movielens(str(data.path), max_rows=data.n_rows)
     return split(log, seed=data.split_seed, fractions=data.fractions)
-
-
-@dataclass(frozen=True)
-class EvalData:
-    """What each worker holds per model: the test split (metrics) and validation (Ranger)."""
-
-    test: ClickLog
-    validation: ClickLog
-
-    def to(self, device: torch.device | str) -> EvalData:
-        """Both splits on ``device`` (the worker moves the data next to its replica)."""
-        return EvalData(self.test.to(device), self.validation.to(device))
 
 
 @dataclass(frozen=True)
@@ -184,7 +162,7 @@ class DRSStudy:
     @classmethod
     def preset(cls, setting: str = "full", dataset: str = "synthetic", path: str | None = None,
                rows: int | None = None, seed: int = 0) -> DRSStudy:
-        """A study with a :data:`~pytei_ray.drs.SETTINGS` preset's size and schedule.
+        """A study with a :data:`~pytei_ray.studies.drs.SETTINGS` preset's size and schedule.
 
         Args:
             setting: a key of ``SETTINGS`` (``"small"``: a first look, ``"full"``).
@@ -206,8 +184,7 @@ class DRSStudy:
         ident = {"model": name, "data": self.data.key(), "schedule": asdict(self.schedule),
                  "model_kwargs": _plain(self.model_kwargs), "model_seed": self.model_seed,
                  "train_seed": self.train_seed, "format": _CKPT_FORMAT}
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:16]
-        return f"{name}-{digest}.pt"
+        return f"{name}-{checkpoint_key(ident)}.pt"
 
     def model(self, name: str) -> functools.partial:
         """The factory of model ``name`` for ``Campaign(models=...)``: ``(ctx=None) -> model``."""
@@ -219,20 +196,14 @@ class DRSStudy:
         """Model ``name`` with trained weights: loaded from ``ctx``'s cache, else trained now.
 
         Args:
-            name: a key of :data:`~pytei_ray.drs.MODELS`.
-            ctx: a :class:`~pytei_ray.campaign.context.BuildContext` (None: train, no cache).
+            name: a key of :data:`~pytei_ray.studies.drs.MODELS`.
+            ctx: a :class:`~pytei_ray.execution.context.BuildContext` (None: train, no cache).
 
         Returns:
             The model in eval mode, on the CPU.
         """
-        key = self.checkpoint_name(name)
-        if ctx is None:
-            return self._load(self._train_bytes(name))
-        data = ctx.artifact(key, lambda: self._train_bytes(name))
-        try:
-            return self._load(data)
-        except Exception:  # an unusable stored copy (e.g. torn by hand): train and store again
-            return self._load(ctx.artifact(key, lambda: self._train_bytes(name), refresh=True))
+        return trained_or_cached(ctx, self.checkpoint_name(name),
+                                 lambda: self._train_bytes(name), self._load)
 
     def _train_bytes(self, name: str) -> bytes:
         train_log, val_log, _ = self.data.splits()
@@ -247,13 +218,11 @@ class DRSStudy:
                 "model_seed": self.model_seed, "history": result.history,
                 "best_val_auc": result.best_val_auc, "best_epoch": result.best_epoch,
                 "train_seconds": result.seconds, "data": _plain(asdict(self.data))}
-        buf = io.BytesIO()
-        torch.save(checkpoint_payload(result.state_dict, meta), buf)
-        return buf.getvalue()
+        return checkpoint_bytes(result.state_dict, meta)
 
     @staticmethod
     def _load(data: bytes) -> nn.Module:
-        state_dict, meta = load_checkpoint(io.BytesIO(data))
+        state_dict, meta = load_checkpoint(data)
         kwargs = {k: tuple(v) if isinstance(v, list) else v
                   for k, v in meta["model_kwargs"].items()}
         model = build_model(meta["model"], meta["field_dims"], meta["n_dense"],

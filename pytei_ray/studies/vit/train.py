@@ -37,7 +37,7 @@ class ViTSetting:
     patience: int = 10
 
     def model_kwargs(self) -> dict[str, float | int]:
-        """Constructor arguments of :class:`~pytei_ray.vit.model.ViT`."""
+        """Constructor arguments of :class:`~pytei_ray.studies.vit.model.ViT`."""
         return {"dim": self.dim, "depth": self.depth, "heads": self.heads,
                 "mlp_ratio": self.mlp_ratio}
 

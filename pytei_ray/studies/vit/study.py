@@ -4,7 +4,7 @@
     Campaign(models={f"vit-{f}": Level(study.model(f), format=f) for f in FORMATS},
              data=study.eval_data, evaluate=study.evaluate, calibrate=study.calibrate, ...)
 
-``study.model(fmt)`` is a factory taking a :class:`~pytei_ray.campaign.context.BuildContext`:
+``study.model(fmt)`` is a factory taking a :class:`~pytei_ray.execution.context.BuildContext`:
 it loads the fp32 checkpoint from the results directory's artifact cache (training it first if
 it is not there: one torch thread, seeded, early stopping on validation) and converts it to
 ``fmt``. Every format is the *same* trained model, so their golden runs differ only by the
@@ -14,17 +14,20 @@ format. The test split is used only by :meth:`ViTStudy.evaluate`.
 from __future__ import annotations
 
 import functools
-import hashlib
-import io
-import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 
-from pytei_ray.drs.study import torch_threads
-
+from ..common import (
+    EvalData,
+    checkpoint_bytes,
+    checkpoint_key,
+    load_checkpoint,
+    torch_threads,
+    trained_or_cached,
+)
 from .data import ImageSplit, check_dataset, load_split
 from .model import FORMATS, ViT, convert, format_bits
 from .train import SETTINGS, ViTSetting, accuracy, logits, train
@@ -51,23 +54,11 @@ CLAMP_LAYERS = _clamp_layers()
 
 
 @dataclass(frozen=True)
-class EvalData:
-    """What each worker holds per model: the test split (metrics) and validation (Ranger)."""
-
-    test: ImageSplit
-    validation: ImageSplit
-
-    def to(self, device: torch.device | str) -> EvalData:
-        """Both splits on ``device``."""
-        return EvalData(self.test.to(device), self.validation.to(device))
-
-
-@dataclass(frozen=True)
 class ViTStudy:
     """Hooks of a ViT campaign: build (train once, then load) and convert, load and score data.
 
     Args:
-        dataset: a name in :data:`~pytei_ray.vit.data.DATASETS`.
+        dataset: a name in :data:`~pytei_ray.studies.vit.data.DATASETS`.
         setting: model size and schedule.
         seed: split, initialization and training seed.
 
@@ -85,7 +76,7 @@ class ViTStudy:
 
     @classmethod
     def preset(cls, name: str = "full", dataset: str = "digits", seed: int = 0) -> ViTStudy:
-        """A study with the :data:`~pytei_ray.vit.train.SETTINGS` preset ``name``."""
+        """A study with the :data:`~pytei_ray.studies.vit.train.SETTINGS` preset ``name``."""
         if name not in SETTINGS:
             raise ValueError(f"Expected `setting` to be one of {sorted(SETTINGS)}, but got "
                              f"{name!r}.")
@@ -100,8 +91,7 @@ class ViTStudy:
         """``vit-<key>.pt``: the key hashes dataset, setting, seed and checkpoint format."""
         ident = {"dataset": self.dataset, "setting": asdict(self.setting), "seed": self.seed,
                  "format": _CKPT_FORMAT}
-        digest = hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()
-        return f"vit-{digest[:16]}.pt"
+        return f"vit-{checkpoint_key(ident)}.pt"
 
     def model(self, fmt: str) -> functools.partial:
         """The factory of the model in number format ``fmt``: ``(ctx=None) -> model``.
@@ -115,15 +105,8 @@ class ViTStudy:
     def trained(self, fmt: str = "fp32", ctx: Any = None) -> nn.Module:
         """The trained model in format ``fmt``: the fp32 checkpoint from ``ctx``'s cache (or
         trained now), converted."""
-        key = self.checkpoint_name()
-        if ctx is None:
-            return convert(self._load(self._train_bytes()), fmt)
-        data = ctx.artifact(key, self._train_bytes)
-        try:
-            model = self._load(data)
-        except Exception:  # an unusable stored copy: train and store again
-            model = self._load(ctx.artifact(key, self._train_bytes, refresh=True))
-        return convert(model, fmt)
+        return convert(trained_or_cached(ctx, self.checkpoint_name(), self._train_bytes,
+                                         self._load), fmt)
 
     def _build(self) -> nn.Module:
         with torch.random.fork_rng():
@@ -139,14 +122,12 @@ class ViTStudy:
                 "dataset": self.dataset, "best_epoch": result.best_epoch,
                 "best_val_accuracy": result.best_val_accuracy, "history": result.history,
                 "train_seconds": result.seconds}
-        buf = io.BytesIO()
-        torch.save({"state_dict": result.state_dict, "meta": meta}, buf)
-        return buf.getvalue()
+        return checkpoint_bytes(result.state_dict, meta)
 
     def _load(self, data: bytes) -> nn.Module:
-        payload = torch.load(io.BytesIO(data), weights_only=True)
+        state_dict, _ = load_checkpoint(data)
         model = self._build()
-        model.load_state_dict(payload["state_dict"])
+        model.load_state_dict(state_dict)
         return model.eval()
 
     # ---- data and metrics ------------------------------------------------------------------
@@ -166,7 +147,7 @@ class ViTStudy:
 
 
 def check_formats(formats: list[str] | tuple[str, ...]) -> list[str]:
-    """``formats`` if each is in :data:`~pytei_ray.vit.model.FORMATS`, else ``ValueError``."""
+    """``formats`` if each is in :data:`.model.FORMATS`, else ``ValueError``."""
     for f in formats:
         format_bits(f)
     if not formats:

@@ -4,17 +4,18 @@ A model factory (or the data hook) that declares a parameter named ``ctx`` recei
 :class:`BuildContext`; plain zero-argument factories are called as before. The context's main
 service is :meth:`BuildContext.artifact`: bytes computed once (a trained checkpoint, a
 preprocessed split) and cached next to the results, in the results directory's artifacts folder
-(:data:`~pytei_ray.storage.layout.ARTIFACTS_DIR`), so every
-worker of the run, a resumed run, and a later campaign writing to the same directory reuse them.
+(:meth:`~pytei_ray.storage.ResultsStore.artifacts_root`), so every worker of the run, a resumed
+run, and a later campaign writing to the same directory reuse them.
 
-Writes are atomic like the result parts (local disk: temporary name + rename; S3/GCS: a single
-put), and the same code path serves local paths and ``s3://``/``gs://`` URIs (pyarrow.fs). Two
-workers producing the same key at once both write the same bytes (producers must be
-deterministic), so the race is harmless.
+The store does the I/O: writes are atomic like the result parts (local disk: temporary name +
+rename; S3/GCS: a single put), and the same code path serves local paths and ``s3://``/``gs://``
+URIs (pyarrow.fs). Two workers producing the same key at once both write the same bytes
+(producers must be deterministic), so the race is harmless.
 
 The launcher puts the results location into the :class:`~pytei_ray.campaign.JobRef`; the
-campaign built from that JobRef is bound to its context (:func:`context_for`), which is what a
-:class:`~pytei_ray.campaign.TrialWorker` uses when it is not given one explicitly.
+campaign built from that JobRef carries it (:func:`~pytei_ray.campaign.jobfile.results_location`),
+and :func:`context_for` makes the context a
+:class:`~pytei_ray.execution.worker.TrialWorker` uses when it is not given one explicitly.
 """
 
 from __future__ import annotations
@@ -23,19 +24,16 @@ import inspect
 import os
 import re
 import threading
-import weakref
 from collections.abc import Callable
 from typing import Any
 
-from pytei_ray.storage.layout import ARTIFACTS_DIR, display_location, join, resolve_location
+from pytei_ray.campaign.jobfile import results_location
 
-__all__ = ["ARTIFACTS_DIR", "BuildContext", "accepts_ctx", "bind_context", "call_hook",
-           "context_for"]
+__all__ = ["BuildContext", "accepts_ctx", "call_hook", "context_for"]
 
 _KEY_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
 _memory: dict[str, bytes] = {}  # key -> bytes: artifacts of contexts without a location
 _memory_lock = threading.Lock()
-_bound: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # campaign -> its BuildContext
 
 
 class BuildContext:
@@ -65,31 +63,31 @@ class BuildContext:
         self.results_uri = None if results_uri is None else os.fspath(results_uri)
         self.produced: list[str] = []
         self.loaded: list[str] = []
-        self._fs: Any = None
-        self._root: str | None = None
+        self._store: Any = None  # the ResultsStore of results_uri, made on first use
 
     def __repr__(self) -> str:
         return f"BuildContext(results_uri={self.results_uri!r})"
 
-    def __getstate__(self) -> dict[str, Any]:  # pyarrow filesystems are rebuilt where used
+    def __getstate__(self) -> dict[str, Any]:  # the store (a pyarrow filesystem) is rebuilt
         return {"results_uri": self.results_uri}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["results_uri"])
 
     # ---- locations -------------------------------------------------------------------------
-    def _filesystem(self) -> tuple[Any, str]:
-        if self._fs is None:  # resolved once per context (pyarrow is imported only here)
-            fs, path = resolve_location(self.results_uri or "")
-            self._fs, self._root = fs, join(path, ARTIFACTS_DIR)
-        return self._fs, str(self._root)
+    def _results(self) -> Any:
+        if self._store is None:  # resolved once per context (pyarrow is imported only here)
+            from pytei_ray.storage.store import ResultsStore
+
+            self._store = ResultsStore(self.results_uri or "")
+        return self._store
 
     def artifact_location(self, key: str) -> str | None:
         """Where ``key`` is (or would be) stored, for messages; None without a results location."""
         _check_key(key)
         if self.results_uri is None:
             return None
-        return display_location(self.results_uri, ARTIFACTS_DIR, key)
+        return self._results().artifact_location(key)
 
     # ---- the cache -------------------------------------------------------------------------
     def artifact(self, key: str, produce: Callable[[], bytes], *, refresh: bool = False) -> bytes:
@@ -120,20 +118,13 @@ class BuildContext:
             else:
                 self.loaded.append(key)
             return data
-        import pyarrow.fs as pafs
-
-        from pytei_ray.storage.store import put_atomic  # lazy, like pyarrow
-
-        fs, root = self._filesystem()
-        path = f"{root}/{key}"
-        if not refresh and fs.get_file_info(path).type == pafs.FileType.File:
-            with fs.open_input_stream(path) as f:
-                data = f.read()
+        store = self._results()
+        data = None if refresh else store.read_artifact(key)
+        if data is not None:
             self.loaded.append(key)
             return data
         data = _checked(produce(), key)
-        fs.create_dir(root, recursive=True)
-        put_atomic(fs, path, data)
+        store.write_artifact(key, data)
         self.produced.append(key)
         return data
 
@@ -151,17 +142,11 @@ def _checked(data: object, key: str) -> bytes:
     return bytes(data)
 
 
-def bind_context(campaign: object, context: BuildContext) -> None:
-    """Make ``context`` the one :class:`TrialWorker` uses for ``campaign`` by default."""
-    _bound[campaign] = context
-
-
 def context_for(campaign: object) -> BuildContext | None:
-    """The context bound to ``campaign`` (see :func:`bind_context`), or None."""
-    try:
-        return _bound.get(campaign)
-    except TypeError:  # an unhashable object cannot have been bound
-        return None
+    """A context for the hooks of ``campaign``, built from a :class:`~pytei_ray.campaign.JobRef`
+    (its results location); None for a campaign made by hand."""
+    bound, location = results_location(campaign)
+    return BuildContext(location) if bound else None
 
 
 def accepts_ctx(fn: Callable[..., Any]) -> bool:
