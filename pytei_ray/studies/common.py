@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 
 import torch
-from torch import nn
 
 from pytei_ray.campaign.hashing import stable_sha256
 
@@ -24,6 +23,7 @@ __all__ = ["EvalData", "checkpoint_bytes", "checkpoint_key", "checkpoint_payload
            "load_checkpoint", "torch_threads", "trained_or_cached"]
 
 Split = TypeVar("Split")
+Loaded = TypeVar("Loaded")
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,11 @@ def load_checkpoint(
 
 
 def trained_or_cached(ctx: Any, key: str, train_bytes: Callable[[], bytes],
-                      load: Callable[[bytes], nn.Module]) -> nn.Module:
-    """The model whose checkpoint is artifact ``key`` of ``ctx``, trained (and stored) first
-    when it is not there; ``ctx=None``: trained now, nothing cached. A stored copy that does
-    not load (e.g. torn by hand) is trained and stored again."""
+                      load: Callable[[bytes], Loaded]) -> Loaded:
+    """What ``load`` makes of artifact ``key`` of ``ctx`` (a model; for the GPT study a model,
+    its optimizer state and its step), trained (and stored) first when it is not there;
+    ``ctx=None``: trained now, nothing cached. A stored copy that does not load (e.g. torn by
+    hand) is trained and stored again."""
     if ctx is None:
         return load(train_bytes())
     data = ctx.artifact(key, train_bytes)
