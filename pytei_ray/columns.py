@@ -34,6 +34,7 @@ __all__ = [
     "RESERVED",
     "RESULT_HEAD",
     "RESULT_TAIL",
+    "STEPS_KEY",
     "golden_column",
     "golden_metrics",
     "metric_of_golden",
@@ -71,6 +72,10 @@ GOLDEN_TAIL: tuple[str, ...] = ("worker", "device", "started_at", "duration_s", 
 #: Names a metric or attribute may not take (they are columns of every row; ``kind`` is the
 #: report's).
 RESERVED: frozenset[str] = frozenset(RESULT_HEAD + RESULT_TAIL) | {"kind"}
+
+#: The key under which a training trial's row carries its per-step telemetry (a list of dicts,
+#: one per step); the writer takes it out of the row and stores it as the step table.
+STEPS_KEY = "_step_rows"
 
 #: The prefix of the column that holds a metric's golden (fault-free) value.
 GOLDEN_PREFIX = "golden_"

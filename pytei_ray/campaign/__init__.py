@@ -7,13 +7,14 @@ Nothing here runs a trial or touches the results directory: trials run in
 
 from .compare import SpecDiff, compare_specs
 from .jobfile import JobRef, load_job, parse_params
-from .levels import Level, OneBitFlip, bit_levels
+from .levels import BitFlipIn, Level, OneBitFlip, bit_levels
 from .spec import Campaign, describe, spec_hash
 from .trials import Trial, count_by_factor, expand, make_chunks, trial_id, trial_seed
 
 __all__ = [
     "Campaign",
     "Level",
+    "BitFlipIn",
     "OneBitFlip",
     "bit_levels",
     "SpecDiff",

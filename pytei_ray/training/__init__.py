@@ -26,6 +26,7 @@ from .sites import (
     optimizer_state_names,
 )
 from .stats import SiteStats, StepFaults
+from .target import Training, check_targets
 
 __all__ = [
     "OUTCOMES",
@@ -47,11 +48,13 @@ __all__ = [
     "StepFaults",
     "StepRecord",
     "Thresholds",
+    "Training",
     "TrainingFaults",
     "TrainingMitigation",
     "TrainingSite",
     "Weights",
     "Window",
+    "check_targets",
     "classify",
     "grad_norm",
     "optimizer_state_names",

@@ -15,6 +15,7 @@ Every format starts from the same fp32 checkpoint, cast on load (AdamW's moments
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import io
@@ -68,12 +69,35 @@ class TrainingState:
     fmt: str
     _model_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
     _optim_state: dict[str, Any] = field(repr=False, default_factory=dict)
+    _closure: Callable[[int], Callable[[], torch.Tensor]] | None = field(repr=False,
+                                                                          default=None)
 
     def reset(self) -> None:
         """Model and optimizer back to the checkpoint, bit for bit."""
         with torch.no_grad():
             self.model.load_state_dict(self._model_state)
         self.optimizer.load_state_dict(copy.deepcopy(self._optim_state))
+
+    # ---- what a campaign's training trial uses (pytei_ray.execution.training) ---------------
+    def closure(self, i: int) -> Callable[[], torch.Tensor]:
+        """Forward + backward of step ``i`` of the window (step ``self.step + i`` of training:
+        its batch and learning rate); only for states made by :meth:`GPTStudy.trainable`."""
+        if self._closure is None:
+            raise TypeError("This TrainingState has no data: build it with "
+                            "GPTStudy.trainable(fmt) to train it step by step.")
+        return self._closure(self.step + i)
+
+    def session(self) -> contextlib.AbstractContextManager[None]:
+        """Where a window runs: one torch thread (pretraining's, so golden is bit for bit)."""
+        return torch_threads(1)
+
+    def to(self, device: torch.device | str) -> TrainingState:
+        """Model, optimizer state and checkpoint on ``device`` (then reset)."""
+        self.model.to(device)
+        self._model_state = {k: v.to(device) for k, v in self._model_state.items()}
+        self._optim_state = _to(self._optim_state, torch.device(device))
+        self.reset()
+        return self
 
 
 @dataclass(frozen=True)
@@ -163,6 +187,24 @@ class GPTStudy:
         state.reset()
         return state
 
+    def trainer(self, fmt: str) -> functools.partial:
+        """The model factory of a training campaign: ``(ctx=None) -> TrainingState`` (model and
+        AdamW at the checkpoint in format ``fmt``, able to run its window step by step).
+
+        Raises:
+            ValueError: an unknown format (before any trial: the job calls this).
+        """
+        format_dtype(fmt)
+        return functools.partial(self.trainable, fmt)
+
+    def trainable(self, fmt: str = "fp32", ctx: Any = None) -> TrainingState:
+        """:meth:`replica` that knows its batches: ``state.closure(i)`` runs step ``i`` of
+        the window (what :func:`pytei_ray.training.train_step` takes)."""
+        state = self.replica(fmt, ctx)
+        data = self.data()
+        state._closure = lambda step: self.step_closure(state, data, step)
+        return state
+
     def continue_training(self, state: TrainingState, data: ByteCorpus, n_steps: int,
                           hooks: Any = ()) -> TrainingRun:
         """Train ``state`` in place for ``n_steps`` from its checkpoint step, calling ``hooks``
@@ -187,6 +229,27 @@ class GPTStudy:
         set_lr(state.optimizer, self.setting, step)
         return loss_closure(state.model, data, self.setting, self.seed, step)
 
+    def check_targets(self, targets: Any) -> None:
+        """Refuse, in the job file, a Training target set whose sites this model or AdamW does
+        not have (a fresh model of the setting, its optimizer after one zero-gradient step so
+        that its state exists; no pretraining, no data).
+
+        Raises:
+            CampaignSpecError: naming the target set and the names that do exist.
+        """
+        from pytei_ray.errors import CampaignSpecError
+        from pytei_ray.training import check_targets
+
+        model = build_gpt(self.setting.model, seed=self.seed)
+        optimizer = make_optimizer(model, self.setting)
+        for p in model.parameters():
+            p.grad = torch.zeros_like(p)
+        optimizer.step()
+        try:
+            check_targets(targets, model, optimizer)
+        except ValueError as exc:
+            raise CampaignSpecError(str(exc)) from exc
+
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> ByteCorpus:
         """The ``data`` hook: the corpus (training batches and validation windows)."""
@@ -202,6 +265,17 @@ class GPTStudy:
     def calibrate(self, model: nn.Module, data: ByteCorpus) -> None:
         """The ``calibrate`` hook: one clean pass over the validation windows (Ranger)."""
         validation_loss(model, data, self.setting)
+
+
+def _to(obj: Any, device: torch.device) -> Any:
+    if isinstance(obj, torch.Tensor):
+        # AdamW keeps its `step` counters on the CPU unless capturable/fused
+        return obj if obj.dim() == 0 and not obj.is_floating_point() else obj.to(device)
+    if isinstance(obj, dict):
+        return {k: _to(v, device) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to(v, device) for v in obj]
+    return obj
 
 
 def _read(data: bytes) -> dict[str, Any]:
