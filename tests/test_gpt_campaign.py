@@ -162,3 +162,25 @@ def test_bad_input_exits_2_before_anything_is_stored(tmp_path, capsys, site, whe
     assert main([str(job), "--out", str(out), "--executor", "local", "--no-progress"]) == 2
     assert fragment in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_report_shows_outcome_rates_and_loss_curves(reference, tmp_path):
+    from pytei_ray.report import write_report
+    from pytei_ray.stats import clopper_pearson
+
+    rep = write_report(str(reference), tmp_path / "rep")
+    outcomes = pd.read_csv(tmp_path / "rep" / "outcomes.csv")
+    rows = table(reference)
+    assert outcomes["trials"].sum() == len(rows)
+    # the rate and exact interval of one group, recomputed from the rows
+    g = outcomes.iloc[0]
+    sel = rows[(rows["target"] == g["target"]) & (rows["error_model"] == g["error_model"])
+               & (rows["mitigation"] == g["mitigation"])]
+    k, n = int(sel["masked"].sum()), len(sel)
+    lo, hi = clopper_pearson(k, n)
+    assert g["masked"] == f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
+    assert (tmp_path / "rep" / "loss_curves.png") in rep.figures
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Outcome classes" in html and "Clopper-Pearson" in html
+    # the generic summary reports the validation loss, not the 0/1 outcome columns
+    assert set(rep.summary["metric"]) == {"val_loss"}
