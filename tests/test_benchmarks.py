@@ -70,3 +70,19 @@ def test_adaptive_benchmark_runs(tmp_path):
     for line in ("(0) fixed 2 reps, no skipping", "(1) fixed 2 reps + skipping",
                  "(b) adaptive 2..4 + skipping", "skipping alone:", "adaptive vs the conclusive"):
         assert line in proc.stdout, proc.stdout
+
+
+def test_training_benchmark_runs_at_toy_size(tmp_path):
+    out = tmp_path / "train.json"
+    cmd = [sys.executable, "-m", "benchmarks.training", "--toy", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    sites = ("weights", "fwd-act", "bwd-act", "param-grads", "optim-state")
+    configs = ("ber=1e-07", "ber=1e-05", "ber=0.001", "1/step")
+    assert {(r["site"], r["config"]) for r in rows} == {(s, c) for s in sites for c in configs}
+    assert all(r["clean_ms"] > 0 for r in rows)
+    # one fault per site and step is one fault per step for tensor sites
+    assert all(r["faults_per_step"] == 1 for r in rows
+               if r["config"] == "1/step" and r["site"] in ("weights", "param-grads"))
+    assert all(r["faults_per_step"] > 100 for r in rows if r["config"] == "ber=0.001")
