@@ -100,6 +100,29 @@ def load_checkpoint(
     return payload["state_dict"], payload["meta"]
 
 
+@contextmanager
+def _one_trainer(ctx: Any, key: str) -> Iterator[None]:
+    """An exclusive lock file next to a local artifact while it is looked up or produced (the
+    workers of a campaign prepare at once, and would each train the same model); no lock for
+    remote locations or platforms without ``fcntl`` (each worker may then train)."""
+    locate = getattr(ctx, "artifact_location", None)
+    where = locate(key) if callable(locate) else None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None  # type: ignore[assignment]
+    if where is None or "://" in where or fcntl is None:
+        yield
+        return
+    Path(where).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{where}.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def trained_or_cached(ctx: Any, key: str, train_bytes: Callable[[], bytes],
                       load: Callable[[bytes], Loaded]) -> Loaded:
     """What ``load`` makes of artifact ``key`` of ``ctx`` (a model; for the GPT study a model,
@@ -108,7 +131,8 @@ def trained_or_cached(ctx: Any, key: str, train_bytes: Callable[[], bytes],
     hand) is trained and stored again."""
     if ctx is None:
         return load(train_bytes())
-    data = ctx.artifact(key, train_bytes)
+    with _one_trainer(ctx, key):  # two workers of one machine train once: the second loads
+        data = ctx.artifact(key, train_bytes)
     try:
         return load(data)
     except Exception:  # an unusable stored copy: train and store again
