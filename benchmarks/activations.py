@@ -12,6 +12,8 @@ median of the paired differences ("extra"), beside the median clean forward:
 * ``ber=p``: ``ActivationInjector(layers, BitFlip(p))``, transient: new faults over all output
   bits of every targeted layer at every forward (the hooks are installed once);
 * ``1/layer``: ``ActivationInjector(layers, BitFlip(n=1))``: one new bit flip per layer per forward;
+* ``... v1``: the same with ``stream="v1"`` (a hash and a NumPy generator per call, the stream
+  of campaigns stored before ``"v2"``), to compare the fixed cost per call of the two streams;
 * ``pfi-per-layer``: :func:`pytei_ray.random_fault_per_layer` (PyTorchFI's
   ``random_inj_per_layer``: one fixed random value per layer), declared anew for every forward as
   a PyTorchFI campaign does: declare + forward + remove;
@@ -135,10 +137,12 @@ def bench_model(name: str, model: nn.Module, x: torch.Tensor, layers: type, reps
     with torch.no_grad():
         for _ in range(2):
             model(x)
-        configs: list[tuple[str, Any]] = [(f"ber={b:g}", BitFlip(b)) for b in BERS]
-        configs.append(("1/layer", BitFlip(n=1)))
-        for label, error in configs:
-            with ActivationInjector(layers, error, seed=1).inject(model) as h:
+        configs: list[tuple[str, Any, str]] = [(f"ber={b:g}", BitFlip(b), "v2") for b in BERS]
+        configs.append(("1/layer", BitFlip(n=1), "v2"))
+        configs += [(f"{label} v1", error, "v1") for label, error, _ in configs]
+        for label, error, stream in configs:
+            inj = ActivationInjector(layers, error, seed=1, stream=stream)
+            with inj.inject(model) as h:
                 clean, extra = _paired(model, x, lambda: model(x), reps)
                 hook_ms = _hook_ms(model, x, layers, reps)
             rows.append({"model": name, "config": label, "clean_ms": clean, "extra_ms": extra,

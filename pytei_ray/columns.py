@@ -34,6 +34,8 @@ __all__ = [
     "RESERVED",
     "RESULT_HEAD",
     "RESULT_TAIL",
+    "OUTCOME_CLASSES",
+    "STEPS_KEY",
     "golden_column",
     "golden_metrics",
     "metric_of_golden",
@@ -71,6 +73,15 @@ GOLDEN_TAIL: tuple[str, ...] = ("worker", "device", "started_at", "duration_s", 
 #: Names a metric or attribute may not take (they are columns of every row; ``kind`` is the
 #: report's).
 RESERVED: frozenset[str] = frozenset(RESULT_HEAD + RESULT_TAIL) | {"kind"}
+
+#: The key under which a training trial's row carries its per-step telemetry (a list of dicts,
+#: one per step); the writer takes it out of the row and stores it as the step table.
+STEPS_KEY = "_step_rows"
+
+#: The outcome classes of a training trial (``pytei_ray.training.OUTCOMES``, spelled here for
+#: the report, which imports no torch): one 0/1 metric column each.
+OUTCOME_CLASSES: tuple[str, ...] = ("masked", "spike_and_recover", "silent_degradation",
+                                    "divergence", "immediate_nonfinite")
 
 #: The prefix of the column that holds a metric's golden (fault-free) value.
 GOLDEN_PREFIX = "golden_"

@@ -55,6 +55,13 @@ def test_activation_benchmark_runs_at_toy_size(tmp_path):
     assert "extra %" in proc.stdout
 
 
+def test_call_stream_benchmark_runs_and_checks_its_counts():
+    cmd = [sys.executable, "-m", "benchmarks.call_stream", "--calls", "60", "--rounds", "1"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("\n") == 9 and "v1/v2" in proc.stdout
+
+
 def test_adaptive_benchmark_runs(tmp_path):
     cmd = [sys.executable, "-m", "benchmarks.adaptive", "--job", "jobs/tiny.py", "--set",
            "small=1", "--precision", "accuracy=0.05", "--max-reps", "4"]
@@ -71,6 +78,7 @@ def test_intervals_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "confidence sequence" in proc.stdout and "CS c=3/4" in proc.stdout
 
+
 def test_rescoring_benchmark_runs_at_toy_size(tmp_path):
     out = tmp_path / "rescoring.json"
     cmd = [sys.executable, "-m", "benchmarks.rescoring", "--toy", "--big", "--json", str(out)]
@@ -86,3 +94,19 @@ def test_rescoring_benchmark_runs_at_toy_size(tmp_path):
             assert r["trials"] > 0 and r["full_ms"] > 0 and r["rescored_ms"] >= 0
             assert 0 <= r["share_pct"] <= 100
     assert "rescored=" in proc.stdout
+
+
+def test_training_benchmark_runs_at_toy_size(tmp_path):
+    out = tmp_path / "train.json"
+    cmd = [sys.executable, "-m", "benchmarks.training", "--toy", "--json", str(out)]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads(out.read_text())["rows"]
+    sites = ("weights", "fwd-act", "bwd-act", "param-grads", "optim-state")
+    configs = ("ber=1e-07", "ber=1e-05", "ber=0.001", "1/step")
+    assert {(r["site"], r["config"]) for r in rows} == {(s, c) for s in sites for c in configs}
+    assert all(r["clean_ms"] > 0 for r in rows)
+    # one fault per site and step is one fault per step for tensor sites
+    assert all(r["faults_per_step"] == 1 for r in rows
+               if r["config"] == "1/step" and r["site"] in ("weights", "param-grads"))
+    assert all(r["faults_per_step"] > 100 for r in rows if r["config"] == "ber=0.001")

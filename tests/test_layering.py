@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytei_ray"
-CORE = ("pytei_ray.faults", "pytei_ray.injection", "pytei_ray.mitigations")
+CORE = ("pytei_ray.faults", "pytei_ray.injection", "pytei_ray.mitigations", "pytei_ray.training")
 
 
 def _modules() -> dict[str, tuple[Path, bool]]:

@@ -8,7 +8,8 @@ from pathlib import Path
 from pytei_ray.storage import layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytei_ray"
-NAMES = ("_manifest.json", "_golden", "_report", "_quarantine", "_artifacts", "_job.py", "_lock")
+NAMES = ("_manifest.json", "_golden", "_report", "_quarantine", "_artifacts", "_job.py", "_lock",
+         "_steps")
 
 
 def test_layout_names_are_spelled_only_in_storage():

@@ -8,13 +8,14 @@ execution packages (torch comes with the ``pytei_ray`` package itself).
 
 from .compare import SpecDiff, compare_specs
 from .jobfile import JobRef, load_job, parse_params
-from .levels import Level, OneBitFlip, bit_levels
+from .levels import BitFlipIn, Level, OneBitFlip, bit_levels
 from .spec import Campaign, describe, spec_hash
 from .trials import Trial, count_by_factor, expand, make_chunks, trial_id, trial_seed
 
 __all__ = [
     "Campaign",
     "Level",
+    "BitFlipIn",
     "OneBitFlip",
     "bit_levels",
     "SpecDiff",

@@ -29,7 +29,8 @@ from typing import Any
 from pytei_ray.columns import LEVEL_FACTORS, RESERVED, metric_of_golden
 from pytei_ray.errors import CampaignSpecError
 
-__all__ = ["ATTR_TYPES", "Level", "OneBitFlip", "bit_levels", "pairs", "split_levels"]
+__all__ = ["ATTR_TYPES", "BitFlipIn", "Level", "OneBitFlip", "bit_levels", "pairs",
+           "split_levels"]
 
 #: Column type of an attribute, by the Python type of its values.
 ATTR_TYPES = {int: "int", float: "float", str: "str"}
@@ -199,6 +200,45 @@ class OneBitFlip:
 
     def __repr__(self) -> str:
         return f"OneBitFlip({self.bit})"
+
+
+class BitFlipIn:
+    """Error-model factory that flips bits of one class (bit indices and/or field names): at
+    the campaign's BER (a rate), or exactly ``n`` flips per site and step (a count; the BER
+    then only seeds the draw).
+
+    Args:
+        bits: bit indices and/or field names (``"sign"``, ``"exponent"``, ``"mantissa"``).
+        n: None for a rate, else the exact number of flips.
+
+    Example:
+        >>> BitFlipIn("exponent")(1e-5)
+        BitFlip(ber=1e-05, bits=('exponent',))
+        >>> BitFlipIn([30], n=1)(1e-5)
+        BitFlip(n=1, bits=(30,))
+    """
+
+    def __init__(self, bits: int | str | list[int | str], n: int | None = None) -> None:
+        items = [bits] if isinstance(bits, (int, str)) else list(bits)
+        if not items or not all(isinstance(b, (int, str)) and not isinstance(b, bool)
+                                for b in items):
+            raise CampaignSpecError(f"Expected `bits` to be bit indices and/or field names, but "
+                                    f"got {bits!r}.")
+        if n is not None and (isinstance(n, bool) or not isinstance(n, numbers.Integral)
+                              or n < 1):
+            raise CampaignSpecError(f"Expected `n` to be None (a rate) or an int >= 1, but got "
+                                    f"{n!r}.")
+        self.bits, self.n = tuple(items), None if n is None else int(n)
+
+    def __call__(self, ber: float) -> Any:
+        from pytei_ray.faults.models import BitFlip  # lazy: torch/numpy only where trials run
+
+        if self.n is not None:
+            return BitFlip(n=self.n, bits=list(self.bits))
+        return BitFlip(ber, bits=list(self.bits))
+
+    def __repr__(self) -> str:
+        return f"BitFlipIn({list(self.bits)!r}{'' if self.n is None else f', n={self.n}'})"
 
 
 def bit_levels(bits: range | list[int], prefix: str = "bit",

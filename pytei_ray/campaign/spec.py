@@ -78,8 +78,21 @@ def _check_mitigation(arg: str, value: object) -> None:
     for item in items:
         if item is None and len(items) == 1:
             continue
-        if not (hasattr(item, "attach") and hasattr(item, "filter_faults")):
-            raise _fail(arg, "None, a Mitigation (e.g. SBP()) or a list of Mitigations", value)
+        if not (hasattr(item, "attach") and hasattr(item, "filter_faults")) \
+                and not is_training_mitigation(item):
+            raise _fail(arg, "None, a Mitigation (e.g. SBP()), a training mitigation (e.g. "
+                        "GradClip()) or a list of them", value)
+
+
+def is_training_mitigation(value: object) -> bool:
+    """True for a training mitigation (``GradClip``, ``SkipOnSpike``, ``Rollback``: it answers
+    ``check`` each step), told apart by its interface, so this module needs no torch."""
+    return callable(getattr(value, "check", None)) and callable(getattr(value, "begin", None))
+
+
+def is_training_target(value: object) -> bool:
+    """True for a target set of training faults (``pytei_ray.training.Training``)."""
+    return callable(getattr(value, "training_faults", None))
 
 
 def is_activation_target(value: object) -> bool:
@@ -89,14 +102,15 @@ def is_activation_target(value: object) -> bool:
 
 
 def _check_target(arg: str, value: object) -> None:
-    if value is None or isinstance(value, (str, Path, type)) or is_activation_target(value):
+    if value is None or isinstance(value, (str, Path, type)) or is_activation_target(value) \
+            or is_training_target(value):
         return
     if isinstance(value, (list, tuple)) and value and all(
         isinstance(v, (str, type)) for v in value
     ):
         return
     raise _fail(arg, "None (all parameters), a name, glob, Path or module type, a list of "
-                "names and module types, or Activations(...)", value)
+                "names and module types, Activations(...) or Training(...)", value)
 
 
 def _check_bers(bers: object) -> tuple[float, ...]:

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from pytei_ray.campaign.jobfile import JobRef
-from pytei_ray.campaign.spec import Campaign, is_activation_target
+from pytei_ray.campaign.spec import Campaign, is_activation_target, is_training_target
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
@@ -81,6 +81,8 @@ class TrialWorker:
         self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
         self._rescoring = ReplicaRescoring(campaign.split, self.worker_id) \
             if campaign.rescores else None  # index maps and re-scorers of the replicas
+        self._states: dict[str, Any] = {}  # model name -> trainable replica (training targets)
+        self._training: Any = None  # TrainingTrials, made on the first training target
 
     @classmethod
     def for_job(cls, job: JobRef, *, device: str | torch.device | None = None,
@@ -105,6 +107,13 @@ class TrialWorker:
             model = call_hook(self.campaign.models[name], self.context)
         except Exception as exc:
             raise self._setup_error(f"The factory of model {name!r}", exc, name) from exc
+        if self._training_runner() is not None:
+            from .training import is_trainable
+
+            if is_trainable(model):  # model + optimizer at a checkpoint (training targets)
+                state = model.to(self.device) if callable(getattr(model, "to", None)) else model
+                self._states[name] = state
+                model = state.model
         if not isinstance(model, torch.nn.Module):
             raise TrialSetupError(f"Expected the factory of model {name!r} to return an "
                                   f"nn.Module, but got {type(model).__name__}.", name)
@@ -122,6 +131,9 @@ class TrialWorker:
         from pytei_ray.injection import resolve_targets
 
         for target, spec in self.campaign.targets.items():
+            if is_training_target(spec):
+                self._training_runner().check(name, self._states.get(name), target, spec)
+                continue
             try:
                 if is_activation_target(spec):
                     spec.resolve(model)  # names checked; hooks go in per trial
@@ -156,6 +168,16 @@ class TrialWorker:
                     f"{exc}\nFix `error_models` in the job file (or pair its levels with the "
                     "models they fit: Level(..., format=...)) and run the same command again.",
                     name) from exc
+
+    def _training_runner(self) -> Any:
+        """The :class:`~.training.TrainingTrials` of a campaign with training targets, else
+        None (imported only then)."""
+        if self._training is None and any(
+                is_training_target(s) for s in self.campaign.targets.values()):
+            from .training import TrainingTrials
+
+            self._training = TrainingTrials(self)
+        return self._training
 
     def _model(self, name: str) -> torch.nn.Module:
         model = self._models.get(name)
@@ -317,6 +339,8 @@ class TrialWorker:
         reused when ``t`` has the same point (the mitigations of a point share its faults)."""
         if is_activation_target(self.campaign.targets[t.target]):
             return self._run_activation_trial(t), sampled
+        if is_training_target(self.campaign.targets[t.target]):
+            return self._training_runner().run(t), sampled
         from pytei_ray.faults.faultmap import sample_fault_map
         from pytei_ray.injection.apply import apply_faults
 

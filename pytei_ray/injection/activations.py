@@ -20,115 +20,30 @@ the handle removes every hook it installed (``with`` block or ``remove()``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
-from ..faults.dtypes import dtype_name, layout_of
-from ..faults.faultmap import FaultMap, SiteInfo, TensorFaults, sample_fault_map
-from ..faults.models import ErrorModel, keeps_every_bit
-from ..faults.sampling import stable_seed
+from ..faults.callstream import STREAMS
+from ..faults.dtypes import layout_of
+from ..faults.faultmap import FaultMap
+from ..faults.models import ErrorModel
 from ..mitigations.base import Mitigation
-from .apply import _requantize
+from .activation_sources import (
+    MODES,
+    WHERE,
+    ActivationCall,
+    _check_choice,
+    _check_seed,
+    _Sampled,
+    _Source,
+)
+from .activation_write import module_ptrs, storage_ptrs, write_faults
 from .targets import ModuleTargets, resolve_modules
 
 __all__ = ["ActivationCall", "ActivationHandle", "ActivationInjector", "Activations"]
 
-MODES = ("transient", "permanent")
-WHERE = ("output", "input")
-
-
-@dataclass
-class ActivationCall:
-    """What one call of one targeted module got (one record per tensor element).
-
-    Attributes:
-        module: the module's name; ``where``: ``"output"`` or ``"input"``.
-        call: 0-based index of the call of this module since the injection started.
-        element: index of the tensor in a tuple/list output (0 for a plain tensor).
-        shape, dtype: of the corrupted tensor.
-        n_sampled: faults drawn (before mitigations such as SBP filtered them).
-        n_faults: faults that reached the tensor (bits for bit models, words otherwise).
-        n_words: words written.
-        index: flat word indices (only with ``record_positions=True``): into the whole tensor,
-            or into one sample when ``per_sample`` (permanent faults: every sample is hit there).
-        per_sample: ``index`` is over the per-sample shape.
-    """
-
-    module: str
-    where: str
-    call: int
-    element: int
-    shape: tuple[int, ...]
-    dtype: torch.dtype
-    n_sampled: int
-    n_faults: int
-    n_words: int
-    index: np.ndarray | None = None
-    per_sample: bool = False
-
-
-def _check_choice(arg: str, value: object, choices: Sequence[str]) -> str:
-    if value not in choices:
-        raise ValueError(f"Expected argument `{arg}` to be one of {list(choices)}, but got "
-                         f"{value!r}.")
-    return str(value)
-
-
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Expected argument `seed` to be a non-negative int, but got {seed!r}.")
-    return int(seed)
-
-
-class _Source:
-    """Where the faults of one call come from: ``(TensorFaults, per_sample)`` or None (none)."""
-
-    unit = "bit"
-    error_key = ""
-
-    def faults(self, module: str, where: str, call: int, element: int, shape: tuple[int, ...],
-               dtype: torch.dtype) -> tuple[TensorFaults, bool] | None:
-        raise NotImplementedError
-
-
-class _Sampled(_Source):
-    """Faults drawn by an error model: new ones every call, or fixed per-sample positions."""
-
-    def __init__(self, error: ErrorModel, seed: int, mode: str) -> None:
-        self.error, self.seed, self.mode = error, seed, mode
-        self.unit, self.error_key = error.unit, error.key()
-        self._fixed: dict[tuple[str, str, int], TensorFaults] = {}  # permanent faults, per element
-
-    def faults(self, module, where, call, element, shape, dtype):
-        name = f"{module}:{where}" + (f"[{element}]" if element else "")
-        if self.mode == "transient":
-            seed = stable_seed(self.seed, "activation/v1", module, where, call, element, shape,
-                               dtype_name(dtype))
-            tf = sample_fault_map([SiteInfo(name, dtype, shape)], self.error, seed).tensors[0]
-            return tf, False
-        if not shape:
-            raise ValueError(f"Permanent activation faults need a batch dimension, but module "
-                             f"{module!r} returned a 0-d tensor. Use mode='transient'.")
-        key = (module, where, element)
-        tf = self._fixed.get(key)
-        if tf is None:
-            seed = stable_seed(self.seed, "activation-permanent/v1", module, where, element,
-                               shape[1:], dtype_name(dtype))
-            tf = sample_fault_map([SiteInfo(name, dtype, shape[1:])], self.error, seed).tensors[0]
-            self._fixed[key] = tf
-        elif tf.shape != shape[1:] or tf.dtype != dtype:
-            raise ValueError(
-                f"Permanent activation faults of module {module!r} ({where}) are fixed over its "
-                "per-sample shape, which changed between calls.\n"
-                f"  expected: {dtype_name(tf.dtype)} (*, {', '.join(map(str, tf.shape))})\n"
-                f"  got: {dtype_name(dtype)} {tuple(shape)}\n"
-                "Feed inputs of one size, or use mode='transient'."
-            )
-        return tf, True
 
 
 class ActivationHandle:
@@ -155,10 +70,10 @@ class ActivationHandle:
         self._hooks: list[Any] = []  # hook handles (ours and the mitigations'), removed on exit
         try:
             for name, mod in modules:
-                own = {t.untyped_storage().data_ptr()
-                       for t in (*mod.parameters(), *mod.buffers()) if t.device.type != "meta"}
+                own = module_ptrs((*mod.parameters(), *mod.buffers()))
                 if where == "output":
-                    hook = mod.register_forward_hook(self._output_hook(name, own), prepend=True)
+                    hook = mod.register_forward_hook(self._output_hook(name, own), prepend=True,
+                                                     with_kwargs=True)
                 else:
                     hook = mod.register_forward_pre_hook(self._input_hook(name))
                 self._hooks.append(hook)
@@ -219,9 +134,8 @@ class ActivationHandle:
 
     # ---- hooks -------------------------------------------------------------------------------
     def _output_hook(self, name: str, own: set[int]) -> Callable:
-        def hook(module: nn.Module, args: Any, out: Any) -> Any:
-            shared = own | {a.untyped_storage().data_ptr() for a in args
-                            if isinstance(a, torch.Tensor)}
+        def hook(module: nn.Module, args: Any, kwargs: dict, out: Any) -> Any:
+            shared = own | storage_ptrs(args, kwargs)  # keyword inputs alias too
             new = self._corrupt(name, module, out, shared)
             return None if new is out else new
 
@@ -243,6 +157,9 @@ class ActivationHandle:
             items = list(payload)
             bad = [i for i, t in enumerate(items) if not isinstance(t, torch.Tensor)]
             if not bad:
+                if shared is not None and len(items) > 1:  # elements sharing storage: copies
+                    ptrs = [t.untyped_storage().data_ptr() for t in items if not t.is_quantized]
+                    shared = shared | {p for p in ptrs if ptrs.count(p) > 1}
                 new = [self._tensor(name, call, i, t, shared) for i, t in enumerate(items)]
                 if all(a is b for a, b in zip(new, items)):
                     return payload
@@ -282,51 +199,7 @@ class ActivationHandle:
             tf.n_words * n_rows, tf.index if self._record_positions else None, per_sample))
         if not tf.n_words or t.numel() == 0:
             return t
-        return _write(t, tf, per_sample, shared)
-
-
-def _write(t: torch.Tensor, tf: TensorFaults, per_sample: bool,
-           shared: set[int] | None) -> torch.Tensor:
-    """Apply ``tf`` to ``t``: in place when ``t`` is a fresh, contiguous, non-autograd tensor of
-    its module, else to a copy (inputs, outputs that alias an input or a module tensor)."""
-    with torch.no_grad():
-        quantized = t.is_quantized
-        words = t.int_repr() if quantized else t
-        in_place = (not quantized and shared is not None and words.is_contiguous()
-                    and not (t.requires_grad and torch.is_grad_enabled())
-                    and words.untyped_storage().data_ptr() not in shared)
-        if not in_place and not quantized:
-            words = t.clone(memory_format=torch.contiguous_format)
-        elif not words.is_contiguous():
-            words = words.contiguous()
-        lay = layout_of(tf.dtype)
-        flat = words.detach().view(layout_of(words.dtype).int_dtype).view(-1)
-        if per_sample:
-            flat = flat.view(words.shape[0], -1)
-        pure_flip = keeps_every_bit(tf.and_mask)
-        if flat.device.type == "cpu":
-            arr = flat.numpy()
-            idx = tf.index
-            old = arr[:, idx] if per_sample else np.take(arr, idx)
-            new = old ^ tf.xor_mask if pure_flip else (old & tf.and_mask) ^ tf.xor_mask
-            if per_sample:
-                arr[:, idx] = new
-            else:
-                arr[idx] = new
-        else:
-            dev = flat.device
-            idx = torch.from_numpy(tf.index).to(dev)
-            x = torch.from_numpy(np.ascontiguousarray(tf.xor_mask, dtype=lay.np_int)).to(dev)
-            old = flat.index_select(-1, idx)
-            if pure_flip:
-                new = old ^ x
-            else:
-                a = torch.from_numpy(np.ascontiguousarray(tf.and_mask, dtype=lay.np_int)).to(dev)
-                new = (old & a) ^ x
-            flat.index_copy_(flat.dim() - 1, idx, new)
-        if quantized:
-            return _requantize(t, words)
-        return words
+        return write_faults(t, tf, per_sample, shared)[0]
 
 
 class ActivationInjector:
@@ -343,6 +216,11 @@ class ActivationInjector:
             positions, hit in every sample of every call).
         where: ``"output"`` (what the module returns) or ``"input"`` (its positional arguments).
         record_positions: keep the flat word indices of each call's faults in its record.
+        stream: how transient faults are drawn per call: ``"v2"`` (default; a counter-based
+            :class:`~pytei_ray.faults.callstream.CallStream`: no generator for a call with no
+            fault) or ``"v1"`` (a hash and a generator per call; what campaigns stored before
+            v2 existed, and still what :class:`Activations` uses unless told). Both are exact;
+            for one seed they draw different faults. Permanent faults are the same in both.
 
     Example:
         >>> import torch
@@ -360,7 +238,7 @@ class ActivationInjector:
 
     def __init__(self, targets: ModuleTargets, error: ErrorModel, seed: int = 0, *,
                  mode: str = "transient", where: str = "output",
-                 record_positions: bool = False) -> None:
+                 record_positions: bool = False, stream: str = "v2") -> None:
         if not isinstance(error, ErrorModel):
             raise TypeError(
                 "Expected argument `error` to be an ErrorModel such as BitFlip(ber=1e-6), "
@@ -372,6 +250,7 @@ class ActivationInjector:
         self.mode = _check_choice("mode", mode, MODES)
         self.where = _check_choice("where", where, WHERE)
         self.record_positions = bool(record_positions)
+        self.stream = _check_choice("stream", stream, STREAMS)
 
     def inject(self, model: nn.Module, mitigations: Sequence[Any] = ()) -> ActivationHandle:
         """Install the fault hooks on ``model``; the returned handle removes them.
@@ -383,12 +262,13 @@ class ActivationInjector:
             ValueError / TypeError: a target that names no module (before any hook is added).
         """
         modules = resolve_modules(model, self.targets)
-        return ActivationHandle(_Sampled(self.error, self.seed, self.mode), model, modules,
-                                self.where, mitigations, self.record_positions)
+        return ActivationHandle(_Sampled(self.error, self.seed, self.mode, self.stream), model,
+                                modules, self.where, mitigations, self.record_positions)
 
     def __repr__(self) -> str:
         return (f"ActivationInjector(targets={self.targets!r}, error={self.error!r}, "
-                f"seed={self.seed}, mode={self.mode!r}, where={self.where!r})")
+                f"seed={self.seed}, mode={self.mode!r}, where={self.where!r}, "
+                f"stream={self.stream!r})")
 
 
 def _describe_targets(targets: Any) -> Any:
@@ -405,6 +285,9 @@ class Activations:
     Each trial of it gets an :class:`ActivationInjector` with the trial's error model and seed
     (so the mitigations of a point see the same faults) whose hooks are installed while
     ``evaluate`` runs. Its ``repr`` names everything that defines it (stored in the spec).
+    ``stream`` defaults to ``"v1"``, the per-call stream of every campaign stored so far (a
+    resumed campaign draws the faults it drew before); ``stream="v2"`` (faster per call) is
+    named in the ``repr``, so such a campaign has its own spec hash and trial ids.
 
     Example:
         >>> Activations("dense.*", mode="permanent")
@@ -412,19 +295,22 @@ class Activations:
     """
 
     def __init__(self, targets: ModuleTargets, *, mode: str = "transient",
-                 where: str = "output") -> None:
+                 where: str = "output", stream: str = "v1") -> None:
         self.targets = targets
         self.mode = _check_choice("mode", mode, MODES)
         self.where = _check_choice("where", where, WHERE)
+        self.stream = _check_choice("stream", stream, STREAMS)
 
     def injector(self, error: ErrorModel, seed: int) -> ActivationInjector:
         """The injector of one trial."""
-        return ActivationInjector(self.targets, error, seed, mode=self.mode, where=self.where)
+        return ActivationInjector(self.targets, error, seed, mode=self.mode, where=self.where,
+                                  stream=self.stream)
 
     def resolve(self, model: nn.Module) -> list[str]:
         """Names of the modules targeted in ``model`` (raises if a target names none)."""
         return [n for n, _ in resolve_modules(model, self.targets)]
 
     def __repr__(self) -> str:
+        stream = "" if self.stream == "v1" else f", stream={self.stream!r}"
         return (f"Activations(targets={_describe_targets(self.targets)!r}, mode={self.mode!r}, "
-                f"where={self.where!r})")
+                f"where={self.where!r}{stream})")

@@ -34,6 +34,7 @@ from ..stats import (
     wilson_interval,
 )
 from . import plots as _plots
+from . import training as _training
 from .advice import (
     adaptive_lines,
     advice_lines,
@@ -213,6 +214,10 @@ def write_report(
     has_rows = not df.empty and bool(metric_columns(df))
     metrics = (([metric] if isinstance(metric, str) else list(metric)) if metric is not None
                else campaign_order(metric_columns(df), ds.manifest)) if has_rows else []
+    training = has_rows and _training.is_training(df)
+    if training and metric is None:  # val loss (+ the stopping rule's metric), not 0/1 columns
+        rule0 = stopping_rule(ds.manifest)
+        metrics = _training.training_metrics(metrics, rule0[0].metric if rule0 else None)
     summary = summarize(ds, metrics, **opts) if has_rows else pd.DataFrame()
     rec = recovery(ds, metrics, baseline=baseline, confidence=confidence,
                    higher_is_better=higher_is_better) if has_rows else pd.DataFrame()
@@ -230,6 +235,12 @@ def write_report(
             figures += _plots.plot_recovery(rec, m, out)
             if bits is not None:
                 figures += _plots.plot_bits(bits, m, out)
+    outcomes = _training.outcome_table(df, confidence) if training else None
+    if training:
+        outcomes.to_csv(out / "outcomes.csv", index=False)
+        steps = _training.read_steps(ds.path)
+        if plots and steps is not None:
+            figures = _training.loss_curves(ds, steps, out) + figures
     repetitions = command = None
     primary = metrics[0] if metrics else None
     advice: dict[str, int | None] = {}
@@ -262,6 +273,14 @@ def write_report(
         rec.to_csv(out / "recovery.csv", index=False)
     page = _page(ds, summary, rec, keys, metrics, figures, command, threshold, confidence,
                  precision)
+    if outcomes is not None:
+        page.tables.insert(0, (f"Outcome classes: rate [{confidence:.0%} Clopper-Pearson "
+                               "interval] among ok trials", outcomes))
+        page.notes.insert(0, "Outcome classes of training trials (docs/training.md): each "
+                          "trial is compared with the golden (fault-free) window of its model "
+                          "and mitigation; masked, spike_and_recover, silent_degradation, "
+                          "divergence, immediate_nonfinite. The loss curves come from the "
+                          "step table (one row per trial and step).")
     page.advice = (adaptive_lines(summary, rule[0]) if rule is not None else
                    advice_lines(summary, advice, primary, current, metric is not None)) + extra
     html_path = out / "index.html"

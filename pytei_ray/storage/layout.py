@@ -7,6 +7,10 @@ Layout::
       _job.py                 the job file's source, for reproduction
       part-<run>-<n>.parquet  result rows, one per trial; each file appears atomically
       _golden/part-*.parquet  fault-free evaluations, one per (model, mitigation)
+      _steps/part-*.parquet   per-step telemetry of training trials (keyed by trial_id), each
+                              part written just before the result part of the same name; a
+                              step part without its result part (a kill in between) is removed
+                              on resume, so the trial reruns once
       _artifacts/<key>        bytes cached by job hooks (``ctx.artifact``)
       _quarantine/            torn or unreadable parts moved aside (their trials rerun)
       _report/                the report's default output folder (local datasets)
@@ -31,7 +35,8 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 __all__ = [
-    "MANIFEST", "JOB_COPY", "LOCK", "GOLDEN_DIR", "QUARANTINE_DIR", "ARTIFACTS_DIR", "REPORT_DIR",
+    "MANIFEST", "JOB_COPY", "LOCK", "GOLDEN_DIR", "STEPS_DIR", "QUARANTINE_DIR", "ARTIFACTS_DIR",
+    "REPORT_DIR",
     "PART_PREFIX", "PART_SUFFIX", "RESERVED_NAMES", "is_uri", "resolve_location", "join",
     "default_out", "default_report_dir", "part_name", "is_part_name",
     "display_location",
@@ -41,13 +46,15 @@ MANIFEST = "_manifest.json"
 JOB_COPY = "_job.py"
 LOCK = "_lock"
 GOLDEN_DIR = "_golden"
+STEPS_DIR = "_steps"
 QUARANTINE_DIR = "_quarantine"
 ARTIFACTS_DIR = "_artifacts"
 REPORT_DIR = "_report"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 #: Every name the layout reserves (all start with ``_``, so Parquet readers skip them).
-RESERVED_NAMES = (MANIFEST, JOB_COPY, LOCK, GOLDEN_DIR, QUARANTINE_DIR, ARTIFACTS_DIR, REPORT_DIR)
+RESERVED_NAMES = (MANIFEST, JOB_COPY, LOCK, GOLDEN_DIR, STEPS_DIR, QUARANTINE_DIR,
+                  ARTIFACTS_DIR, REPORT_DIR)
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:

@@ -29,6 +29,7 @@ __all__ = [
     "RESULT_COLUMNS",
     "GOLDEN_COLUMNS",
     "result_schema",
+    "steps_schema",
     "golden_schema",
     "rows_to_table",
     "metric_names",
@@ -85,6 +86,24 @@ def result_schema(metrics: Sequence[str], factors: Mapping[str, str] | None = No
     fields += [pa.field(golden_column(m), pa.float64()) for m in metrics]
     fields += list(TAIL_FIELDS)
     return pa.schema(fields)
+
+
+#: The step table of training trials (one row per trial and step; see
+#: ``pytei_ray.training.StepRecord``): column -> Arrow type, in schema order.
+_STEP_TYPES: dict[str, pa.DataType] = {
+    "trial_id": pa.string(), "step": pa.int64(), "loss": pa.float64(),
+    "grad_norm": pa.float64(), "update_norm": pa.float64(),
+    "max_attention_logit": pa.float64(), "nonfinite_grads": pa.int64(),
+    "nonfinite_params": pa.int64(), "action": pa.string(), "attempts": pa.int64(),
+    "n_faults_sampled": pa.int64(), "n_faults": pa.int64(), "n_words_changed": pa.int64(),
+    "n_nonfinite_faults": pa.int64(),
+}
+
+
+def steps_schema() -> pa.Schema:
+    """Schema of a step part (``_steps/part-*.parquet``): the per-step telemetry of training
+    trials, keyed by ``trial_id`` and ``step``."""
+    return pa.schema([pa.field(n, t) for n, t in _STEP_TYPES.items()])
 
 
 def golden_schema(metrics: Sequence[str]) -> pa.Schema:

@@ -42,6 +42,7 @@ from .layout import (
     LOCK,
     MANIFEST,
     QUARANTINE_DIR,
+    STEPS_DIR,
     display_location,
     is_part_name,
     resolve_location,
@@ -49,7 +50,7 @@ from .layout import (
 from .location import check_location
 from .lock import LeaseLock, LocalLock
 from .manifest import manifest_bytes, parse_manifest
-from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
+from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table, steps_schema
 
 __all__ = ["ResultsStore", "StoredScan", "put_atomic", "resolve_location"]
 
@@ -287,6 +288,51 @@ class ResultsStore:
         after = set(self.part_paths()) | set(self.part_paths(golden=True))
         return sorted(before - after)
 
+    # ---- the step table (training telemetry) -----------------------------------------------
+    def step_paths(self) -> list[str]:
+        """Paths of the stored step parts (``_steps/part-*.parquet``)."""
+        return [i.path for i in self._list(self._join(STEPS_DIR))
+                if is_part_name(os.path.basename(i.path))]
+
+    def write_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
+        """Atomically write the step rows of the result part ``name`` (before that part, so a
+        result row is never stored without its steps); returns the path."""
+        if not is_part_name(name):
+            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
+        self.fs.create_dir(self._join(STEPS_DIR), recursive=True)
+        path = self._join(STEPS_DIR, name)
+        self._put(path, parquet_bytes(rows_to_table(rows, steps_schema())))
+        return path
+
+    def _check_steps(self) -> None:
+        """A torn step part takes its result part to quarantine too (their trials rerun)."""
+        results = {os.path.basename(p): p for p in self.part_paths()}
+        for info in self._list(self._join(STEPS_DIR)):
+            name = os.path.basename(info.path)
+            if name.startswith(".") and ".tmp-" in name:
+                self.fs.delete_file(info.path)
+                continue
+            got = self._open_part(info, ["trial_id"])
+            if isinstance(got, str):
+                self._quarantine(info, got)
+                if name in results:
+                    self._quarantine(self._info(results[name]), f"its step part is torn: {got}")
+
+    def remove_orphan_steps(self) -> list[str]:
+        """Delete step parts whose result part does not exist (a kill between the two writes,
+        or a quarantined result part): their trials rerun and bring their steps again, so the
+        step table never holds a trial twice. Returns the deleted paths."""
+        results = {os.path.basename(p) for p in self.part_paths()}
+        gone = [p for p in self.step_paths() if os.path.basename(p) not in results]
+        for p in gone:
+            self.fs.delete_file(p)
+        return gone
+
+    def read_steps(self) -> pa.Table:
+        """The step table of every stored training trial (empty schema'd table if none)."""
+        tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths()]
+        return pa.concat_tables(tables) if tables else steps_schema().empty_table()
+
     def scan(self, columns: Sequence[str]) -> StoredScan:
         """Everything a resume needs, reading each stored part once (footer and ``columns``).
 
@@ -297,6 +343,7 @@ class ResultsStore:
         carry (``golden_<m>``, from the first row of each (model, mitigation)).
         """
         columns = list(dict.fromkeys([*columns, "model", "mitigation"]))
+        self._check_steps()
         out = StoredScan()
         seen: dict[str, None] = {}
 
@@ -315,6 +362,7 @@ class ResultsStore:
                 if key not in out.golden_of_rows:
                     out.golden_of_rows[key] = {metric_of_golden(c): r[c] for c in gcols}
         out.metrics = list(seen)
+        self.remove_orphan_steps()  # after the torn result parts went to quarantine
         for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
             out.golden.extend(table.to_pylist())
         return out
@@ -393,6 +441,12 @@ class ResultsStore:
         """
         drop = set(trial_ids)
         removed = 0
+        for path in self.step_paths():  # first: a crash leaves steps without rows, not both
+            table = pq.read_table(path, filesystem=self.fs)
+            ids = table.column("trial_id").to_pylist()
+            keep = [i for i, t in enumerate(ids) if t not in drop]
+            if len(keep) != len(ids):
+                self._put(path, parquet_bytes(table.take(keep)))
         for path in self.part_paths():
             table = pq.read_table(path, filesystem=self.fs)
             ids = table.column("trial_id").to_pylist()

@@ -15,6 +15,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from pytei_ray.columns import STEPS_KEY
+
 from .layout import part_name
 from .schema import metric_names
 from .store import ResultsStore
@@ -126,13 +128,19 @@ class ResultsWriter:
             self._golden = []
 
     def _write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        steps = [s for r in rows for s in (r.get(STEPS_KEY) or ())]
+        rows = [{k: v for k, v in r.items() if k != STEPS_KEY} if STEPS_KEY in r else r
+                for r in rows]
         self._extend_metrics(rows, "result")
         if not self._conformed:
             # parts written by an older version may lack columns added since (e.g.
             # `evaluated`); readers take one part's schema and would drop them silently
             self.store.conform_parts(self.metrics, self._schemas, self.factors)
             self._conformed = True
-        self.store.write_part(rows, self.metrics, self._name(), factors=self.factors)
+        name = self._name()
+        if steps:  # training telemetry: written first, under the same name (docs/gpt.md)
+            self.store.write_steps(steps, name)
+        self.store.write_part(rows, self.metrics, name, factors=self.factors)
         self.rows_written += len(rows)
         self.parts_written += 1
 

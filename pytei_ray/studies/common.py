@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Generic, TypeVar
 
 import torch
-from torch import nn
 
 from pytei_ray.campaign.hashing import stable_sha256
 
@@ -24,6 +23,7 @@ __all__ = ["EvalData", "checkpoint_bytes", "checkpoint_key", "checkpoint_payload
            "load_checkpoint", "torch_threads", "trained_or_cached"]
 
 Split = TypeVar("Split")
+Loaded = TypeVar("Loaded")
 
 
 @dataclass(frozen=True)
@@ -100,14 +100,39 @@ def load_checkpoint(
     return payload["state_dict"], payload["meta"]
 
 
+@contextmanager
+def _one_trainer(ctx: Any, key: str) -> Iterator[None]:
+    """An exclusive lock file next to a local artifact while it is looked up or produced (the
+    workers of a campaign prepare at once, and would each train the same model); no lock for
+    remote locations or platforms without ``fcntl`` (each worker may then train)."""
+    locate = getattr(ctx, "artifact_location", None)
+    where = locate(key) if callable(locate) else None
+    try:
+        import fcntl
+    except ImportError:  # not POSIX
+        fcntl = None  # type: ignore[assignment]
+    if where is None or "://" in where or fcntl is None:
+        yield
+        return
+    Path(where).parent.mkdir(parents=True, exist_ok=True)
+    with open(f"{where}.lock", "a+b") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def trained_or_cached(ctx: Any, key: str, train_bytes: Callable[[], bytes],
-                      load: Callable[[bytes], nn.Module]) -> nn.Module:
-    """The model whose checkpoint is artifact ``key`` of ``ctx``, trained (and stored) first
-    when it is not there; ``ctx=None``: trained now, nothing cached. A stored copy that does
-    not load (e.g. torn by hand) is trained and stored again."""
+                      load: Callable[[bytes], Loaded]) -> Loaded:
+    """What ``load`` makes of artifact ``key`` of ``ctx`` (a model; for the GPT study a model,
+    its optimizer state and its step), trained (and stored) first when it is not there;
+    ``ctx=None``: trained now, nothing cached. A stored copy that does not load (e.g. torn by
+    hand) is trained and stored again."""
     if ctx is None:
         return load(train_bytes())
-    data = ctx.artifact(key, train_bytes)
+    with _one_trainer(ctx, key):  # two workers of one machine train once: the second loads
+        data = ctx.artifact(key, train_bytes)
     try:
         return load(data)
     except Exception:  # an unusable stored copy: train and store again
