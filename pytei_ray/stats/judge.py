@@ -78,9 +78,14 @@ def judge_cell(
         A :class:`CellJudgement`.
 
     Example:
+        Ten faulted trials that all lost 10% cannot exclude a rare trial near golden; forty can:
+
         >>> j = judge_cell(np.full(10, 0.9), 1.0, np.ones(10, bool), 0.0, bounds=(0.0, 1.0))
         >>> j.conclusive, j.estimate.mean, j.sdc, j.reason
-        (True, 0.9, 10, 'interval below the SDC threshold 0.99')
+        (False, 0.9, 10, 'interval contains the SDC threshold 0.99')
+        >>> j = judge_cell(np.full(40, 0.9), 1.0, np.ones(40, bool), 0.0, bounds=(0.0, 1.0))
+        >>> j.conclusive, j.reason
+        (True, 'interval below the SDC threshold 0.99')
     """
     info = metric if metric is not None else Metric(
         bounds=bounds if bounds is not None else (-math.inf, math.inf),
