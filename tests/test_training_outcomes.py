@@ -110,3 +110,29 @@ def test_the_training_package_imports_no_ray_pyarrow_or_pandas():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr[-2000:]
+
+
+def test_outcome_rates_are_bounded_so_few_masked_trials_do_not_settle_a_rate():
+    """The 0/1 outcome columns are rates on [0, 1] (only ``masked`` is good): an adaptive
+    campaign judges them with confidence sequences, so 3 trials that never diverged leave the
+    divergence rate open at +-0.4 (a t interval on 0, 0, 0 has zero width), 10 settle it."""
+    import pandas as pd
+
+    from pytei_ray.columns import OUTCOME_CLASSES
+    from pytei_ray.stats import Precision
+    from pytei_ray.stats.judge import open_points
+    from pytei_ray.stats.metrics import higher_is_better, metric_bounds
+
+    assert all(metric_bounds(o) == (0.0, 1.0) for o in OUTCOME_CLASSES)
+    assert [higher_is_better(o) for o in OUTCOME_CLASSES] == [o == "masked" for o in
+                                                             OUTCOME_CLASSES]
+    rule = Precision("divergence", halfwidth=0.4, max_reps=20)
+
+    def frame(n: int) -> pd.DataFrame:
+        return pd.DataFrame({
+            "model": "m", "target": "t", "error_model": "e", "ber": 1e-6, "repetition":
+            range(n), "mitigation": "none", "status": "ok", "divergence": 0.0,
+            "golden_divergence": 0.0, "n_faults_sampled": 1, "p_no_fault": 0.0})
+
+    assert open_points(frame(3), rule, min_reps=3, look=0) == {("m", "t", "e", 1e-6)}
+    assert open_points(frame(12), rule, min_reps=3, look=2) == set()

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from ..columns import OUTCOME_CLASSES
 from ..errors import CampaignSpecError
 
 __all__ = [
@@ -60,12 +61,15 @@ def higher_is_better(metric: str) -> bool:
         False when the name contains a loss-like word (see :data:`LOWER_IS_BETTER_WORDS`:
         ``loss``, ``error``, ``xent``, ``cross_entropy``, ``nll``, ``rmse``, ``latency``...) or
         has a loss-like token (:data:`LOWER_IS_BETTER_TOKENS`: ``ce``, ``wer``, ``cer``,
-        ``mae``, ``ppl``, ``time``...), True otherwise.
+        ``mae``, ``ppl``, ``time``...), True otherwise. A training trial's outcome classes
+        (:data:`pytei_ray.columns.OUTCOME_CLASSES`): only ``masked`` is higher-is-better.
 
     Example:
         >>> higher_is_better("auc"), higher_is_better("logloss"), higher_is_better("val_ce")
         (True, False, False)
     """
+    if metric in OUTCOME_CLASSES:    # a training trial's 0/1 outcome: only masked is good
+        return metric == "masked"
     name = metric.lower()
     if any(word in name for word in LOWER_IS_BETTER_WORDS):
         return False
@@ -80,7 +84,8 @@ def metric_bounds(metric: str) -> tuple[float, float]:
 
     Returns:
         ``(0, 1)`` for proportions (``accuracy``, ``acc``, ``auc``, ``auroc``, ``precision``,
-        ``recall``, ``f1``, ``iou``, names with a ``rate`` token...), ``(0, inf)`` for other
+        ``recall``, ``f1``, ``iou``, names with a ``rate`` token, a training trial's 0/1
+        outcome classes ``masked``, ``divergence``...), ``(0, inf)`` for other
         lower-is-better (loss-like) metrics, ``(-inf, inf)`` otherwise.
 
     Example:
@@ -89,6 +94,8 @@ def metric_bounds(metric: str) -> tuple[float, float]:
     """
     name = metric.lower()
     tokens = _tokens(metric)
+    if metric in OUTCOME_CLASSES:
+        return 0.0, 1.0
     if any(w in name for w in UNIT_RANGE_WORDS) or any(t in UNIT_RANGE_TOKENS for t in tokens):
         return 0.0, 1.0
     if not higher_is_better(metric):
