@@ -100,7 +100,7 @@ class ClickData:
 
     dataset: str = "synthetic"
     path: str | None = None
-    n_rows: int = 150_000
+    n_rows: int = 100_000
     seed: int = 0
     split_seed: int = 0
     fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)

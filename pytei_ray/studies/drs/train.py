@@ -76,7 +76,7 @@ class DRSSetting:
 #: Synthetic-campaign presets: "small" (~1 min campaign) and "full" (< 15 min incl. training).
 SETTINGS: dict[str, DRSSetting] = {
     "small": DRSSetting(n_rows=20_000, epochs=3, batch_size=1024, lr=5e-3),
-    "full": DRSSetting(n_rows=150_000, epochs=3, batch_size=2048, lr=5e-3),
+    "full": DRSSetting(n_rows=100_000, epochs=3, batch_size=2048, lr=5e-3),
 }
 
 
