@@ -38,6 +38,7 @@ from .files import open_part, parquet_bytes, put_atomic
 from .layout import (
     ARTIFACTS_DIR,
     GOLDEN_DIR,
+    GOLDEN_STEPS_DIR,
     JOB_COPY,
     LOCK,
     MANIFEST,
@@ -251,8 +252,14 @@ class ResultsStore:
 
     def _quarantine(self, info: pafs.FileInfo, reason: str) -> None:
         name = os.path.basename(info.path)
+        folder = os.path.basename(os.path.dirname(info.path))
+        if os.path.dirname(info.path).rstrip("/") != self.path.rstrip("/"):
+            name = f"{folder}.{name}"  # a step part and its part share a name: keep both
         self.fs.create_dir(self._join(QUARANTINE_DIR), recursive=True)
-        dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
+        dest, n = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}"), 0
+        while self._info(dest).type != pafs.FileType.NotFound:  # never overwrite one
+            n += 1
+            dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}.{n}")
         self.fs.move(info.path, dest)
         warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
                       "Its rows will be computed again.", stacklevel=3)
@@ -288,42 +295,65 @@ class ResultsStore:
         after = set(self.part_paths()) | set(self.part_paths(golden=True))
         return sorted(before - after)
 
-    # ---- the step table (training telemetry) -----------------------------------------------
-    def step_paths(self) -> list[str]:
-        """Paths of the stored step parts (``_steps/part-*.parquet``)."""
-        return [i.path for i in self._list(self._join(STEPS_DIR))
+    # ---- the step tables (training telemetry) ----------------------------------------------
+    # ``_steps/<name>`` belongs to the result part ``<name>``, ``_golden_steps/<name>`` to the
+    # golden part ``_golden/<name>``: each is written just before its part, torn together with
+    # it, and removed when its part does not exist (layout docstring).
+    def _steps_dir(self, golden: bool) -> str:
+        return self._join(GOLDEN_STEPS_DIR if golden else STEPS_DIR)
+
+    def step_paths(self, golden: bool = False) -> list[str]:
+        """Paths of the stored step parts (``_steps/part-*.parquet``; ``golden``: those of
+        the golden trajectories, ``_golden_steps/part-*.parquet``)."""
+        return [i.path for i in self._list(self._steps_dir(golden))
                 if is_part_name(os.path.basename(i.path))]
+
+    def _put_steps(self, rows: Sequence[Mapping[str, Any]], name: str, golden: bool) -> str:
+        if not is_part_name(name):
+            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
+        directory = self._steps_dir(golden)
+        self.fs.create_dir(directory, recursive=True)
+        path = f"{directory}/{name}"
+        self._put(path, parquet_bytes(rows_to_table(rows, steps_schema())))
+        return path
 
     def write_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
         """Atomically write the step rows of the result part ``name`` (before that part, so a
         result row is never stored without its steps); returns the path."""
-        if not is_part_name(name):
-            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
-        self.fs.create_dir(self._join(STEPS_DIR), recursive=True)
-        path = self._join(STEPS_DIR, name)
-        self._put(path, parquet_bytes(rows_to_table(rows, steps_schema())))
-        return path
+        return self._put_steps(rows, name, golden=False)
+
+    def write_golden_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
+        """Atomically write the step rows of the golden trajectories of the golden part
+        ``name`` (before that part, so a golden row is never stored without its steps);
+        returns the path."""
+        return self._put_steps(rows, name, golden=True)
 
     def _check_steps(self) -> None:
-        """A torn step part takes its result part to quarantine too (their trials rerun)."""
-        results = {os.path.basename(p): p for p in self.part_paths()}
-        for info in self._list(self._join(STEPS_DIR)):
-            name = os.path.basename(info.path)
-            if name.startswith(".") and ".tmp-" in name:
-                self.fs.delete_file(info.path)
-                continue
-            got = self._open_part(info, ["trial_id"])
-            if isinstance(got, str):
-                self._quarantine(info, got)
-                if name in results:
-                    self._quarantine(self._info(results[name]), f"its step part is torn: {got}")
+        """A torn step part takes its result part (a torn golden step part its golden part)
+        to quarantine too: their trials rerun, their golden rows are computed again."""
+        for golden in (False, True):
+            parts = {os.path.basename(p): p for p in self.part_paths(golden=golden)}
+            for info in self._list(self._steps_dir(golden)):
+                name = os.path.basename(info.path)
+                if name.startswith(".") and ".tmp-" in name:
+                    self.fs.delete_file(info.path)
+                    continue
+                got = self._open_part(info, ["trial_id"])
+                if isinstance(got, str):
+                    self._quarantine(info, got)
+                    if name in parts:
+                        self._quarantine(self._info(parts[name]),
+                                         f"its step part is torn: {got}")
 
     def remove_orphan_steps(self) -> list[str]:
-        """Delete step parts whose result part does not exist (a kill between the two writes,
-        or a quarantined result part): their trials rerun and bring their steps again, so the
-        step table never holds a trial twice. Returns the deleted paths."""
-        results = {os.path.basename(p) for p in self.part_paths()}
-        gone = [p for p in self.step_paths() if os.path.basename(p) not in results]
+        """Delete step parts whose result part does not exist, and golden step parts whose
+        golden part does not exist (a kill between the two writes, or a quarantined part):
+        their trials (golden rows) are computed again and bring their steps again, so a step
+        table never holds a trial twice from one part's loss. Returns the deleted paths."""
+        gone = []
+        for golden in (False, True):
+            parts = {os.path.basename(p) for p in self.part_paths(golden=golden)}
+            gone += [p for p in self.step_paths(golden) if os.path.basename(p) not in parts]
         for p in gone:
             self.fs.delete_file(p)
         return gone
@@ -332,6 +362,24 @@ class ResultsStore:
         """The step table of every stored training trial (empty schema'd table if none)."""
         tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths()]
         return pa.concat_tables(tables) if tables else steps_schema().empty_table()
+
+    def read_golden_steps(self) -> pa.Table:
+        """The step table of the golden training trajectories, one row per (trial_id, step)
+        (``trial_id`` is ``golden/<model>/<mitigation>``; the first stored copy of a
+        trajectory that several workers stored, bit-identical by the determinism checks);
+        an empty schema'd table if none."""
+        tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths(golden=True)]
+        if not tables:
+            return steps_schema().empty_table()
+        table = pa.concat_tables(tables)
+        seen: set[tuple[str, int]] = set()
+        keep = []
+        keys = zip(table.column("trial_id").to_pylist(), table.column("step").to_pylist())
+        for i, key in enumerate(keys):
+            if key not in seen:
+                seen.add(key)
+                keep.append(i)
+        return table.take(keep) if len(keep) < table.num_rows else table
 
     def scan(self, columns: Sequence[str]) -> StoredScan:
         """Everything a resume needs, reading each stored part once (footer and ``columns``).
@@ -362,9 +410,9 @@ class ResultsStore:
                 if key not in out.golden_of_rows:
                     out.golden_of_rows[key] = {metric_of_golden(c): r[c] for c in gcols}
         out.metrics = list(seen)
-        self.remove_orphan_steps()  # after the torn result parts went to quarantine
         for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
             out.golden.extend(table.to_pylist())
+        self.remove_orphan_steps()  # after the torn result and golden parts went to quarantine
         return out
 
     def stored_metrics(self) -> list[str]:
