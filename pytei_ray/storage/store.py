@@ -3,7 +3,8 @@
 The names and layout are in :mod:`pytei_ray.storage.layout`, the manifest's schema in
 :mod:`pytei_ray.storage.manifest`, the one-launcher lock in :mod:`pytei_ray.storage.lock`, the
 checks of a location in :mod:`pytei_ray.storage.location`, atomic writes and torn-part
-detection in :mod:`pytei_ray.storage.files`.
+detection in :mod:`pytei_ray.storage.files`, the step tables of training trials in
+:mod:`pytei_ray.storage.steps`.
 
 ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
 (``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
@@ -38,12 +39,10 @@ from .files import open_part, parquet_bytes, put_atomic
 from .layout import (
     ARTIFACTS_DIR,
     GOLDEN_DIR,
-    GOLDEN_STEPS_DIR,
     JOB_COPY,
     LOCK,
     MANIFEST,
     QUARANTINE_DIR,
-    STEPS_DIR,
     display_location,
     is_part_name,
     resolve_location,
@@ -51,7 +50,8 @@ from .layout import (
 from .location import check_location
 from .lock import LeaseLock, LocalLock
 from .manifest import manifest_bytes, parse_manifest
-from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table, steps_schema
+from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
+from .steps import StepTables
 
 __all__ = ["ResultsStore", "StoredScan", "put_atomic", "resolve_location"]
 
@@ -75,7 +75,7 @@ class StoredScan:
     golden_of_rows: dict[tuple[str, str], dict[str, float | None]] = field(default_factory=dict)
 
 
-class ResultsStore:
+class ResultsStore(StepTables):
     """Reads and writes one results directory.
 
     Args:
@@ -294,92 +294,6 @@ class ResultsStore:
                 pass
         after = set(self.part_paths()) | set(self.part_paths(golden=True))
         return sorted(before - after)
-
-    # ---- the step tables (training telemetry) ----------------------------------------------
-    # ``_steps/<name>`` belongs to the result part ``<name>``, ``_golden_steps/<name>`` to the
-    # golden part ``_golden/<name>``: each is written just before its part, torn together with
-    # it, and removed when its part does not exist (layout docstring).
-    def _steps_dir(self, golden: bool) -> str:
-        return self._join(GOLDEN_STEPS_DIR if golden else STEPS_DIR)
-
-    def step_paths(self, golden: bool = False) -> list[str]:
-        """Paths of the stored step parts (``_steps/part-*.parquet``; ``golden``: those of
-        the golden trajectories, ``_golden_steps/part-*.parquet``)."""
-        return [i.path for i in self._list(self._steps_dir(golden))
-                if is_part_name(os.path.basename(i.path))]
-
-    def _put_steps(self, rows: Sequence[Mapping[str, Any]], name: str, golden: bool) -> str:
-        if not is_part_name(name):
-            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
-        directory = self._steps_dir(golden)
-        self.fs.create_dir(directory, recursive=True)
-        path = f"{directory}/{name}"
-        self._put(path, parquet_bytes(rows_to_table(rows, steps_schema())))
-        return path
-
-    def write_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
-        """Atomically write the step rows of the result part ``name`` (before that part, so a
-        result row is never stored without its steps); returns the path."""
-        return self._put_steps(rows, name, golden=False)
-
-    def write_golden_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
-        """Atomically write the step rows of the golden trajectories of the golden part
-        ``name`` (before that part, so a golden row is never stored without its steps);
-        returns the path."""
-        return self._put_steps(rows, name, golden=True)
-
-    def _check_steps(self) -> None:
-        """A torn step part takes its result part (a torn golden step part its golden part)
-        to quarantine too: their trials rerun, their golden rows are computed again."""
-        for golden in (False, True):
-            parts = {os.path.basename(p): p for p in self.part_paths(golden=golden)}
-            for info in self._list(self._steps_dir(golden)):
-                name = os.path.basename(info.path)
-                if name.startswith(".") and ".tmp-" in name:
-                    self.fs.delete_file(info.path)
-                    continue
-                got = self._open_part(info, ["trial_id"])
-                if isinstance(got, str):
-                    self._quarantine(info, got)
-                    if name in parts:
-                        self._quarantine(self._info(parts[name]),
-                                         f"its step part is torn: {got}")
-
-    def remove_orphan_steps(self) -> list[str]:
-        """Delete step parts whose result part does not exist, and golden step parts whose
-        golden part does not exist (a kill between the two writes, or a quarantined part):
-        their trials (golden rows) are computed again and bring their steps again, so a step
-        table never holds a trial twice from one part's loss. Returns the deleted paths."""
-        gone = []
-        for golden in (False, True):
-            parts = {os.path.basename(p) for p in self.part_paths(golden=golden)}
-            gone += [p for p in self.step_paths(golden) if os.path.basename(p) not in parts]
-        for p in gone:
-            self.fs.delete_file(p)
-        return gone
-
-    def read_steps(self) -> pa.Table:
-        """The step table of every stored training trial (empty schema'd table if none)."""
-        tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths()]
-        return pa.concat_tables(tables) if tables else steps_schema().empty_table()
-
-    def read_golden_steps(self) -> pa.Table:
-        """The step table of the golden training trajectories, one row per (trial_id, step)
-        (``trial_id`` is ``golden/<model>/<mitigation>``; the first stored copy of a
-        trajectory that several workers stored, bit-identical by the determinism checks);
-        an empty schema'd table if none."""
-        tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths(golden=True)]
-        if not tables:
-            return steps_schema().empty_table()
-        table = pa.concat_tables(tables)
-        seen: set[tuple[str, int]] = set()
-        keep = []
-        keys = zip(table.column("trial_id").to_pylist(), table.column("step").to_pylist())
-        for i, key in enumerate(keys):
-            if key not in seen:
-                seen.add(key)
-                keep.append(i)
-        return table.take(keep) if len(keep) < table.num_rows else table
 
     def scan(self, columns: Sequence[str]) -> StoredScan:
         """Everything a resume needs, reading each stored part once (footer and ``columns``).
