@@ -36,6 +36,8 @@ __all__ = [
     "RESULT_TAIL",
     "OUTCOME_CLASSES",
     "STEPS_KEY",
+    "GOLDEN_TRIAL_PREFIX",
+    "golden_trial_id",
     "golden_column",
     "golden_metrics",
     "metric_of_golden",
@@ -77,6 +79,21 @@ RESERVED: frozenset[str] = frozenset(RESULT_HEAD + RESULT_TAIL) | {"kind"}
 #: The key under which a training trial's row carries its per-step telemetry (a list of dicts,
 #: one per step); the writer takes it out of the row and stores it as the step table.
 STEPS_KEY = "_step_rows"
+
+#: The prefix of a golden trajectory's ``trial_id`` in the golden step table (a real trial id
+#: is 16 hex digits, so it never contains "/").
+GOLDEN_TRIAL_PREFIX = "golden/"
+
+
+def golden_trial_id(model: str, mitigation: str) -> str:
+    """The ``trial_id`` of the golden (fault-free) training trajectory of (model, mitigation)
+    in the golden step table: ``golden/<model>/<mitigation>``.
+
+    Example:
+        >>> golden_trial_id("gpt", "none")
+        'golden/gpt/none'
+    """
+    return f"{GOLDEN_TRIAL_PREFIX}{model}/{mitigation}"
 
 #: The outcome classes of a training trial (``pytei_ray.training.OUTCOMES``, spelled here for
 #: the report, which imports no torch): one 0/1 metric column each.

@@ -13,10 +13,12 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from launch_fixtures import VOLATILE
 
+from pytei_ray.columns import golden_trial_id
 from pytei_ray.launch import main, run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,6 +71,19 @@ def steps(out: Path) -> pd.DataFrame:
         drop=True)
 
 
+def golden_steps(out: Path) -> pd.DataFrame:
+    """The golden step table as a pandas user reads it (copies dropped by (trial_id, step))."""
+    return pd.read_parquet(out / "_golden_steps").drop_duplicates(["trial_id", "step"]) \
+        .sort_values(["trial_id", "step"]).reset_index(drop=True)
+
+
+TELEMETRY = ["loss", "grad_norm", "update_norm", "max_attention_logit"]
+
+
+def bits(values: pd.Series) -> np.ndarray:
+    return values.to_numpy(dtype=np.float64).view(np.int64)
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("gpt")
@@ -105,6 +120,47 @@ def test_rows_steps_and_outcome_classes(reference):
     golden = pd.read_parquet(reference / "_golden")
     assert set(golden["mitigation"]) == {"none", "skip", "rollback"}
     assert (golden["masked"] == 1).all()
+
+
+def test_golden_trajectories_are_stored_next_to_the_trials(reference):
+    from pytei_ray.storage import ResultsStore
+
+    rows, st, gs = table(reference), steps(reference), golden_steps(reference)
+    golden = pd.read_parquet(reference / "_golden")
+    pairs = {golden_trial_id(m, g) for m, g in zip(golden["model"], golden["mitigation"])}
+    assert len(pairs) == 3 and set(gs["trial_id"]) == pairs
+    assert not pairs & set(rows["trial_id"])  # no real trial id looks like a golden one
+    # the window's steps, once each, and no fault in a golden run
+    assert all(v == [0, 1, 2, 3, 4] for v in gs.groupby("trial_id")["step"].apply(list))
+    assert (gs[["n_faults_sampled", "n_faults", "n_words_changed"]] == 0).all().all()
+    # every golden step part belongs to a golden part of the same name
+    assert {p.name for p in (reference / "_golden_steps").iterdir()} <= \
+        {p.name for p in (reference / "_golden").iterdir()}
+    # a fault-free trial (an exponent rate at BER 0) is a fresh golden window: its telemetry
+    # equals the stored golden trajectory of its (model, mitigation) bit for bit
+    clean = rows.loc[rows["error_model"] == "exp-rate", ["trial_id", "model", "mitigation"]]
+    assert (rows.loc[clean.index, "n_faults"] == 0).all() and len(clean) == 12
+    clean = clean.assign(golden_id=[golden_trial_id(m, g)
+                                    for m, g in zip(clean["model"], clean["mitigation"])])
+    trial = st.merge(clean, on="trial_id")
+    pair = trial.merge(gs, left_on=["golden_id", "step"], right_on=["trial_id", "step"],
+                       suffixes=("", "_golden"))
+    assert len(pair) == len(trial) == 12 * 5
+    for c in TELEMETRY:
+        assert (bits(pair[c]) == bits(pair[f"{c}_golden"])).all(), c
+    # the pandas lines of docs/training.md put a trial next to its golden trajectory
+    d = str(reference)
+    rows_, steps_ = pd.read_parquet(d), pd.read_parquet(f"{d}/_steps")
+    golden_ = pd.read_parquet(f"{d}/_golden_steps").drop_duplicates(["trial_id", "step"])
+    t = rows_[rows_["trial_id"] == clean["trial_id"].iloc[0]].iloc[0]
+    doc = steps_[steps_.trial_id == t.trial_id].merge(
+        golden_[golden_.trial_id == f"golden/{t.model}/{t.mitigation}"], on="step",
+        suffixes=("", "_golden"))
+    assert len(doc) == 5 and (bits(doc["loss"]) == bits(doc["loss_golden"])).all()
+    # the store's reader gives the same table
+    read = ResultsStore(reference).read_golden_steps().to_pandas() \
+        .sort_values(["trial_id", "step"]).reset_index(drop=True)
+    pd.testing.assert_frame_equal(read, gs)
 
 
 def test_mitigations_of_a_point_see_the_same_faults(reference):
@@ -149,6 +205,10 @@ def test_kill_and_resume_gives_the_uninterrupted_dataset(tmp_path, reference):
     # every step part has its result part (no orphan telemetry), nothing twice
     names = {p.name for p in (out / "_steps").iterdir()}
     assert names <= set(parts())
+    # the golden trajectories too: bit for bit the uninterrupted run's, none orphaned
+    pd.testing.assert_frame_equal(golden_steps(out), golden_steps(reference))
+    assert {p.name for p in (out / "_golden_steps").iterdir()} <= \
+        {p.name for p in (out / "_golden").iterdir()}
 
 
 @pytest.mark.parametrize("site, when, fragment", [
@@ -180,6 +240,18 @@ def test_report_shows_outcome_rates_and_loss_curves(reference, tmp_path):
     lo, hi = clopper_pearson(k, n)
     assert g["masked"] == f"{k / n:.2f} [{lo:.2f}, {hi:.2f}]"
     assert (tmp_path / "rep" / "loss_curves.png") in rep.figures
+    # each panel draws the golden trajectory of its trials' (model, mitigation), dashed black
+    from pytei_ray.report import training as report_training
+    from pytei_ray.report.data import load_dataset
+
+    gs = report_training.read_golden_steps(str(reference))
+    fig = report_training.loss_figure(load_dataset(str(reference)),
+                                      report_training.read_steps(str(reference)), gs)
+    dashed = [line for ax in fig.axes for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert dashed and all(line.get_color() == "black" for line in dashed)
+    assert all(line.get_label().startswith("golden") for line in dashed)
+    none = gs[gs["trial_id"] == golden_trial_id("gpt", "none")].sort_values("step")
+    assert any(list(line.get_ydata()) == list(none["loss"]) for line in dashed)
     html = (tmp_path / "rep" / "index.html").read_text()
     assert "Outcome classes" in html and "Clopper-Pearson" in html
     # the generic summary reports the validation loss, not the 0/1 outcome columns

@@ -241,3 +241,85 @@ def test_scan_reads_each_part_once_and_gives_what_a_resume_needs(tmp_path, monke
     read = []
     monkeypatch.setattr("pyarrow.parquet.read_schema", lambda *a, **k: read.append(a))
     assert store.conform_parts(["acc"], scan.schemas) == 0 and not read
+
+
+def _step(trial_id: str, step: int, loss: float) -> dict:
+    return {"trial_id": trial_id, "step": step, "loss": loss, "grad_norm": 1.0,
+            "update_norm": 0.1, "max_attention_logit": 2.0, "nonfinite_grads": 0,
+            "nonfinite_params": 0, "action": "apply", "attempts": 1, "n_faults_sampled": 0,
+            "n_faults": 0, "n_words_changed": 0, "n_nonfinite_faults": 0}
+
+
+_GOLDEN_ROW = {"campaign": "c", "model": "m", "mitigation": "none", "acc": 1.0}
+
+
+@pytest.mark.parametrize("golden", [False, True], ids=["steps", "golden_steps"])
+def test_step_part_without_its_part_is_removed_on_resume(tmp_path, golden):
+    # a kill between the step part and its (result or golden) part: the steps go, the
+    # trial (golden row) is computed again and brings them again
+    store = _filled(tmp_path)
+    write = store.write_golden_steps if golden else store.write_steps
+    kept = write([_step("t0000", 0, 1.5)], "part-x-000.parquet")
+    if golden:
+        store.write_part([_GOLDEN_ROW], ["acc"], "part-x-000.parquet", golden=True)
+    orphan = write([_step("t9999", 0, 2.5)], "part-y-001.parquet")
+    scan = store.scan(["trial_id"])
+    assert len(scan.rows) == 12
+    assert store.step_paths(golden) == [kept] and not os.path.exists(orphan)
+    assert store.step_paths(not golden) == []  # the other table is not touched
+
+
+@pytest.mark.parametrize("golden", [False, True], ids=["steps", "golden_steps"])
+def test_torn_step_part_quarantines_its_part(tmp_path, golden):
+    store = _filled(tmp_path)
+    write = store.write_golden_steps if golden else store.write_steps
+    path = write([_step("t0004", 0, 1.5)], "part-x-001.parquet")
+    if golden:
+        store.write_part([_GOLDEN_ROW], ["acc"], "part-x-001.parquet", golden=True)
+    with open(path, "wb") as f:
+        f.write(b"PAR1 torn")
+    with pytest.warns(UserWarning, match="its step part is torn"):
+        scan = store.scan(["trial_id"])
+    assert not os.path.exists(path) and store.step_paths(golden) == []
+    quarantined = os.listdir(os.path.join(store.path, "_quarantine"))
+    assert len(quarantined) == 2  # the step part and its part
+    if golden:  # the golden row is gone: it is computed again; the trials stay
+        assert scan.golden == [] and len(scan.rows) == 12
+    else:  # the part's trials rerun
+        assert len(scan.rows) == 8
+
+
+def test_writer_stores_golden_steps_before_the_golden_part(tmp_path, monkeypatch):
+    from pytei_ray.columns import STEPS_KEY, golden_trial_id
+
+    store = ResultsStore(tmp_path / "res")
+    order: list[str] = []
+    for name in ("write_golden_steps", "write_part", "write_steps"):
+        real = getattr(store, name)
+        monkeypatch.setattr(store, name, lambda *a, _n=name, _r=real, **k:
+                            (order.append(_n), _r(*a, **k))[1])
+    gid = golden_trial_id("m", "none")
+    g = {**_GOLDEN_ROW, STEPS_KEY: [_step(gid, i, 1.0 + i) for i in range(3)]}
+    w = ResultsWriter(store, [], flush_seconds=0)
+    row = {**_row(0, acc=0.5), STEPS_KEY: [_step("t0000", i, 2.0) for i in range(3)]}
+    w.add([row], golden=[g])
+    assert order == ["write_golden_steps", "write_part", "write_steps", "write_part"]
+    golden_names = {os.path.basename(p) for p in store.part_paths(golden=True)}
+    assert {os.path.basename(p) for p in store.step_paths(golden=True)} == golden_names
+    assert store.read_golden()[0]["acc"] == 1.0  # the steps are no metric column
+    assert STEPS_KEY not in pd.read_parquet(os.path.join(store.path, "_golden")).columns
+    got = store.read_golden_steps().to_pylist()
+    assert [(s["trial_id"], s["step"], s["loss"]) for s in got] == \
+        [(gid, i, 1.0 + i) for i in range(3)]
+
+
+def test_golden_steps_stored_twice_are_read_once(tmp_path):
+    # several workers may store the same golden trajectory (bit-identical): one row per step
+    store = ResultsStore(tmp_path / "res")
+    for name in ("part-a-001.parquet", "part-b-001.parquet"):
+        store.write_golden_steps([_step("golden/m/none", i, 1.0 + i) for i in range(4)], name)
+        store.write_part([_GOLDEN_ROW], ["acc"], name, golden=True)
+    assert len(pd.read_parquet(os.path.join(store.path, "_golden_steps"))) == 8
+    table = store.read_golden_steps()
+    assert table.num_rows == 4 and table.column("step").to_pylist() == [0, 1, 2, 3]
+    assert ResultsStore(tmp_path / "empty").read_golden_steps().num_rows == 0

@@ -9,7 +9,7 @@ from pytei_ray.storage import layout
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pytei_ray"
 NAMES = ("_manifest.json", "_golden", "_report", "_quarantine", "_artifacts", "_job.py", "_lock",
-         "_steps")
+         "_steps", "_golden_steps")
 
 
 def test_layout_names_are_spelled_only_in_storage():

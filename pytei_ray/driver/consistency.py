@@ -26,10 +26,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytei_ray.columns import GOLDEN_HEAD, GOLDEN_TAIL, metric_of_golden, same_value
+from pytei_ray.columns import GOLDEN_HEAD, GOLDEN_TAIL, STEPS_KEY, metric_of_golden, same_value
 from pytei_ray.errors import GoldenDriftError, ModelChecksumError
 
-_GOLDEN_FIXED = frozenset(GOLDEN_HEAD + GOLDEN_TAIL)  # the non-metric columns of a golden row
+# the non-metric keys of a golden row (a training golden row carries its steps under STEPS_KEY)
+_GOLDEN_FIXED = frozenset(GOLDEN_HEAD + GOLDEN_TAIL) | {STEPS_KEY}
 
 __all__ = ["Consistency"]
 

@@ -17,7 +17,10 @@ agree bit for bit, else the run stops before any trial with the first difference
 (:class:`~pytei_ray.training.NotReproducibleError`). The row carries the metrics, one 0/1 column
 per outcome class (so ``--precision divergence=0.1`` works on a rate), ``skipped_steps`` and
 ``recomputed_steps`` (what a mitigation cost), and its per-step telemetry under
-:data:`STEPS_KEY` (the writer stores it as the step table, docs/gpt.md).
+:data:`STEPS_KEY` (the writer stores it as the step table, docs/gpt.md). The golden row of
+(model, mitigation) carries the golden window's telemetry the same way, with trial_id
+``golden/<model>/<mitigation>`` (:func:`~pytei_ray.columns.golden_trial_id`; the writer
+stores it as the golden step table, next to the golden part).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from typing import Any
 import torch
 
 from pytei_ray.campaign.trials import Trial
-from pytei_ray.columns import STEPS_KEY
+from pytei_ray.columns import STEPS_KEY, golden_trial_id
 from pytei_ray.errors import TrialSetupError
 from pytei_ray.training import (
     OUTCOMES,
@@ -144,7 +147,9 @@ class TrainingTrials:
         self.w._new_golden.append({
             "campaign": c.name, "model": model_name, "mitigation": mit_name, **metrics,
             "worker": self.w.worker_id, "device": str(self.w.device), "started_at": started,
-            "duration_s": time.perf_counter() - t0, "version": self.w._version})
+            "duration_s": time.perf_counter() - t0, "version": self.w._version,
+            STEPS_KEY: [{"trial_id": golden_trial_id(model_name, mit_name), **r.as_row()}
+                        for r in run]})
         return golden, metrics
 
     def run(self, t: Trial) -> dict[str, Any]:

@@ -240,7 +240,8 @@ def write_report(
         outcomes.to_csv(out / "outcomes.csv", index=False)
         steps = _training.read_steps(ds.path)
         if plots and steps is not None:
-            figures = _training.loss_curves(ds, steps, out) + figures
+            golden = _training.read_golden_steps(ds.path)
+            figures = _training.loss_curves(ds, steps, out, golden) + figures
     repetitions = command = None
     primary = metrics[0] if metrics else None
     advice: dict[str, int | None] = {}
@@ -280,7 +281,9 @@ def write_report(
                           "trial is compared with the golden (fault-free) window of its model "
                           "and mitigation; masked, spike_and_recover, silent_degradation, "
                           "divergence, immediate_nonfinite. The loss curves come from the "
-                          "step table (one row per trial and step).")
+                          "step table (one row per trial and step); the dashed black line is "
+                          "the golden trajectory of the plotted trials' model and mitigation "
+                          "(the golden step table, when the dataset has one).")
     page.advice = (adaptive_lines(summary, rule[0]) if rule is not None else
                    advice_lines(summary, advice, primary, current, metric is not None)) + extra
     html_path = out / "index.html"

@@ -3,7 +3,9 @@
 A dataset of training trials (rows with one 0/1 column per outcome class, and the step table
 of :mod:`pytei_ray.storage`) gets a table of outcome-class rates by site x rate x mitigation
 (Clopper-Pearson intervals: exact, at least the nominal coverage, also at 0 or n events) and a
-figure of the training loss of a few sample trials per class, read from the step table.
+figure of the training loss of a few sample trials per class, read from the step table, with
+the golden trajectory of their (model, mitigation) from the golden step table when the dataset
+has one.
 """
 
 from __future__ import annotations
@@ -17,13 +19,14 @@ import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from pytei_ray.columns import OUTCOME_CLASSES
+from pytei_ray.columns import OUTCOME_CLASSES, golden_trial_id
 from pytei_ray.stats import clopper_pearson
-from pytei_ray.storage.layout import STEPS_DIR, join, resolve_location
+from pytei_ray.storage.layout import GOLDEN_STEPS_DIR, STEPS_DIR, join, resolve_location
 
 from .data import Dataset
 
-__all__ = ["is_training", "loss_curves", "outcome_table", "read_steps", "training_metrics"]
+__all__ = ["is_training", "loss_curves", "loss_figure", "outcome_table", "read_golden_steps",
+           "read_steps", "training_metrics"]
 
 #: Sample trials drawn per class in the loss-curve figure.
 CURVES_PER_CLASS = 4
@@ -74,10 +77,9 @@ def outcome_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
     return pd.DataFrame(out)
 
 
-def read_steps(path: str) -> pd.DataFrame | None:
-    """The step table of a results dataset (None when it has none)."""
+def _read_step_dir(path: str, name: str) -> pd.DataFrame | None:
     fs, root = resolve_location(path)
-    directory = join(root, STEPS_DIR)
+    directory = join(root, name)
     if fs.get_file_info(directory).type != pafs.FileType.Directory:
         return None
     infos = fs.get_file_info(pafs.FileSelector(directory))
@@ -89,31 +91,73 @@ def read_steps(path: str) -> pd.DataFrame | None:
                      ignore_index=True)
 
 
-def loss_curves(ds: Dataset, steps: pd.DataFrame, out_dir: Path) -> list[Path]:
-    """One panel per outcome class seen: the training loss per step of up to
-    :data:`CURVES_PER_CLASS` sample trials (the first trial ids of the class, so the same
-    trials every time), log scale; non-finite losses are gaps."""
+def read_steps(path: str) -> pd.DataFrame | None:
+    """The step table of a results dataset (None when it has none)."""
+    return _read_step_dir(path, STEPS_DIR)
+
+
+def read_golden_steps(path: str) -> pd.DataFrame | None:
+    """The golden step table of a results dataset: the golden (fault-free) trajectory of each
+    (model, mitigation), ``trial_id`` ``golden/<model>/<mitigation>``, one row per step (the
+    copies several workers stored are dropped). None when the dataset has none (older
+    datasets)."""
+    golden = _read_step_dir(path, GOLDEN_STEPS_DIR)
+    if golden is None:
+        return None
+    return golden.drop_duplicates(["trial_id", "step"]).reset_index(drop=True)
+
+
+def _finite_loss(values: pd.Series) -> list[float]:
+    return [v if math.isfinite(v) and v > 0 else float("nan") for v in values]
+
+
+def loss_figure(ds: Dataset, steps: pd.DataFrame, golden: pd.DataFrame | None = None
+                ) -> Figure | None:
+    """The figure of :func:`loss_curves` (None when no ok trial has a class)."""
     rows = ds.frame[ds.frame["status"] == "ok"]
     classes = [c for c in OUTCOME_CLASSES if (rows[c] == 1).any()]
     if not classes:
-        return []
+        return None
     fig = Figure(figsize=(4.2 * len(classes), 3.2), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
     axes = fig.subplots(1, len(classes), squeeze=False).ravel()
     for ax, c in zip(axes, classes):
         ids = sorted(rows.loc[rows[c] == 1, "trial_id"])[:CURVES_PER_CLASS]
+        pairs: dict[tuple[str, str], None] = {}
         for tid in ids:
             s = steps[steps["trial_id"] == tid].sort_values("step")
             r = rows[rows["trial_id"] == tid].iloc[0]
-            loss = [v if math.isfinite(v) and v > 0 else float("nan") for v in s["loss"]]
             label = " ".join(str(r[k]) for k in ("target", "mitigation") if k in r)
-            ax.plot(s["step"], loss, marker=".", label=label)
+            ax.plot(s["step"], _finite_loss(s["loss"]), marker=".", label=label)
+            pairs[(str(r["model"]), str(r["mitigation"]))] = None
+        for model, mitigation in pairs if golden is not None else ():
+            g = golden[golden["trial_id"] == golden_trial_id(model, mitigation)]
+            if g.empty:
+                continue
+            g = g.sort_values("step")
+            label = "golden" if len(pairs) == 1 else f"golden {model} {mitigation}"
+            ax.plot(g["step"], _finite_loss(g["loss"]), linestyle="--", color="black",
+                    linewidth=1.0, label=label)
         ax.set_yscale("log")
         ax.set_title(f"{c} ({int((rows[c] == 1).sum())} trials)")
         ax.set_xlabel("step of the window")
         ax.set_ylabel("training loss")
         ax.legend(fontsize=6)
     fig.suptitle("Training loss of sample trials per outcome class")
+    return fig
+
+
+def loss_curves(ds: Dataset, steps: pd.DataFrame, out_dir: Path,
+                golden: pd.DataFrame | None = None) -> list[Path]:
+    """One panel per outcome class seen: the training loss per step of up to
+    :data:`CURVES_PER_CLASS` sample trials (the first trial ids of the class, so the same
+    trials every time), log scale; non-finite losses are gaps. With ``golden`` (the golden
+    step table, :func:`read_golden_steps`), the golden trajectory of each plotted trial's
+    (model, mitigation) is a dashed black line labelled "golden" (with the pair when a panel
+    has several)."""
+    fig = loss_figure(ds, steps, golden)
+    if fig is None:
+        return []
     path = out_dir / "loss_curves.png"
     fig.savefig(path, format="png", dpi=110, bbox_inches="tight", pad_inches=0.1)
     return [path]

@@ -17,6 +17,7 @@ from typing import Any
 from .layout import (
     ARTIFACTS_DIR,
     GOLDEN_DIR,
+    GOLDEN_STEPS_DIR,
     JOB_COPY,
     LOCK,
     MANIFEST,
@@ -44,6 +45,7 @@ __all__ = [
     "LOCK",
     "GOLDEN_DIR",
     "STEPS_DIR",
+    "GOLDEN_STEPS_DIR",
     "QUARANTINE_DIR",
     "ARTIFACTS_DIR",
     "REPORT_DIR",

@@ -11,6 +11,12 @@ Layout::
                               part written just before the result part of the same name; a
                               step part without its result part (a kill in between) is removed
                               on resume, so the trial reruns once
+      _golden_steps/part-*.parquet
+                              per-step telemetry of the golden (fault-free) training windows,
+                              trial_id ``golden/<model>/<mitigation>``, each part written just
+                              before the golden part of the same name (same crash rules as
+                              ``_steps``; several workers may store the same trajectory: dedup
+                              by (trial_id, step))
       _artifacts/<key>        bytes cached by job hooks (``ctx.artifact``)
       _quarantine/            torn or unreadable parts moved aside (their trials rerun)
       _report/                the report's default output folder (local datasets)
@@ -35,8 +41,8 @@ if TYPE_CHECKING:
     import pyarrow.fs as pafs
 
 __all__ = [
-    "MANIFEST", "JOB_COPY", "LOCK", "GOLDEN_DIR", "STEPS_DIR", "QUARANTINE_DIR", "ARTIFACTS_DIR",
-    "REPORT_DIR",
+    "MANIFEST", "JOB_COPY", "LOCK", "GOLDEN_DIR", "STEPS_DIR", "GOLDEN_STEPS_DIR", "QUARANTINE_DIR",
+    "ARTIFACTS_DIR", "REPORT_DIR",
     "PART_PREFIX", "PART_SUFFIX", "RESERVED_NAMES", "is_uri", "resolve_location", "join",
     "default_out", "default_report_dir", "part_name", "is_part_name",
     "display_location",
@@ -47,14 +53,15 @@ JOB_COPY = "_job.py"
 LOCK = "_lock"
 GOLDEN_DIR = "_golden"
 STEPS_DIR = "_steps"
+GOLDEN_STEPS_DIR = "_golden_steps"
 QUARANTINE_DIR = "_quarantine"
 ARTIFACTS_DIR = "_artifacts"
 REPORT_DIR = "_report"
 PART_PREFIX = "part-"
 PART_SUFFIX = ".parquet"
 #: Every name the layout reserves (all start with ``_``, so Parquet readers skip them).
-RESERVED_NAMES = (MANIFEST, JOB_COPY, LOCK, GOLDEN_DIR, STEPS_DIR, QUARANTINE_DIR,
-                  ARTIFACTS_DIR, REPORT_DIR)
+RESERVED_NAMES = (MANIFEST, JOB_COPY, LOCK, GOLDEN_DIR, STEPS_DIR, GOLDEN_STEPS_DIR,
+                  QUARANTINE_DIR, ARTIFACTS_DIR, REPORT_DIR)
 
 
 def is_uri(location: str | os.PathLike[str]) -> bool:

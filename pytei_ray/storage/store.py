@@ -3,7 +3,8 @@
 The names and layout are in :mod:`pytei_ray.storage.layout`, the manifest's schema in
 :mod:`pytei_ray.storage.manifest`, the one-launcher lock in :mod:`pytei_ray.storage.lock`, the
 checks of a location in :mod:`pytei_ray.storage.location`, atomic writes and torn-part
-detection in :mod:`pytei_ray.storage.files`.
+detection in :mod:`pytei_ray.storage.files`, the step tables of training trials in
+:mod:`pytei_ray.storage.steps`.
 
 ``pandas.read_parquet(DIR)``, ``pyarrow.dataset.dataset(DIR)`` and DuckDB
 (``read_parquet('DIR/*.parquet')``) read the parts as one table, because files and folders whose
@@ -42,7 +43,6 @@ from .layout import (
     LOCK,
     MANIFEST,
     QUARANTINE_DIR,
-    STEPS_DIR,
     display_location,
     is_part_name,
     resolve_location,
@@ -50,7 +50,8 @@ from .layout import (
 from .location import check_location
 from .lock import LeaseLock, LocalLock
 from .manifest import manifest_bytes, parse_manifest
-from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table, steps_schema
+from .schema import golden_schema, metrics_of_schema, result_schema, rows_to_table
+from .steps import StepTables
 
 __all__ = ["ResultsStore", "StoredScan", "put_atomic", "resolve_location"]
 
@@ -74,7 +75,7 @@ class StoredScan:
     golden_of_rows: dict[tuple[str, str], dict[str, float | None]] = field(default_factory=dict)
 
 
-class ResultsStore:
+class ResultsStore(StepTables):
     """Reads and writes one results directory.
 
     Args:
@@ -251,8 +252,14 @@ class ResultsStore:
 
     def _quarantine(self, info: pafs.FileInfo, reason: str) -> None:
         name = os.path.basename(info.path)
+        folder = os.path.basename(os.path.dirname(info.path))
+        if os.path.dirname(info.path).rstrip("/") != self.path.rstrip("/"):
+            name = f"{folder}.{name}"  # a step part and its part share a name: keep both
         self.fs.create_dir(self._join(QUARANTINE_DIR), recursive=True)
-        dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}")
+        dest, n = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}"), 0
+        while self._info(dest).type != pafs.FileType.NotFound:  # never overwrite one
+            n += 1
+            dest = self._join(QUARANTINE_DIR, f"{name}.{int(time.time())}.{n}")
         self.fs.move(info.path, dest)
         warnings.warn(f"Moved torn part {info.path} to {dest}: {reason}. "
                       "Its rows will be computed again.", stacklevel=3)
@@ -288,51 +295,6 @@ class ResultsStore:
         after = set(self.part_paths()) | set(self.part_paths(golden=True))
         return sorted(before - after)
 
-    # ---- the step table (training telemetry) -----------------------------------------------
-    def step_paths(self) -> list[str]:
-        """Paths of the stored step parts (``_steps/part-*.parquet``)."""
-        return [i.path for i in self._list(self._join(STEPS_DIR))
-                if is_part_name(os.path.basename(i.path))]
-
-    def write_steps(self, rows: Sequence[Mapping[str, Any]], name: str) -> str:
-        """Atomically write the step rows of the result part ``name`` (before that part, so a
-        result row is never stored without its steps); returns the path."""
-        if not is_part_name(name):
-            raise ValueError(f"Expected a part name 'part-*.parquet', but got {name!r}.")
-        self.fs.create_dir(self._join(STEPS_DIR), recursive=True)
-        path = self._join(STEPS_DIR, name)
-        self._put(path, parquet_bytes(rows_to_table(rows, steps_schema())))
-        return path
-
-    def _check_steps(self) -> None:
-        """A torn step part takes its result part to quarantine too (their trials rerun)."""
-        results = {os.path.basename(p): p for p in self.part_paths()}
-        for info in self._list(self._join(STEPS_DIR)):
-            name = os.path.basename(info.path)
-            if name.startswith(".") and ".tmp-" in name:
-                self.fs.delete_file(info.path)
-                continue
-            got = self._open_part(info, ["trial_id"])
-            if isinstance(got, str):
-                self._quarantine(info, got)
-                if name in results:
-                    self._quarantine(self._info(results[name]), f"its step part is torn: {got}")
-
-    def remove_orphan_steps(self) -> list[str]:
-        """Delete step parts whose result part does not exist (a kill between the two writes,
-        or a quarantined result part): their trials rerun and bring their steps again, so the
-        step table never holds a trial twice. Returns the deleted paths."""
-        results = {os.path.basename(p) for p in self.part_paths()}
-        gone = [p for p in self.step_paths() if os.path.basename(p) not in results]
-        for p in gone:
-            self.fs.delete_file(p)
-        return gone
-
-    def read_steps(self) -> pa.Table:
-        """The step table of every stored training trial (empty schema'd table if none)."""
-        tables = [pq.read_table(p, filesystem=self.fs) for p in self.step_paths()]
-        return pa.concat_tables(tables) if tables else steps_schema().empty_table()
-
     def scan(self, columns: Sequence[str]) -> StoredScan:
         """Everything a resume needs, reading each stored part once (footer and ``columns``).
 
@@ -362,9 +324,9 @@ class ResultsStore:
                 if key not in out.golden_of_rows:
                     out.golden_of_rows[key] = {metric_of_golden(c): r[c] for c in gcols}
         out.metrics = list(seen)
-        self.remove_orphan_steps()  # after the torn result parts went to quarantine
         for _, _, table in self._whole_parts(self._join(GOLDEN_DIR), None):
             out.golden.extend(table.to_pylist())
+        self.remove_orphan_steps()  # after the torn result and golden parts went to quarantine
         return out
 
     def stored_metrics(self) -> list[str]:

@@ -24,6 +24,15 @@ from .store import ResultsStore
 __all__ = ["ResultsWriter"]
 
 
+def _split_steps(rows: Sequence[Mapping[str, Any]]
+                 ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """``(step rows, rows without their STEPS_KEY)``: training rows carry their telemetry
+    under :data:`~pytei_ray.columns.STEPS_KEY`, which is no column of the part."""
+    steps = [s for r in rows for s in (r.get(STEPS_KEY) or ())]
+    return steps, [{k: v for k, v in r.items() if k != STEPS_KEY} if STEPS_KEY in r else r
+                   for r in rows]
+
+
 class ResultsWriter:
     """Buffers result and golden rows and writes them as part files of a :class:`ResultsStore`.
 
@@ -123,14 +132,16 @@ class ResultsWriter:
 
     def _write_golden(self) -> None:
         if self._golden:
-            self._extend_metrics(self._golden, "golden")
-            self.store.write_part(self._golden, self.metrics, self._name(), golden=True)
+            steps, rows = _split_steps(self._golden)
+            self._extend_metrics(rows, "golden")
+            name = self._name()
+            if steps:  # golden training trajectories: first, under the golden part's name
+                self.store.write_golden_steps(steps, name)
+            self.store.write_part(rows, self.metrics, name, golden=True)
             self._golden = []
 
     def _write_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
-        steps = [s for r in rows for s in (r.get(STEPS_KEY) or ())]
-        rows = [{k: v for k, v in r.items() if k != STEPS_KEY} if STEPS_KEY in r else r
-                for r in rows]
+        steps, rows = _split_steps(rows)
         self._extend_metrics(rows, "result")
         if not self._conformed:
             # parts written by an older version may lack columns added since (e.g.
