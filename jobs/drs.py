@@ -37,17 +37,44 @@ the middle layers (MLP, cross, FM, interaction, logarithmic neurons: the leaf mo
 ``dense``) while the test split is scored, instead of in the weights (docs/activations.md).
 Those trials are always evaluated (no fault-free shortcut), so it is a separate campaign name
 (``drs-act``) and a longer run; combine it with ``small=1`` for a first look.
+
+``--set training=1`` is the training variant (campaign ``drs-train``; ``drs-train-small`` with
+``small=1``): the trained models keep training (Adam, the schedule's batch size and learning
+rate, a few warm-up steps for its moments) for an 8-step window, and one flip of the top
+exponent bit (fp32 bit 30) strikes once at step 2 in the weights, the parameter gradients,
+Adam's ``exp_avg`` / ``exp_avg_sq`` or the outputs of the ``dense`` layers, or permanently in
+the weights. Each trial is scored by test log loss and AUC and classified against the golden
+window of its model and mitigation (masked, spike_and_recover, silent_degradation, divergence,
+immediate_nonfinite); mitigations none / clip (gradient-norm clipping) / skip (skip a step whose
+loss or gradient norm jumps) / rollback (redo it from a snapshot) / sbp (sign and exponent bits
+of the weights protected), paired on the same faults. See docs/drs.md, "Faults during training".
+
+    python -m pytei_ray.launch jobs/drs.py --set training=1 --set small=1   # about a minute
+    python -m pytei_ray.launch jobs/drs.py --set training=1                 # a few minutes
 """
 
 from pytei_ray import Activations, BitFlip, Campaign
+from pytei_ray.campaign import BitFlipIn, Level
 from pytei_ray.mitigations import SBP, Clip, Ranger
 from pytei_ray.stats import Precision
 from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
+from pytei_ray.training import (
+    AtStep,
+    GradClip,
+    OptimizerState,
+    Outputs,
+    ParamGrads,
+    Permanent,
+    Rollback,
+    SkipOnSpike,
+    Training,
+    Weights,
+)
 
 
 def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,
                   rows: int | None = None, activations: bool = False,
-                  rescore: bool = True) -> Campaign:
+                  rescore: bool = True, training: bool = False) -> Campaign:
     """The DRS campaign.
 
     Args:
@@ -59,9 +86,15 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         activations: also inject into the outputs of the ``dense`` layers (target ``dense-out``).
         rescore: re-score a trial whose faults all lie in embedding rows on the test samples
             that look them up (the same metrics, bit for bit); False scores every trial in full.
+        training: the training variant instead (faults while the models keep training).
     """
     # Which data, how to train, how to score: the DRS library's ready-made hooks.
     study = DRSStudy.preset("small" if small else "full", dataset=dataset, path=data, rows=rows)
+    if training:
+        if activations:
+            raise ValueError("`training=1` has its own sites (activations included); drop "
+                             "`activations=1`.")
+        return training_campaign(study, small, dataset)
 
     name = ("drs" + ("-act" if activations else "") + ("-small" if small else "")
             + ("" if dataset == "synthetic" else f"-{dataset}"))
@@ -103,6 +136,50 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         },
         seed=2024,                     # the whole campaign is a function of it
         chunk_size=16,                 # trials per message to a worker (4 points x 4 mitigations)
+    )
+
+
+def training_campaign(study: DRSStudy, small: bool, dataset: str) -> Campaign:
+    """The training variant: faults while the trained models keep training (``training=1``)."""
+    models = ("fm", "dlrm") if small else tuple(MODELS)
+    window = 8                          # steps each trial trains after the checkpoint
+    sites = {
+        "weights": Weights(None),               # every parameter: stays, training continues
+        "param-grads": ParamGrads(),            # p.grad before optimizer.step()
+        "optim-state": OptimizerState(["exp_avg", "exp_avg_sq"]),   # Adam's moments
+        "fwd-act": Outputs("dense.*"),          # outputs of the dense layers, forward pass
+    }
+    timings = {"once": AtStep(2), "permanent": Permanent()}   # permanent: same positions
+    plan = [(s, "once") for s in sites] + [("weights", "permanent")]
+    if small:
+        plan = [("weights", "once"), ("optim-state", "once"), ("weights", "permanent")]
+    targets = {f"{s}-{w}": Level(Training(sites[s], timings[w], steps=window), site=s, timing=w)
+               for s, w in plan}
+    study.check_targets(targets, models)  # a site a model or Adam lacks stops here (exit 2)
+    mitigations = {
+        "none": None,
+        "clip": GradClip(max_norm=1.0),                  # clip_grad_norm_ before each update
+        "skip": SkipOnSpike(factor=10, window=20, warmup=2),   # no update on a loss/grad jump
+        "rollback": Rollback(factor=10, window=20, warmup=2),  # restore the snapshot, redo
+        "sbp": SBP(),                                    # sign+exponent bits of weights kept
+    }
+    if small:
+        mitigations = {k: mitigations[k] for k in ("none", "rollback", "sbp")}
+    return Campaign(
+        name="drs-train" + ("-small" if small else "")
+        + ("" if dataset == "synthetic" else f"-{dataset}"),
+        # the model factory returns the trained model *and* a warm Adam (restorable)
+        models={m: study.trainer(m) for m in models},
+        data=study.eval_data,
+        evaluate=study.evaluate_training,   # -> logloss (classified on it), auc on test
+        targets=targets,
+        # one flip of fp32's top exponent bit per site and faulty step (a count: BER unused)
+        error_models={"exp-msb": Level(BitFlipIn([30], n=1), bits="exp-msb")},
+        bers=[1e-6],
+        repetitions=2,
+        mitigations=mitigations,
+        seed=2024,
+        chunk_size=4,
     )
 
 

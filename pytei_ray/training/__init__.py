@@ -25,6 +25,7 @@ from .sites import (
     Weights,
     optimizer_state_names,
 )
+from .state import TrainingState
 from .stats import SiteStats, StepFaults
 from .target import Training, check_targets
 
@@ -52,6 +53,7 @@ __all__ = [
     "TrainingFaults",
     "TrainingMitigation",
     "TrainingSite",
+    "TrainingState",
     "Weights",
     "Window",
     "check_targets",

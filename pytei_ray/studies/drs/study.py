@@ -42,6 +42,7 @@ import torch
 from torch import nn
 
 from pytei_ray.injection import SplitEvaluation
+from pytei_ray.training.state import TrainingState
 
 from ..common import (
     EvalData,
@@ -51,6 +52,7 @@ from ..common import (
     torch_threads,
     trained_or_cached,
 )
+from .continued import WARMUP_STEPS, continued_state
 from .data import ClickLog, split, synthetic_criteo
 from .layers import CrossNetwork, DotInteraction, FMInteraction
 from .loaders import load_criteo, load_movielens
@@ -239,6 +241,65 @@ class DRSStudy:
                             seed=meta["model_seed"], **kwargs)
         model.load_state_dict(state_dict)
         return model.eval()
+
+    # ---- the training variant (jobs/drs.py --set training=1) -------------------------------
+    def trainer(self, name: str) -> functools.partial:
+        """The model factory of a training campaign: ``(ctx=None) -> TrainingState`` (model
+        ``name`` and a warm Adam, see :meth:`trainable`).
+
+        Raises:
+            KeyError: an unknown model (before any trial: the job calls this).
+        """
+        if name not in MODELS:
+            raise KeyError(f"Unknown DRS model {name!r}; expected one of {sorted(MODELS)}.")
+        return functools.partial(self.trainable, name)
+
+    def trainable(self, name: str, ctx: Any = None, warmup: int = WARMUP_STEPS
+                  ) -> TrainingState:
+        """Model ``name`` as trained (:meth:`trained`: the cached checkpoint) plus an Adam with
+        the schedule's learning rate, after ``warmup`` seeded steps of continued training on
+        the train split (batch size of the schedule) that populate its moments; model and
+        Adam there are the checkpoint a window restores, and ``closure(i)`` runs its step
+        ``i`` (:func:`~pytei_ray.studies.drs.continued.continued_state`)."""
+        train_log = self.data.splits()[0]
+        return continued_state(self.trained(name, ctx), train_log,
+                               batch_size=self.schedule.batch_size, lr=self.schedule.lr,
+                               seed=self.train_seed, warmup=warmup)
+
+    def evaluate_training(self, model: nn.Module, data: EvalData) -> dict[str, float]:
+        """The ``evaluate`` hook of the training variant: ``{"logloss", "auc"}`` on the test
+        split, loss first (a training trial is classified on the first metric, as a loss).
+
+        The test split, as the inference campaign scores it (same rows, same logits): nothing
+        is selected on these numbers after the window, so validation would only make them
+        incomparable with the inference study's.
+        """
+        out = self.evaluate(model, data)
+        return {"logloss": out["logloss"], "auc": out["auc"]}
+
+    def check_targets(self, targets: Any, models: Any = tuple(MODELS)) -> None:
+        """Refuse, in the job file, a Training target set whose sites the models or Adam do
+        not have (fresh models of the data's shape, Adam after one zero-gradient step so that
+        its state exists; no training).
+
+        Raises:
+            CampaignSpecError: naming the target set and the names that do exist.
+        """
+        from pytei_ray.errors import CampaignSpecError
+        from pytei_ray.training import check_targets
+
+        train_log = self.data.splits()[0]
+        for name in models:
+            model = build_model(name, train_log.field_dims, train_log.n_dense,
+                                seed=self.model_seed, **dict(self.model_kwargs))
+            optimizer = torch.optim.Adam(model.parameters(), lr=self.schedule.lr)
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            optimizer.step()
+            try:
+                check_targets(targets, model, optimizer)
+            except ValueError as exc:
+                raise CampaignSpecError(f"Model {name!r}: {exc}") from exc
 
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> EvalData:

@@ -15,8 +15,6 @@ Every format starts from the same fp32 checkpoint, cast on load (AdamW's moments
 
 from __future__ import annotations
 
-import contextlib
-import copy
 import functools
 import io
 import platform
@@ -28,6 +26,7 @@ import torch
 from torch import nn
 
 from pytei_ray.studies.common import checkpoint_key, torch_threads, trained_or_cached
+from pytei_ray.training.state import TrainingState
 
 from .corpus import ByteCorpus, CorpusSpec, load_corpus
 from .model import GPT, build_gpt
@@ -47,57 +46,6 @@ from .train import (
 __all__ = ["GPTStudy", "TrainingState"]
 
 _CKPT_FORMAT = 1
-
-
-@dataclass(eq=False)
-class TrainingState:
-    """A model and its optimizer at a checkpoint, restorable in place.
-
-    :meth:`reset` writes the checkpoint back into the same parameter tensors (their identity,
-    and so the optimizer's references, survive) and gives the optimizer fresh copies of the
-    stored moments (``Optimizer.load_state_dict`` alone would alias the stored tensors, and
-    the next step would change the checkpoint).
-
-    Attributes:
-        model, optimizer: trained in place by a window.  step: the checkpoint's step (where a
-            window starts).  fmt: the training format.
-    """
-
-    model: GPT
-    optimizer: torch.optim.AdamW
-    step: int
-    fmt: str
-    _model_state: dict[str, torch.Tensor] = field(repr=False, default_factory=dict)
-    _optim_state: dict[str, Any] = field(repr=False, default_factory=dict)
-    _closure: Callable[[int], Callable[[], torch.Tensor]] | None = field(repr=False,
-                                                                          default=None)
-
-    def reset(self) -> None:
-        """Model and optimizer back to the checkpoint, bit for bit."""
-        with torch.no_grad():
-            self.model.load_state_dict(self._model_state)
-        self.optimizer.load_state_dict(copy.deepcopy(self._optim_state))
-
-    # ---- what a campaign's training trial uses (pytei_ray.execution.training) ---------------
-    def closure(self, i: int) -> Callable[[], torch.Tensor]:
-        """Forward + backward of step ``i`` of the window (step ``self.step + i`` of training:
-        its batch and learning rate); only for states made by :meth:`GPTStudy.trainable`."""
-        if self._closure is None:
-            raise TypeError("This TrainingState has no data: build it with "
-                            "GPTStudy.trainable(fmt) to train it step by step.")
-        return self._closure(self.step + i)
-
-    def session(self) -> contextlib.AbstractContextManager[None]:
-        """Where a window runs: one torch thread (pretraining's, so golden is bit for bit)."""
-        return torch_threads(1)
-
-    def to(self, device: torch.device | str) -> TrainingState:
-        """Model, optimizer state and checkpoint on ``device`` (then reset)."""
-        self.model.to(device)
-        self._model_state = {k: v.to(device) for k, v in self._model_state.items()}
-        self._optim_state = _to(self._optim_state, torch.device(device))
-        self.reset()
-        return self
 
 
 @dataclass(frozen=True)
@@ -265,17 +213,6 @@ class GPTStudy:
     def calibrate(self, model: nn.Module, data: ByteCorpus) -> None:
         """The ``calibrate`` hook: one clean pass over the validation windows (Ranger)."""
         validation_loss(model, data, self.setting)
-
-
-def _to(obj: Any, device: torch.device) -> Any:
-    if isinstance(obj, torch.Tensor):
-        # AdamW keeps its `step` counters on the CPU unless capturable/fused
-        return obj if obj.dim() == 0 and not obj.is_floating_point() else obj.to(device)
-    if isinstance(obj, dict):
-        return {k: _to(v, device) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_to(v, device) for v in obj]
-    return obj
 
 
 def _read(data: bytes) -> dict[str, Any]:
