@@ -1,6 +1,6 @@
 """Per-trial evaluation time of embedding-table faults: affected-sample re-scoring vs full scoring.
 
-    python -m benchmarks.rescoring                   # DRS default size: 150k rows, test 15,000
+    python -m benchmarks.rescoring                   # a 150k-row DRS log, test 15,000 (--rows)
     python -m benchmarks.rescoring --big             # + a 10^6-row table (larger cardinalities)
     python -m benchmarks.rescoring --toy             # seconds (the smoke test runs this)
     python -m benchmarks.rescoring --json out.json
