@@ -91,13 +91,13 @@ def make_campaign(small: bool = False, bits: bool = False, tiny: bool = False,
         bers=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] if not (tiny or small)
         else [1e-5, 1e-3] if tiny else [1e-5, 1e-4, 1e-3, 1e-2],
         repetitions=2 if tiny else 3 if small else 4,
-        # Then repeat (8, then 12) where the answer is still open: the accuracy's 95%
+        # Then repeat (8, then 16) where the answer is still open: the accuracy's 95%
         # confidence sequence (valid for any outcome shape and at every look) wider than
-        # +-0.35, about what 12 trials can honestly certify where most faulted trials keep the
-        # golden accuracy (a rare collapse cannot be excluded to better than ~+-0.32 with 12).
+        # +-0.3, about what 16 trials can honestly certify where most faulted trials keep the
+        # golden accuracy (a rare collapse cannot be excluded to better than ~+-0.26 with 16).
         # `--precision accuracy=0.1 --max-reps 40` asks for more (a run of about half an hour).
-        precision=None if (tiny or small) else Precision("accuracy", halfwidth=0.35,
-                                                         max_reps=12),
+        precision=None if (tiny or small) else Precision("accuracy", halfwidth=0.3,
+                                                         max_reps=16),
         targets=targets,
         error_models={"bitflip": BitFlip},
         mitigations={"none": None, "sbp": SBP()} if tiny else mitigations,
