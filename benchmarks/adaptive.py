@@ -18,6 +18,29 @@ Side by side, in one run, on the same job (each into a fresh temporary directory
 Printed per run: trials, evaluations, trials not evaluated, wall time, the widest remaining
 half-width of the target metric's mean over the cells, and cells still open; then the ratios
 the issue asks for: skipping alone = (0) / (1) evaluations, adaptive = (a) / (b) evaluations.
+
+``--honest`` (issue 19, "Speed, measured in a benchmark") runs instead, on the same job at the
+same target (``--precision``, ``--max-reps``), each into a fresh temporary directory:
+
+(i) the Student-t rule (the reference cost, not honest): the adaptive campaign with the target
+    metric declared unbounded (``Campaign(metrics={m: Metric(bounds=(-inf, inf))})``), so
+    every look judges a cell by ``golden + (1 - p0) * (t interval of the faulted trials -
+    golden)`` at the Bonferroni look level ``Precision.look_confidence``, unclamped, with an
+    infinite interval (never settled) while a cell has fewer than 2 faulted trials. The rule
+    before issue 19 differed only there: it clamped the interval to the name's range and used
+    that range for fewer than 2 faulted trials, so it could stop a cell with p0 >= 1 - 2 * target
+    on golden runs alone; (i) never does. The script replays the rule on (i)'s dataset and
+    prints how many points got repetitions the rule did not ask for (0: the run used it);
+(ii) the honest intervals alone: the job as it is (betting confidence sequences for a bounded
+    metric, no correction for the looks);
+(iii) honest intervals with the strata levers of issue 19 item 3: NOT run, because no strata
+    lever is wired into campaigns (docs/strata.md); benchmarks/strata.py measures them apart.
+
+Printed per run: trials, evaluations, wall time, cells settled, cells open at the cap (as
+``judge_cells`` / ``stopped_at_cap`` judge them, each dataset with its own rule), widest
+half-width; then each method's coverage on a simulated twin with known truth (the
+rare-catastrophe family at the (ii) cells' ``p0`` and golden values: benchmarks/adaptive_twin.py),
+worst over the family; then the honest price, evaluations (ii) / (i).
 """
 
 from __future__ import annotations
@@ -95,7 +118,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--executor", default="local", choices=["local", "ray"])
     p.add_argument("--run-fixed", action="store_true", help="run (a) instead of estimating it")
     p.add_argument("--keep", help="keep the four datasets under this directory")
+    p.add_argument("--honest", action="store_true",
+                   help="(i) Student-t rule vs (ii) honest intervals, with twin coverage")
+    p.add_argument("--twin-reps", type=int, default=20,
+                   help="--honest: simulated campaigns per twin cell and family member")
+    p.add_argument("--twin-cells", type=int, default=12,
+                   help="--honest: at most this many distinct (p0, golden) twin cells")
     args = p.parse_args(argv)
+    if args.twin_reps < 1 or args.twin_cells < 1:
+        p.error("--twin-reps and --twin-cells must be >= 1")
 
     params = parse_params(args.params)
     job = load_job(args.job, params)
@@ -106,6 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     print(f"job {args.job} {params or ''}: {base.n_trials} trials in its fixed grid "
           f"({base.repetitions} repetitions); target {target.describe()}; executor "
           f"{args.executor}; datasets in {root}")
+    if args.honest:
+        from benchmarks.adaptive_honest import honest
+        honest(job, target, root, args.executor, args.twin_reps, args.twin_cells)
+        if not args.keep:
+            shutil.rmtree(root, ignore_errors=True)
+        return
     rows = []
 
     def record(name: str, df: pd.DataFrame, wall: float | None, adaptive: bool,

@@ -78,7 +78,7 @@ def _job_frame_line(exc: BaseException, path: str) -> str:
 
 
 #: Campaign fields a JobRef may replace after the job builds it.
-_OVERRIDABLE = ("precision", "repetitions", "skip_ineffective")
+_OVERRIDABLE = ("metrics", "precision", "repetitions", "skip_ineffective")
 
 
 @dataclass(frozen=True)
@@ -94,7 +94,8 @@ class JobRef:
         overrides: Campaign fields replaced after the job builds it: ``repetitions`` (the
             launcher's ``--repetitions N``) and ``precision`` (``--precision``, a
             :class:`~pytei_ray.stats.Precision`); ``skip_ineffective`` (benchmarks compare
-            with and without skipping).
+            with and without skipping); ``metrics`` (benchmarks/adaptive.py ``--honest``
+            declares the target metric unbounded to run the Student-t rule).
     """
 
     path: str
