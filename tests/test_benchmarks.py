@@ -72,6 +72,30 @@ def test_adaptive_benchmark_runs(tmp_path):
         assert line in proc.stdout, proc.stdout
 
 
+def test_adaptive_honest_benchmark_runs():
+    cmd = [sys.executable, "-m", "benchmarks.adaptive", "--honest", "--job", "jobs/tiny.py",
+           "--set", "small=1", "--precision", "accuracy=0.05", "--max-reps", "8",
+           "--twin-reps", "2", "--twin-cells", "2"]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = proc.stdout
+    for line in ("(i) Student-t, Bonferroni looks", "(ii) honest intervals alone",
+                 "(iii) honest + strata levers: not run", "benchmarks/strata.py",
+                 "honest price: evaluations (ii) / (i) =", "twin coverage, worst over the family"):
+        assert line in out, out
+    # (i) was judged with t intervals, (ii) with confidence sequences, each run by its own rule
+    rows = {ln.split()[0]: ln.split() for ln in out.splitlines()
+            if ln.lstrip().startswith(("(i) Student", "(ii) honest"))}
+    assert rows["(i)"][-2] == "p0" and rows["(ii)"][-2] == "p0-cs", out
+    assert rows["(i)"][-1] == rows["(ii)"][-1] == "0", out  # replay mismatches
+    lines = out.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["q", "size", "cov"])
+    family = [ln.split() for ln in lines[head + 1:head + 9]]
+    assert {(float(r[0]), float(r[1])) for r in family} == {
+        (q, s) for q in (0.003, 0.01, 0.03, 0.1) for s in (0.05, 0.5)}, out
+    assert all(0.0 <= float(r[2]) <= 1.0 and 0.0 <= float(r[5]) <= 1.0 for r in family), out
+
+
 def test_intervals_benchmark_runs():
     cmd = [sys.executable, "-m", "benchmarks.intervals", "--reps", "20", "--quick"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=240)
