@@ -3,6 +3,7 @@
     python -m benchmarks.training                 # the GPT job's model (small preset), 16 reps
     python -m benchmarks.training --toy           # a few seconds (the smoke test runs this)
     python -m benchmarks.training --json out.json
+    python -m benchmarks.training --sites fwd-act,bwd-act --errors ber=1e-07,ber=1e-05 --reps 64
 
 Per site (weights, forward activations and backward activation gradients of every Linear,
 parameter gradients, AdamW's two moments) and error (``BitFlip(ber=p)`` for p in 1e-7, 1e-5,
@@ -111,14 +112,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--toy", action="store_true", help="tiny preset, 3 reps (a smoke test)")
     ap.add_argument("--preset", default="small", choices=sorted(SETTINGS))
     ap.add_argument("--reps", type=int, default=16)
+    ap.add_argument("--sites", default=",".join(SITES),
+                    help="comma-separated sites to time (default: all: %(default)s)")
+    ap.add_argument("--errors", default=",".join(ERRORS),
+                    help="comma-separated errors to time (default: all: %(default)s)")
     ap.add_argument("--json", type=Path, help="write the rows here")
     args = ap.parse_args(argv)
+    sites = [s.strip() for s in args.sites.split(",") if s.strip()]
+    errors = [e.strip() for e in args.errors.split(",") if e.strip()]
+    unknown = sorted(set(sites) - set(SITES)) + sorted(set(errors) - set(ERRORS))
+    if unknown or not sites or not errors:
+        ap.error(f"unknown or empty --sites/--errors {unknown}; choose from "
+                 f"{list(SITES)} and {list(ERRORS)}")
     preset, reps = ("tiny", 3) if args.toy else (args.preset, args.reps)
     n = sum(p.numel() for p in build_gpt(SETTINGS[preset].model, seed=0).parameters())
     print(f"GPT preset {preset!r} ({n:,} parameters), batch {SETTINGS[preset].batch_size}, "
           f"{reps} paired reps, torch {torch.__version__}, 1 thread; extra % = median paired "
           "difference / median clean step", flush=True)
-    rows = run(preset, reps, list(SITES), list(ERRORS))
+    rows = run(preset, reps, sites, errors)
     if args.json is not None:
         args.json.write_text(json.dumps({"preset": preset, "rows": rows}, indent=1))
     return 0
