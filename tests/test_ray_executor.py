@@ -300,7 +300,11 @@ def test_rays_own_lines_go_to_the_log_that_the_note_names(tmp_path, capsys):
         messages.stop()
     out = capsys.readouterr().out
     assert out == "the run's line\nthe summary\n"
-    assert log.read_text() == "(raylet) A worker died or was killed while executing a task.\n"
-    assert messages.lines == 1 and str(log) in messages.note()
+    # A real (raylet) line of an earlier test's killed actor may arrive meanwhile (this module's
+    # Ray is shared): it is diverted too, so the log holds ours among raylet lines only.
+    lines = log.read_text().splitlines()
+    assert "(raylet) A worker died or was killed while executing a task." in lines
+    assert all("(raylet)" in line for line in lines)
+    assert 1 <= messages.lines <= len(lines) and str(log) in messages.note()
     print("(raylet) after stop")  # stopped: nothing is diverted any more
     assert capsys.readouterr().out == "(raylet) after stop\n"
