@@ -27,7 +27,7 @@ from .sites import (
 )
 from .state import TrainingState
 from .stats import SiteStats, StepFaults
-from .target import Training, check_targets
+from .target import Training, check_targets, check_targets_fresh
 
 __all__ = [
     "OUTCOMES",
@@ -57,6 +57,7 @@ __all__ = [
     "Weights",
     "Window",
     "check_targets",
+    "check_targets_fresh",
     "classify",
     "grad_norm",
     "optimizer_state_names",

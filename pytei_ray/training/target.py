@@ -15,6 +15,9 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import torch
+
+from pytei_ray.errors import CampaignSpecError
 from pytei_ray.faults.models import BitFlip
 
 from .faults import TrainingFaults
@@ -22,7 +25,7 @@ from .outcomes import Thresholds
 from .schedule import Schedule
 from .sites import TrainingSite
 
-__all__ = ["Training", "check_targets", "is_training_target"]
+__all__ = ["Training", "check_targets", "check_targets_fresh", "is_training_target"]
 
 
 class Training:
@@ -110,3 +113,21 @@ def check_targets(targets: Mapping[str, Any], model: Any, optimizer: Any) -> Non
         except (ValueError, TypeError, KeyError) as exc:
             raise ValueError(f"Target set {name!r} does not fit the model: {exc}\nFix "
                              "`targets` in the job file.") from exc
+
+
+def check_targets_fresh(targets: Mapping[str, Any], model: Any, optimizer: Any,
+                        label: str = "") -> None:
+    """:func:`check_targets` on a throwaway ``model`` and its new ``optimizer``: one
+    zero-gradient step first, so that the optimizer's state (Adam's moments, SGD's momentum)
+    exists to be checked. What a study's ``check_targets`` hook runs in the job file.
+
+    Raises:
+        CampaignSpecError: a target set that does not fit, its message prefixed by ``label``.
+    """
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    optimizer.step()
+    try:
+        check_targets(targets, model, optimizer)
+    except ValueError as exc:
+        raise CampaignSpecError(f"{label}{exc}") from exc

@@ -285,21 +285,15 @@ class DRSStudy:
         Raises:
             CampaignSpecError: naming the target set and the names that do exist.
         """
-        from pytei_ray.errors import CampaignSpecError
-        from pytei_ray.training import check_targets
+        from pytei_ray.training import check_targets_fresh
 
         train_log = self.data.splits()[0]
         for name in models:
             model = build_model(name, train_log.field_dims, train_log.n_dense,
                                 seed=self.model_seed, **dict(self.model_kwargs))
-            optimizer = torch.optim.Adam(model.parameters(), lr=self.schedule.lr)
-            for p in model.parameters():
-                p.grad = torch.zeros_like(p)
-            optimizer.step()
-            try:
-                check_targets(targets, model, optimizer)
-            except ValueError as exc:
-                raise CampaignSpecError(f"Model {name!r}: {exc}") from exc
+            check_targets_fresh(targets, model,
+                                torch.optim.Adam(model.parameters(), lr=self.schedule.lr),
+                                label=f"Model {name!r}: ")
 
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> EvalData:

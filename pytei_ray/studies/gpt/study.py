@@ -185,18 +185,10 @@ class GPTStudy:
         Raises:
             CampaignSpecError: naming the target set and the names that do exist.
         """
-        from pytei_ray.errors import CampaignSpecError
-        from pytei_ray.training import check_targets
+        from pytei_ray.training import check_targets_fresh
 
         model = build_gpt(self.setting.model, seed=self.seed)
-        optimizer = make_optimizer(model, self.setting)
-        for p in model.parameters():
-            p.grad = torch.zeros_like(p)
-        optimizer.step()
-        try:
-            check_targets(targets, model, optimizer)
-        except ValueError as exc:
-            raise CampaignSpecError(str(exc)) from exc
+        check_targets_fresh(targets, model, make_optimizer(model, self.setting))
 
     # ---- data and metrics ------------------------------------------------------------------
     def eval_data(self, model_name: str) -> ByteCorpus:
