@@ -18,7 +18,8 @@ from pytei_ray.columns import golden_column
 from pytei_ray.stats import Metric, Precision, judge_cells, open_points, resolve_metric
 from pytei_ray.stats.judge import POINT_COLS, stopped_at_cap
 
-T_RULE, HONEST = "(i)", "(ii)"
+T_RULE, HONEST, STRATA = "(i)", "(ii)", "(iii)"
+READ_COLUMNS = ["n_words_read", "p_none_read"]
 
 
 def _metric(campaign, target: Precision, df: pd.DataFrame | None = None) -> Metric:
@@ -64,20 +65,36 @@ def replay_mismatches(df: pd.DataFrame, target: Precision, min_reps: int,
     return bad
 
 
+def _as_ruled(df: pd.DataFrame, stratified: bool) -> pd.DataFrame:
+    """The rows as the run's rule judged them: without the unread-stratum columns when the
+    campaign had ``stratify_unread=False`` (as the report reads such a dataset)."""
+    return df if stratified else df.drop(columns=[c for c in READ_COLUMNS if c in df])
+
+
+def _settled(df: pd.DataFrame, target: Precision, min_reps: int, metric: Metric) -> set:
+    return {key for key, _, j in judge_cells(df, target, min_reps, metric=metric)
+            if j.conclusive}
+
+
 def honest(job, target: Precision, root: Path, executor: str, twin_reps: int,
            twin_cells_max: int) -> None:
-    """Run (i) and (ii), judge both, simulate the twin, print the table and the ratio line."""
+    """Run (i), (ii) and (iii), judge each, simulate the twins, print the tables and ratios."""
     base = job.base_campaign()
     min_reps, name = base.repetitions, target.metric
     declared = _metric(base, target)
     t_metric = Metric(bounds=(-math.inf, math.inf), higher_is_better=declared.higher_is_better)
-    job_t = job.replace(overrides={**dict(job.overrides),
+    plain = {**dict(job.overrides), "stratify_unread": False}
+    job_t = job.replace(overrides={**plain,
                                    "metrics": {**dict(base.metrics or {}), name: t_metric}})
+    job_h = job.replace(overrides=plain)
+    job_s = job.replace(overrides={**dict(job.overrides), "stratify_unread": True})
     rows, frames = [], {}
-    for label, j, rule in ((T_RULE, job_t, "Student-t, Bonferroni looks"),
-                           (HONEST, job, "honest intervals alone")):
-        df, wall = _run(j, root / ("t-rule" if label == T_RULE else "honest"), executor,
-                        precision=target)
+    for label, j, rule, folder in (
+            (T_RULE, job_t, "Student-t, Bonferroni looks", "t-rule"),
+            (HONEST, job_h, "honest intervals alone", "honest"),
+            (STRATA, job_s, "honest + unread stratum", "honest-unread")):
+        df, wall = _run(j, root / folder, executor, precision=target)
+        df = _as_ruled(df, label == STRATA)
         metric = t_metric if label == T_RULE else _metric(base, target, df)
         frames[label] = (df, metric)
         rows.append(dict(run=f"{label} {rule}", trials=len(df),
@@ -85,29 +102,45 @@ def honest(job, target: Precision, root: Path, executor: str, twin_reps: int,
                          **_judged(df, target, min_reps, metric),
                          replay_mismatch=replay_mismatches(df, target, min_reps, metric)))
     print(f"looks {target.looks(min_reps)}; (i) t intervals at level "
-          f"{target.look_confidence(min_reps):.4g} per look, (ii) "
-          f"{frames[HONEST][1].bounds} {target.confidence:.0%} confidence sequence")
+          f"{target.look_confidence(min_reps):.4g} per look, (ii) and (iii) "
+          f"{frames[HONEST][1].bounds} {target.confidence:.0%} confidence sequence; (iii) "
+          "judges on the trials with a fault the evaluation reads (p0 = p_none_read)")
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    print("(iii) honest + strata levers: not run: no strata lever is wired into campaigns "
-          "(docs/strata.md); benchmarks/strata.py measures them separately")
+    known = frames[STRATA][0]
+    if not set(READ_COLUMNS) <= set(known) or known["p_none_read"].isna().all():
+        print("(iii) = (ii) here: no trial of this job knows which faults its evaluation reads "
+              "(no split evaluation with embedding tables; docs/report.md)")
 
     df2, honest_metric = frames[HONEST]
-    cells = twin_cells(df2, name, twin_cells_max)
+    df3, strata_metric = frames[STRATA]
     t0 = time.perf_counter()
+    cells = twin_cells(df2, name, twin_cells_max)
     results = simulate(cells, target, min_reps, {T_RULE: t_metric, HONEST: honest_metric},
                        twin_reps)
+    cells3 = twin_cells(df3, name, twin_cells_max, p0_column="p_none_read")
+    results3 = simulate(cells3, target, min_reps, {STRATA: strata_metric}, twin_reps)
+    for key in results:
+        results[key].update(results3[key])
     print(f"twin: {len(cells)} cells (distinct p0, golden of (ii); p0 "
-          f"{min(c[0] for c in cells):.3g}..{max(c[0] for c in cells):.3g}), catastrophe "
-          f"chance q in {FAMILY_Q}, size in {FAMILY_SIZE} (clipped to "
-          f"{honest_metric.bounds}), {twin_reps} draws each, "
+          f"{min(c[0] for c in cells):.3g}..{max(c[0] for c in cells):.3g}) and "
+          f"{len(cells3)} of (iii) (p0 = p_none_read {min(c[0] for c in cells3):.3g}.."
+          f"{max(c[0] for c in cells3):.3g}), catastrophe chance q in {FAMILY_Q}, size in "
+          f"{FAMILY_SIZE} (clipped to {honest_metric.bounds}), {twin_reps} draws each, "
           f"{time.perf_counter() - t0:.1f} s")
     with pd.option_context("display.width", 200):
         print(table(results).to_string(index=False, float_format=lambda v: f"{v:.3g}"))
-    cov_t, at_t = worst(results, T_RULE)
-    cov_h, at_h = worst(results, HONEST)
-    e_t, e_h = rows[0]["evaluations"], rows[1]["evaluations"]
+    e_t, e_h, e_s = (r["evaluations"] for r in rows)
     print(f"honest price: evaluations (ii) / (i) = {e_h} / {e_t} = {e_h / max(1, e_t):.2f}x")
-    print(f"twin coverage, worst over the family: (i) {cov_t:.1%} at q={at_t[0]:g} "
-          f"size={at_t[1]:g}, (ii) {cov_h:.1%} at q={at_h[0]:g} size={at_h[1]:g} "
-          "(target: (ii) >= 94% where (i) is not)")
+    both = _settled(df2, target, min_reps, honest_metric)
+    kept = _settled(df3, target, min_reps, strata_metric)
+    print(f"unread stratum: evaluations (ii) / (iii) = {e_h} / {e_s} = "
+          f"{e_h / max(1, e_s):.2f}x, trials {rows[1]['trials']} / {rows[2]['trials']} = "
+          f"{rows[1]['trials'] / max(1, rows[2]['trials']):.2f}x, wall "
+          f"{rows[1]['wall_s']:.0f} / {rows[2]['wall_s']:.0f} s; cells settled by (ii) that "
+          f"(iii) leaves open: {len(both - kept)} (of {len(both)}); settled only by (iii): "
+          f"{len(kept - both)}")
+    cov = {m: worst(results, m) for m in (T_RULE, HONEST, STRATA)}
+    print("twin coverage, worst over the family: " + ", ".join(
+        f"{m} {c:.1%} at q={at[0]:g} size={at[1]:g}" for m, (c, at) in cov.items())
+        + " (target: (ii) and (iii) >= 94% where (i) is not)")

@@ -27,13 +27,17 @@ FAMILY_SIZE = (0.05, 0.5)
 CELL = ["p_no_fault", "golden"]
 
 
-def twin_cells(df: pd.DataFrame, metric: str, limit: int) -> list[tuple[float, float]]:
+def twin_cells(df: pd.DataFrame, metric: str, limit: int, p0_column: str = "p_no_fault"
+               ) -> list[tuple[float, float]]:
     """Distinct ``(p0, golden)`` of the cells (point x mitigation) of a dataset, at most
     ``limit`` of them, spread evenly over the sorted ``p0`` (cells with the same pair are the
-    same twin)."""
+    same twin). ``p0_column``: the known golden stratum's chance (``p_none_read`` for a run
+    judged on the unread stratum; rows without it fall back to ``p_no_fault``)."""
     golden = pd.to_numeric(df[golden_column(metric)], errors="coerce")
-    pairs = pd.DataFrame({"p_no_fault": pd.to_numeric(df["p_no_fault"], errors="coerce"),
-                          "golden": golden}).dropna().drop_duplicates()
+    p0 = pd.to_numeric(df["p_no_fault"], errors="coerce")
+    if p0_column in df:
+        p0 = pd.to_numeric(df[p0_column], errors="coerce").fillna(p0)
+    pairs = pd.DataFrame({"p_no_fault": p0, "golden": golden}).dropna().drop_duplicates()
     pairs = pairs.sort_values(CELL, kind="stable").reset_index(drop=True)
     if len(pairs) > limit:
         pairs = pairs.iloc[np.unique(np.linspace(0, len(pairs) - 1, limit).round().astype(int))]

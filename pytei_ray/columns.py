@@ -64,7 +64,8 @@ LEVEL_FACTORS: tuple[str, ...] = tuple(PLURAL[f] for f in ("model", "target", "e
 #: Fixed columns of a result row before the attribute and metric columns, in schema order.
 RESULT_HEAD: tuple[str, ...] = (
     "campaign", "trial_id", *FACTORS, "seed", "n_faults", "n_words",
-    "n_nonfinite", "n_faults_sampled", "n_sites", "p_no_fault", "evaluated", "n_rescored")
+    "n_nonfinite", "n_faults_sampled", "n_sites", "p_no_fault", "evaluated", "n_rescored",
+    "n_words_read", "p_none_read")
 #: Fixed columns of a result row after the metric columns.
 RESULT_TAIL: tuple[str, ...] = ("status", "error", "worker", "device", "started_at",
                                 "duration_s", "version")

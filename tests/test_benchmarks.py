@@ -80,14 +80,17 @@ def test_adaptive_honest_benchmark_runs():
     assert proc.returncode == 0, proc.stderr[-2000:]
     out = proc.stdout
     for line in ("(i) Student-t, Bonferroni looks", "(ii) honest intervals alone",
-                 "(iii) honest + strata levers: not run", "benchmarks/strata.py",
-                 "honest price: evaluations (ii) / (i) =", "twin coverage, worst over the family"):
+                 "(iii) honest + unread stratum", "(iii) = (ii) here",
+                 "honest price: evaluations (ii) / (i) =", "unread stratum: evaluations (ii) / "
+                 "(iii) =", "twin coverage, worst over the family"):
         assert line in out, out
     # (i) was judged with t intervals, (ii) with confidence sequences, each run by its own rule
     rows = {ln.split()[0]: ln.split() for ln in out.splitlines()
-            if ln.lstrip().startswith(("(i) Student", "(ii) honest"))}
-    assert rows["(i)"][-2] == "p0" and rows["(ii)"][-2] == "p0-cs", out
-    assert rows["(i)"][-1] == rows["(ii)"][-1] == "0", out  # replay mismatches
+            if ln.lstrip().startswith(("(i) Student", "(ii) honest", "(iii) honest"))}
+    assert rows["(i)"][-2] == "p0" and rows["(ii)"][-2] == rows["(iii)"][-2] == "p0-cs", out
+    assert rows["(i)"][-1] == rows["(ii)"][-1] == rows["(iii)"][-1] == "0", out  # replays
+    # tiny.py knows no unread faults: (iii) is (ii), trial for trial
+    assert rows["(ii)"][4:6] == rows["(iii)"][5:7], out
     lines = out.splitlines()
     head = next(i for i, ln in enumerate(lines) if ln.split()[:3] == ["q", "size", "cov"])
     family = [ln.split() for ln in lines[head + 1:head + 9]]

@@ -275,3 +275,17 @@ def test_heavy_tailed_metric_is_drawn_as_median_on_a_log_axis(tmp_path: Path,
     plot_metric_vs_ber(summarize(df, metric="acc"), "acc", tmp_path)
     ax = figs[0].axes[0]
     assert ax.get_yscale() == "linear" and "95% CI" in ax.get_legend().get_title().get_text()
+
+
+def test_cell_whose_trials_all_agree_is_at_the_floor_not_at_the_threshold(tmp_path: Path
+                                                                           ) -> None:
+    """A bounded metric whose few trials all keep golden: its mean is clear of the SDC level,
+    but the confidence sequence cannot exclude a rare collapse cheaply (the outcome shape's
+    price), so it is at the floor, not "at the threshold"; it does not drive the advice."""
+    df = frame({1e-4: [0.9] * REPS, 1e-2: SETTLES}, golden=0.9)
+    s = summarize(df, metric="acc").set_index("ber")
+    assert s.loc[1e-4, "inconclusive"] and s.loc[1e-4, "at_floor"]
+    assert not s.loc[1e-4, "at_threshold"] and s.loc[1e-4, "mean"] == pytest.approx(0.9)
+    rep = write_report(dataset(tmp_path, df, ["acc", "xent"]), metric="acc", plots=False)
+    assert "at the floor" in rep.text
+    assert "even if every trial agreed" in rep.html.read_text()

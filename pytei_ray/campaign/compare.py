@@ -43,7 +43,8 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
 
     Adding BERs, repetitions or levels of a named factor (a model, a mitigation, ...) is an
     extension; changing the name, seed, params, ``skip_ineffective`` or ``rescore`` (they
-    decide the ``evaluated`` column of every row), or the definition of an existing level, or
+    decide the ``evaluated`` column of every row) or ``stratify_unread`` (it decides which
+    trials the stopping rule asks for), or the definition of an existing level, or
     removing anything, is a change that existing results cannot be mixed with.
 
     Example:
@@ -57,7 +58,8 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         if old.get(key) != new.get(key):
             changes.append(f"{key}: {old.get(key)!r} -> {new.get(key)!r}")
             extendable = False
-    for flag in ("skip_ineffective", "rescore"):  # they decide `evaluated` (and n_rescored)
+    # they decide `evaluated` (and n_rescored), or which trials the rule asks for
+    for flag in ("skip_ineffective", "rescore", "stratify_unread"):
         o_flag, n_flag = old.get(flag, True), new.get(flag, True)
         if o_flag != n_flag:  # absent means the default (True)
             changes.append(f"{flag}: {o_flag!r} -> {n_flag!r}")

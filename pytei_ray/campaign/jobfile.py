@@ -78,7 +78,7 @@ def _job_frame_line(exc: BaseException, path: str) -> str:
 
 
 #: Campaign fields a JobRef may replace after the job builds it.
-_OVERRIDABLE = ("metrics", "precision", "repetitions", "skip_ineffective")
+_OVERRIDABLE = ("metrics", "precision", "repetitions", "skip_ineffective", "stratify_unread")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,8 @@ class JobRef:
             launcher's ``--repetitions N``) and ``precision`` (``--precision``, a
             :class:`~pytei_ray.stats.Precision`); ``skip_ineffective`` (benchmarks compare
             with and without skipping); ``metrics`` (benchmarks/adaptive.py ``--honest``
-            declares the target metric unbounded to run the Student-t rule).
+            declares the target metric unbounded to run the Student-t rule, and turns
+            ``stratify_unread`` off to measure what it saves).
     """
 
     path: str

@@ -54,7 +54,8 @@ def decision_columns(campaign: Campaign) -> list[str]:
     if p is None:
         return []
     return [*POINT_FACTORS, "repetition", "mitigation", "status", p.metric, golden_column(p.metric),
-            "n_faults_sampled", "p_no_fault"]
+            "n_faults_sampled", "p_no_fault",
+            *(("n_words_read", "p_none_read") if campaign.stratify_unread else ())]
 
 
 @dataclass

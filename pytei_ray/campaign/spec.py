@@ -229,6 +229,13 @@ class Campaign:
             after a per-worker check that this equals a full evaluation bit for bit (its row
             records ``n_rescored``). False scores every trial in full. Appears in the spec
             only when False.
+        stratify_unread: judge a cell (stopping rule and report) on the trials with a fault
+            the evaluation reads: a trial whose sampled faults all lie in table rows that no
+            evaluation sample looks up is the golden run for every mitigation (re-scoring's
+            self-check proves it per worker), with an exactly known chance (``p_none_read``),
+            so it joins the fault-free trials in the known golden stratum and costs the
+            interval nothing (docs/report.md). False: stratify on fault-free trials only
+            (``p_no_fault``). Appears in the spec only when False.
 
     Example:
         >>> import torch
@@ -262,6 +269,7 @@ class Campaign:
     skip_ineffective: bool = True
     rescore: bool = True
     metrics: Mapping[str, Any] | None = None
+    stratify_unread: bool = True
     #: column name -> {"type", factor -> {level -> value}}: the attributes of the ``Level``
     #: values, computed at construction (an init field only so that ``dataclasses.replace``
     #: keeps them; do not pass it)
@@ -308,7 +316,7 @@ class Campaign:
                 raise _fail("precision", "None or a Precision (e.g. Precision('auc', 0.005))",
                             self.precision)
             self.precision.looks(self.repetitions)  # raises if max_reps < repetitions
-        for flag in ("skip_ineffective", "rescore"):
+        for flag in ("skip_ineffective", "rescore", "stratify_unread"):
             if not isinstance(getattr(self, flag), bool):
                 raise _fail(flag, "a bool", getattr(self, flag))
         if self.metrics is not None:
@@ -383,8 +391,9 @@ class Campaign:
     def spec(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Everything that determines the results, as JSON-able data (stored in the manifest).
 
-        ``skip_ineffective`` and ``rescore`` appear only when False, so the spec (and its hash)
-        of a campaign with the defaults is the one stored before the options existed.
+        ``skip_ineffective``, ``rescore`` and ``stratify_unread`` appear only when False, so
+        the spec (and its hash) of a campaign with the defaults is the one stored before the
+        options existed.
 
         Args:
             params: the job parameters the campaign was made with (``--set k=v``).
@@ -405,6 +414,8 @@ class Campaign:
             spec["skip_ineffective"] = False
         if not self.rescore:
             spec["rescore"] = False
+        if not self.stratify_unread:
+            spec["stratify_unread"] = False
         if self.level_columns:  # only when used, so that other specs (and hashes) are unchanged
             spec["factors"] = _jsonable(dict(self.level_columns))
         if self.metrics:  # likewise

@@ -73,6 +73,14 @@ class ReplicaRescoring:
         ids = r.plan(faults)
         return None if ids is None else (r, ids)
 
+    def reads(self, model_name: str, mit_name: str) -> IndexMap | None:
+        """The index map of ``model_name`` when re-scoring of (model, mitigation) passed its
+        self-check (so a fault in a row no sample looks up provably changes no output), else
+        None: which faults the evaluation reads is not known."""
+        if (model_name, mit_name) not in self._rescorers:
+            return None
+        return self._maps.get(model_name)
+
     @property
     def off(self) -> list[dict[str, str]]:
         """``{"model", "mitigation", "reason"}`` of every (model, mitigation) with re-scoring

@@ -358,6 +358,7 @@ class TrialWorker:
             _, fmap, p_no_fault, by_name = sampled
             row.update(n_faults_sampled=fmap.n_faults, n_sites=fmap.n_targeted,
                        p_no_fault=p_no_fault)
+            row.update(self._read_columns(t, fmap, by_name))
             handle = apply_faults(fmap, model, mits, by_name)
             with handle as faults:  # the applied faults, after the mitigations filtered them
                 row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
@@ -383,6 +384,25 @@ class TrialWorker:
         self._finish_row(row, metrics, golden, started, t0)
         return row, sampled
 
+    def _read_columns(self, t: Trial, fmap: Any, by_name: dict[str, Any]) -> dict[str, Any]:
+        """``n_words_read`` / ``p_none_read`` of a weight trial: its sampled faulted words that
+        the evaluation reads, and the exact chance that sampling draws none (the trial is then
+        the golden run for every mitigation: docs/report.md). Known only where re-scoring of
+        (model, mitigation) passed its self-check on this worker; else both null."""
+        imap = self._rescoring.reads(t.model, t.mitigation) \
+            if self._rescoring is not None and self._may_skip(t.model) else None
+        if imap is None or fmap.n_targeted is None:
+            return {}
+        from pytei_ray.faults.dtypes import layout_of
+
+        error = self.campaign.error_models[t.error_model](t.ber)
+        unread = sum(imap.unread_words(name, site.info.shape)
+                     * error.sites_per_word(layout_of(site.info.dtype))
+                     for name, site in by_name.items())
+        return {"n_words_read": imap.words_read(fmap),
+                "p_none_read": error.p_no_fault_among(fmap.n_targeted - unread,
+                                                      fmap.n_targeted)}
+
     def _start_row(self, t: Trial, evaluated: bool) -> tuple[list[Any], torch.nn.Module,
                                                               dict[str, float], dict[str, Any]]:
         """``(mitigations, replica, golden metrics, row)`` of a trial about to run: the row holds
@@ -391,7 +411,8 @@ class TrialWorker:
         row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
                                "n_faults": None, "n_words": None, "n_nonfinite": None,
                                "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
-                               "evaluated": evaluated, "n_rescored": None}
+                               "evaluated": evaluated, "n_rescored": None,
+                               "n_words_read": None, "p_none_read": None}
         return mits, self._models[t.model], self._golden[(t.model, t.mitigation)], row
 
     def _finish_row(self, row: dict[str, Any], metrics: dict[str, float],

@@ -125,6 +125,36 @@ class ErrorModel:
             return 0.0
         return math.exp(n_sites * math.log1p(-self.rate))
 
+    def p_no_fault_among(self, n_sites: int, n_total: int) -> float:
+        """Probability that sampling over ``n_total`` targeted sites draws no fault among a
+        given ``n_sites`` of them (e.g. the sites an evaluation reads).
+
+        In rate mode the sites are independent: ``p_no_fault(n_sites)``. In exact-count mode
+        the ``n`` faults are a uniform ``n``-subset of the ``n_total`` sites: the
+        hypergeometric ``C(n_total - n_sites, n) / C(n_total, n)``.
+
+        Example:
+            >>> BitFlip(1e-9).p_no_fault_among(32 * 10**6, 64 * 10**6)  # doctest: +ELLIPSIS
+            0.968...
+            >>> BitFlip(n=1).p_no_fault_among(8, 32)
+            0.75
+        """
+        if not 0 <= n_sites <= n_total:
+            raise ValueError(f"Expected 0 <= n_sites <= n_total, but got n_sites={n_sites}, "
+                             f"n_total={n_total}.")
+        if self.rate is not None:
+            return self.p_no_fault(n_sites)
+        k = self.n or 0
+        free = n_total - n_sites
+        if k == 0 or n_sites == 0:
+            return 1.0
+        if k > free:
+            return 0.0
+        if k <= 4096:  # a product of k ratios: exact to rounding
+            return math.prod((free - i) / (n_total - i) for i in range(k))
+        return math.exp(math.lgamma(free + 1) - math.lgamma(free - k + 1)
+                        - math.lgamma(n_total + 1) + math.lgamma(n_total - k + 1))
+
     def check_dtype(self, layout: BitLayout) -> None:
         """Raise ``ValueError``/``TypeError`` if this model cannot act on ``layout``."""
         self.site_bits(layout)

@@ -260,6 +260,35 @@ class IndexMap:
             hit[table._gather(sorted_unique(tf.index // table.dim))] = True
         return np.flatnonzero(hit).astype(np.int64)
 
+    def _table_of(self, name: str, shape: Sequence[int]) -> TableRows | None:
+        table = self.tables.get(name)
+        if table is not None and tuple(shape) != (table.num_rows, table.dim):
+            raise ValueError(f"Tensor {name!r} does not fit its table.\n  expected: "
+                             f"{(table.num_rows, table.dim)}\n  got: {tuple(shape)}")
+        return table
+
+    def unread_words(self, name: str, shape: Sequence[int]) -> int:
+        """Words of tensor ``name`` that the evaluation never reads: those of the table rows no
+        sample looks up (0 for a tensor that is not one of the tables: read, as far as known)."""
+        table = self._table_of(name, shape)
+        return 0 if table is None else (table.num_rows - len(table.rows)) * table.dim
+
+    def words_read(self, faults: FaultMap) -> int:
+        """Faulted words of ``faults`` that the evaluation reads: every one outside the tables,
+        and those in a table row some sample looks up. 0: no output can change."""
+        n = 0
+        for tf in faults.tensors:
+            table = self._table_of(tf.name, tf.shape) if tf.n_words else None
+            if table is None:
+                n += tf.n_words
+                continue
+            rows = tf.index // table.dim
+            pos = np.searchsorted(table.rows, rows)
+            hit = pos < len(table.rows)
+            hit[hit] = table.rows[pos[hit]] == rows[hit]
+            n += int(hit.sum())
+        return n
+
     @property
     def n_lookups(self) -> int:
         """(row, sample) pairs stored over all tables."""

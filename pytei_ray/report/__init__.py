@@ -345,8 +345,9 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         f"cannot tell whether the mean dropped by more than {threshold:.2%})"
         + (f", when its CI half-width exceeds {precision:.2%} of golden" if precision else "")
         + ", or when it has fewer than 2 trials. One whose estimated need "
-        f"exceeds {ADVICE_FACTOR}× its trials is at the threshold and does not drive the "
-        "launcher command.",
+        f"exceeds {ADVICE_FACTOR}× its trials is at the threshold (its mean about on the SDC "
+        "level) or at the floor (agreeing trials would need that many too) and does not drive "
+        "the launcher command.",
         "Mitigation vs none pairs the trials with the same faults (model, target, error model, "
         "BER, repetition): difference = p0-stratified mean of (mitigated − unmitigated) metric "
         "(positive = the mitigation helps), recovery = difference / mean loss of the "

@@ -96,9 +96,11 @@ def advice_lines(summary: pd.DataFrame, advice: dict[str, int | None], primary: 
     why = "the first --metric" if chosen else "the campaign's first metric"
     lines = [
         f"Rule: the command is driven by the primary metric ({primary}: {why}). A cell whose "
-        f"estimated need exceeds {ADVICE_FACTOR}× its current trials is at the threshold: its "
-        "mean sits about on the SDC level, so more repetitions will not settle it cheaply; it is "
-        "listed but does not drive the command. N = the largest need of the other inconclusive "
+        f"estimated need exceeds {ADVICE_FACTOR}× its current trials is at the threshold (its "
+        "mean sits about on the SDC level) or at the floor (trials that all agreed would need "
+        "that many too: honest intervals exclude a rare collapse only slowly), so more "
+        "repetitions will not settle it cheaply; it is listed but does not drive the command. "
+        "N = the largest need of the other inconclusive "
         f"cells, at least one more than now ({now}) and at most {ADVICE_FACTOR}× now."
     ]
     for m, n in advice.items():
@@ -107,11 +109,13 @@ def advice_lines(summary: pd.DataFrame, advice: dict[str, int | None], primary: 
             lines.append(f"{m}{' (primary)' if m == primary else ''}: every cell is conclusive.")
             continue
         at = int(rows["at_threshold"].sum())
+        low = int(rows["at_floor"].sum()) if "at_floor" in rows else 0
         dead = int((rows["reps_needed"] <= 0).sum())
-        settle = len(rows) - at - dead
+        settle = len(rows) - at - low - dead
         text = f"{m}{' (primary)' if m == primary else ''}: {len(rows)} inconclusive cell(s): "
         text += f"{settle} settle with {n} repetitions" if n else "none can be settled cheaply"
-        text += f", {at} at the threshold" + (f", {dead} without a finite metric" if dead else "")
+        text += f", {at} at the threshold" + (f", {low} at the floor" if low else "") + (
+            f", {dead} without a finite metric" if dead else "")
         if m != primary and n:
             text += f" (not in the command; --metric {m} leads with it)"
         lines.append(text + ".")

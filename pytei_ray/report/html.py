@@ -110,6 +110,7 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                            zip(summary["sdc_low"], summary["sdc_high"])]
     out["non-finite"] = summary["nonfinite_rate"].map(_pct)
     at = summary["at_threshold"] if "at_threshold" in summary else [False] * len(summary)
+    floor = summary["at_floor"] if "at_floor" in summary else [False] * len(summary)
     cap = summary["at_cap"] if "at_cap" in summary else [False] * len(summary)
     sure = summary["guaranteed"] if "guaranteed" in summary else [True] * len(summary)
     out["note"] = [("" if sure_ else "no finite-sample guarantee (heavy tails): read the median "
@@ -117,9 +118,11 @@ def display_table(summary: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
                    "" if not inc else "no finite metric" if not r else
                    "at the cap of the stopping rule" if capped else
                    f"at the threshold (~{r} reps): more will not settle it cheaply" if thr
+                   else f"~{r} reps even if every trial agreed: the honest price of excluding "
+                   "a rare collapse (docs/report.md)" if low
                    else f"needs ~{r} reps")
-                   for inc, r, thr, capped, sure_ in zip(summary["inconclusive"],
-                                                         summary["reps_needed"], at, cap, sure)]
+                   for inc, r, thr, low, capped, sure_ in zip(
+                       summary["inconclusive"], summary["reps_needed"], at, floor, cap, sure)]
     out["note"] = out["note"].str.rstrip("; ")
     return out
 

@@ -12,8 +12,10 @@ any extra factor that has more than one value). Trial outcomes in a cell:
   ``(m - golden) / |golden| > threshold`` when lower is better).
 
 Relaunch advice (:func:`suggest_repetitions`): an inconclusive cell whose estimated need exceeds
-``ADVICE_FACTOR`` (10) times its current trials sits *at the threshold* (its mean is about the
-SDC level: more repetitions will not settle it cheaply) and does not drive the suggestion; the
+``ADVICE_FACTOR`` (10) times its current trials does not drive the suggestion: it sits *at the
+threshold* (its mean is about the SDC level) or *at the floor* (trials that all agree would need
+that many too: honest intervals exclude a rare collapse only slowly); either way more
+repetitions will not settle it cheaply. The
 suggestion is the largest need of the other cells, at least one more than now and at most
 ``ADVICE_FACTOR`` times the current repetitions.
 """
@@ -43,6 +45,7 @@ from ..stats import (
     student_t_ppf,
 )
 from ..stats import higher_is_better as guess_direction
+from ..stats.judge import stratum_columns
 from .data import Dataset, extra_factors, load_dataset, metric_columns
 
 __all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
@@ -63,7 +66,11 @@ def _frame(source: Source) -> tuple[pd.DataFrame, dict[str, Any]]:
     if isinstance(source, pd.DataFrame):
         return _prepare(source), {}
     ds = source if isinstance(source, Dataset) else load_dataset(source)
-    return _prepare(ds.frame), ds.manifest
+    df = _prepare(ds.frame)
+    if ((ds.manifest or {}).get("spec") or {}).get("stratify_unread") is False:
+        # the campaign's rule stratified on fault-free trials only: judge as it did
+        df = df.drop(columns=[c for c in ("n_words_read", "p_none_read") if c in df])
+    return df, ds.manifest
 
 
 def _prepare(df: pd.DataFrame) -> pd.DataFrame:
@@ -169,28 +176,32 @@ def stopping_rule(manifest: Mapping[str, Any] | None) -> tuple[Precision, int] |
     return Precision.from_spec(dict(stop)), int(stop.get("min_reps", 1))
 
 
-def _need(g: pd.DataFrame, j: Any, boundary: float, target: float | None, level: float) -> int:
+def _need(g: pd.DataFrame, j: Any, boundary: float, target: float | None, level: float
+          ) -> tuple[int, int]:
     """Trials an inconclusive cell needs: the current interval's implied spread, scaled to the
-    wanted half-width (0 = unknown: no finite metric, more of the same will not help)."""
+    wanted half-width (0 = unknown: no finite metric, more of the same will not help); and, for
+    a confidence sequence, the trials it needs even if every faulted trial agreed (its floor:
+    trials that agree exclude a rare collapse only to ~log(2/alpha)/n of the range), else 0."""
     e = j.estimate
     if e.n == 0:
-        return 0
+        return 0, 0
     half = e.halfwidth
     if e.n < 2 or not math.isfinite(half):  # too few (faulted) trials to see a spread
         need = 3 if e.p0 >= 1 else max(3, math.ceil(3 / (1 - e.p0)))
-        return min(MAX_REPS, math.ceil(need * len(g) / e.n))
+        return min(MAX_REPS, math.ceil(need * len(g) / e.n)), 0
     wanted = [t for t in (target,) if t is not None]
     if target is None and e.low <= boundary <= e.high:  # CI straddles the threshold
         wanted.append(abs(e.mean - boundary))
     if e.method in ("p0-cs", "cs") and wanted:  # faulted trials the sequence needs
-        n1 = cs_faulted_needed(e.sd1, e.range_width, min(wanted) / max(1.0 - e.p0, 1e-12),
-                               level)
-        return min(MAX_REPS, math.ceil(n1 / max(1.0 - e.p0, 1e-12)))
+        scale = max(1.0 - e.p0, 1e-12)
+        n1, n0 = (cs_faulted_needed(sd, e.range_width, min(wanted) / scale, level)
+                  for sd in (e.sd1, 0.0))
+        return (min(MAX_REPS, math.ceil(n1 / scale)), min(MAX_REPS, math.ceil(n0 / scale)))
     std = half * math.sqrt(e.n) / student_t_ppf(0.5 + level / 2.0, e.n - 1)
     need = max(3, *(reps_for_halfwidth(std, t, level, MAX_REPS) for t in wanted)) if wanted \
         else len(g)
     # scaled up by the share of trials without a finite metric
-    return min(MAX_REPS, math.ceil(need * len(g) / e.n))
+    return min(MAX_REPS, math.ceil(need * len(g) / e.n)), 0
 
 
 def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confidence: float,
@@ -211,7 +222,8 @@ def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confiden
     target = None
     if precision is not None and precision.on == "mean":
         target = precision.halfwidth * (scale if precision.relative else 1.0)
-    need = len(g) if j.conclusive else _need(g, j, boundary, target, j.confidence)
+    need, floor = (len(g), 0) if j.conclusive else _need(g, j, boundary, target, j.confidence)
+    costly = cap is None and not j.conclusive and need > ADVICE_FACTOR * len(g)
     row = {
         "trials": len(g), "failed": len(g) - n_ok, "ok": n_ok, "n": n, "golden": gold,
         "mean": e.mean, "ci_low": e.low, "ci_high": e.high, "mean_over": e.over,
@@ -227,12 +239,15 @@ def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confiden
     if "n_nonfinite" in g:
         nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
+    cols = stratum_columns(g) if p0 is not None else None
     row.update(p0=e.p0 if p0 is not None else math.nan, n_faulted=e.n_faulted,
+               p0_stratum={"p_none_read": "unread", "p_no_fault": "fault-free"}.get(
+                   cols[1] if cols else "", ""),
                ci_method=e.method, ci_level=j.confidence, guaranteed=e.guaranteed,
                conclusive=j.conclusive, inconclusive=not j.conclusive, reason=j.reason,
                reps_needed=int(need),
-               at_threshold=bool(cap is None and not j.conclusive
-                                 and need > ADVICE_FACTOR * len(g)),
+               at_threshold=bool(costly and floor <= ADVICE_FACTOR * len(g)),
+               at_floor=bool(costly and floor > ADVICE_FACTOR * len(g)),
                at_cap=bool(cap is not None and stopped_at_cap(g, j, cap)))
     return row
 
@@ -274,8 +289,10 @@ def summarize(
             rates, an unbounded metric's t interval at the Bonferroni look level), and a cell
             that reached ``max_reps`` while inconclusive is ``at_cap``. ``reps_needed``
             estimates the trials an inconclusive cell needs (0 when no trial has a finite
-            metric); in a fixed campaign ``at_threshold`` marks those needing more than
-            ``ADVICE_FACTOR`` (10) times their trials.
+            metric); in a fixed campaign those needing more than ``ADVICE_FACTOR`` (10) times
+            their trials are ``at_floor`` when even trials that all agreed would need that many
+            (the confidence sequence's floor: the outcome shape, not the threshold), else
+            ``at_threshold`` (the mean sits about on the SDC level).
         bounds: Metric ranges: None takes the campaign's declaration
             (``Campaign(metrics=...)``, recorded in the manifest; a value outside it is an
             error naming the trial), else guesses from the name
@@ -287,13 +304,16 @@ def summarize(
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
         ci_high, mean_over, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low,
         sdc_high, sdc_method, nonfinite, nonfinite_rate, nonfinite_low, nonfinite_high,
-        [nonfinite_weights_rate,] p0, n_faulted, ci_method, ci_level, guaranteed, conclusive,
-        inconclusive, reason, reps_needed, at_threshold, at_cap``. ``mean``/``ci_low``/
-        ``ci_high`` come from :func:`pytei_ray.stats.estimate_cell`: for a bounded metric a
-        confidence sequence over every ok trial (``mean_over`` "all", non-finite ones at the
-        range's worst value), else a Student-t interval over the finite trials (``mean_over``
-        "finite"), p0-stratified when the rows have ``p_no_fault`` and ``n_faults_sampled``
-        (``p0`` NaN otherwise); all at ``ci_level``. The SDC and non-finite rates have exact
+        [nonfinite_weights_rate,] p0, n_faulted, p0_stratum, ci_method, ci_level, guaranteed,
+        conclusive, inconclusive, reason, reps_needed, at_threshold, at_floor, at_cap``. ``mean``/
+        ``ci_low``/``ci_high`` come from :func:`pytei_ray.stats.estimate_cell`: for a bounded
+        metric a confidence sequence over every ok trial (``mean_over`` "all", non-finite ones
+        at the range's worst value), else a Student-t interval over the finite trials
+        (``mean_over`` "finite"), p0-stratified when the rows have ``p_no_fault`` and
+        ``n_faults_sampled``
+        (``p0`` NaN otherwise), or on the unread stratum (``p_none_read``, ``n_words_read``)
+        when every row of the cell has it (``p0_stratum`` "unread" / "fault-free" / "");
+        all at ``ci_level``. The SDC and non-finite rates have exact
         (Clopper-Pearson) intervals, time-uniform ones for an adaptive campaign's SDC rate.
         ``mean_loss`` = (golden - mean), sign-flipped for lower-is-better: positive = worse.
 
@@ -396,9 +416,9 @@ def suggest_repetitions(
     None (nothing to settle).
 
     The rule: a cell counts when it is inconclusive, has a finite metric (``reps_needed > 0``)
-    and needs at most ``factor`` times its current trials; a cell needing more sits *at the
-    threshold* (its mean is about the SDC level, so the CI would have to shrink to nothing) and
-    is left out: more repetitions will not settle it cheaply. The suggestion is the largest
+    and needs at most ``factor`` times its current trials; a cell needing more (``at_threshold``:
+    its mean is about the SDC level; ``at_floor``: even agreeing trials would need that many) is
+    left out: more repetitions will not settle it cheaply. The suggestion is the largest
     need of the counted cells, at least ``current + 1`` and at most ``factor * current``.
 
     Args:

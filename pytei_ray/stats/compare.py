@@ -35,6 +35,7 @@ import pandas as pd
 
 from .honest import estimate_cell
 from .intervals import check_confidence
+from .judge import known_stratum
 from .metrics import Metric
 
 __all__ = ["PairedComparison", "compare_mitigations", "paired_comparison"]
@@ -194,7 +195,8 @@ def compare_mitigations(
     if df.empty or baseline not in set(df["mitigation"]):
         return pd.DataFrame(columns=[*cell, "mitigation", *fields])
     gcol = f"golden_{metric}"
-    extra = [c for c in ("n_faults_sampled", "p_no_fault") if c in df]
+    extra = [c for c in ("n_faults_sampled", "p_no_fault", "n_words_read", "p_none_read")
+             if c in df]
     rows = df[[*keys, "mitigation", "status", metric, gcol, *extra]].copy()
     rows[metric] = pd.to_numeric(rows[metric], errors="coerce")
     rows["ok"] = rows["status"].eq("ok")
@@ -205,13 +207,11 @@ def compare_mitigations(
     out = []
     for key, g in pairs.groupby([*cell, "mitigation"], sort=True, dropna=False):
         g = g.sort_values("repetition") if "repetition" in g else g
-        faulted = p0 = None
-        if {"n_faults_sampled_b", "p_no_fault_b"} <= set(g):
-            p = pd.to_numeric(g["p_no_fault_b"], errors="coerce").to_numpy(float)
-            if np.isfinite(p).all() and np.allclose(p, p[0], rtol=1e-9, atol=1e-12):
-                p0 = float(p[0])
-                faulted = pd.to_numeric(g["n_faults_sampled_b"], errors="coerce").fillna(
-                    1).to_numpy() > 0
+        if "n_words_read" in g and not (
+                g["n_words_read"].notna().all() and g["p_none_read"].notna().all()):
+            # the mitigated arm is not proven golden on the baseline's unread stratum
+            g = g.drop(columns=["n_words_read_b", "p_none_read_b"])
+        faulted, p0 = known_stratum(g, "_b")
         golds = [pd.to_numeric(g[c], errors="coerce").dropna() for c in (gcol, f"{gcol}_b")]
         if any(x.empty for x in golds):
             continue  # no golden value: nothing to compare against

@@ -22,7 +22,7 @@ from .metrics import Metric, resolve_metric
 from .precision import Precision
 
 __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
-           "open_points", "stopped_at_cap"]
+           "known_stratum", "open_points", "stopped_at_cap", "stratum_columns"]
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
 POINT_COLS = POINT_FACTORS
@@ -101,10 +101,13 @@ def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, n
     """``(values, golden, ok, faulted, p0)`` of a cell's result rows, for :func:`judge_cell`.
 
     In ``repetition`` order (the confidence sequence bets on the past; rows arrive in any
-    order). Failed rows (``status != 'ok'``) get a NaN metric. ``faulted`` and ``p0`` come from the
-    ``n_faults_sampled`` and ``p_no_fault`` columns; both are None when a column is missing
-    (older datasets), has no value, or when ``p_no_fault`` differs within the cell (a grouping
-    across BERs): the cell mean is then estimated without it.
+    order). Failed rows (``status != 'ok'``) get a NaN metric. ``faulted`` and ``p0`` come from
+    the ``n_words_read`` and ``p_none_read`` columns when every row of the cell has them and one
+    ``p_none_read`` (a trial whose faults the evaluation does not read is the golden run, with
+    that known chance: the unread stratum), else from ``n_faults_sampled`` and ``p_no_fault``;
+    both are None when a column is missing (older datasets), has no value, or when
+    ``p_no_fault`` differs within the cell (a grouping across BERs): the cell mean is then
+    estimated without it.
     """
     if "repetition" in g:
         g = g.sort_values("repetition", kind="stable")
@@ -112,14 +115,45 @@ def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, n
     values = pd.to_numeric(g[metric], errors="coerce").to_numpy(float)
     values = np.where(ok, values, np.nan)
     golden = pd.to_numeric(g[golden_column(metric)], errors="coerce").to_numpy(float)
-    if not {"p_no_fault", "n_faults_sampled"} <= set(g):
-        return values, golden, ok, None, None
-    p = pd.to_numeric(g["p_no_fault"], errors="coerce").to_numpy(float)
+    faulted, p0 = known_stratum(g)
+    return values, golden, ok, faulted, p0
+
+
+def _one_value(col: pd.Series, complete: bool) -> float | None:
+    p = pd.to_numeric(col, errors="coerce").to_numpy(float)
+    if complete and not np.isfinite(p).all():
+        return None
     p = p[np.isfinite(p)]
     if not p.size or not np.allclose(p, p[0], rtol=1e-9, atol=1e-12):
-        return values, golden, ok, None, None
-    faulted = pd.to_numeric(g["n_faults_sampled"], errors="coerce").fillna(1).to_numpy() > 0
-    return values, golden, ok, faulted, float(p[0])
+        return None
+    return float(p[0])
+
+
+def stratum_columns(g: pd.DataFrame, suffix: str = "") -> tuple[str, str] | None:
+    """``(count column, chance column)`` of the known golden stratum a cell's rows are judged
+    on: ``("n_words_read", "p_none_read")`` (the unread stratum) when every row has both and
+    one chance, else ``("n_faults_sampled", "p_no_fault")`` (fault-free trials) when the rows
+    have one chance, else None (unknown). ``suffix`` reads the columns of a merged frame
+    (``"_b"``: a pair's baseline)."""
+    read, p_read = "n_words_read" + suffix, "p_none_read" + suffix
+    if {read, p_read} <= set(g) and g[read].notna().all() and \
+            _one_value(g[p_read], complete=True) is not None:
+        return read, p_read
+    sampled, p_none = "n_faults_sampled" + suffix, "p_no_fault" + suffix
+    if {sampled, p_none} <= set(g) and _one_value(g[p_none], complete=False) is not None:
+        return sampled, p_none
+    return None
+
+
+def known_stratum(g: pd.DataFrame, suffix: str = "") -> tuple[np.ndarray | None, float | None]:
+    """``(faulted, p0)`` of a cell's rows: which trials are outside the known golden stratum
+    (:func:`stratum_columns`), and its exact probability; ``(None, None)`` when unknown."""
+    cols = stratum_columns(g, suffix)
+    if cols is None:
+        return None, None
+    count, chance = cols
+    p0 = _one_value(g[chance], complete=False)
+    return pd.to_numeric(g[count], errors="coerce").fillna(1).to_numpy() > 0, p0
 
 
 def judge_cells(

@@ -50,6 +50,8 @@ _TYPES: dict[str, pa.DataType] = {
     "p_no_fault": pa.float64(),  # probability that sampling draws no fault
     "evaluated": pa.bool_(),  # False: no weight changed, golden metrics recorded
     "n_rescored": pa.int64(),  # samples re-scored (embedding faults); null: scored in full
+    "n_words_read": pa.int64(),  # sampled faulted words the evaluation reads; null: unknown
+    "p_none_read": pa.float64(),  # probability that sampling draws none of those
     "status": pa.string(), "error": pa.string(), "worker": pa.string(),
     "device": pa.string(), "started_at": _TS, "duration_s": pa.float64(),
     "version": pa.string(),
