@@ -250,3 +250,20 @@ def test_paired_comparisons_use_the_stratum_only_when_both_arms_know_it(runs):
     for (e, ber), r in out.iterrows():
         rows = df[(df["error_model"] == e) & (df["ber"] == ber)]
         assert r["p0"] == pytest.approx(rows["p_no_fault"].iloc[0])
+
+
+def test_report_means_are_the_stratified_formula_on_the_rows(runs):
+    """docs/report.md: mean = p_none_read * golden + (1 - p_none_read) * mean of the trials
+    with a read fault, computed here with pandas from the rows alone."""
+    from pytei_ray.report import summarize
+
+    _, df, out = runs["on"]
+    table = summarize(str(out), metric="accuracy").set_index(["error_model", "ber", "mitigation"])
+    assert set(table["p0_stratum"]) == {"unread"}
+    for (e, ber, mit), g in df.groupby(["error_model", "ber", "mitigation"]):
+        p0, golden = g["p_none_read"].iloc[0], g["golden_accuracy"].iloc[0]
+        read = g[g["n_words_read"] > 0]["accuracy"]
+        mean = golden if read.empty else p0 * golden + (1 - p0) * read.mean()
+        row = table.loc[(e, ber, mit)]
+        assert row["mean"] == pytest.approx(mean, abs=1e-12)
+        assert row["p0"] == pytest.approx(p0) and row["n_faulted"] == len(read)
