@@ -225,7 +225,13 @@ def write_report(
     figures: list[Path] = []
     if plots and metrics:  # the plots' own groupings, summarized once for every metric
         by = [k for k in PLOT_KEYS if k in keys or k == "error_model" and k in df]
-        curves = summarize(ds, metrics, by=by, **opts)
+        if set(by) - {"error_model"} == set(keys) and "error_model" not in keys:
+            # the same cells as the table (one error model): reuse it, judged once
+            curves = summary.copy()
+            if "error_model" in by and not curves.empty:
+                curves.insert(0, "error_model", df["error_model"].iloc[0])
+        else:
+            curves = summarize(ds, metrics, by=by, **opts)
         bits = None
         if "bit" in df and df["bit"].nunique() > 1:
             bit_by = [k for k in ("model", "mitigation") if k in df] + ["bit"]
