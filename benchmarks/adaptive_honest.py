@@ -14,12 +14,11 @@ import pandas as pd
 
 from benchmarks.adaptive import _run
 from benchmarks.adaptive_twin import FAMILY_Q, FAMILY_SIZE, simulate, table, twin_cells, worst
-from pytei_ray.columns import golden_column
+from pytei_ray.columns import UNREAD_COLUMNS, golden_column
 from pytei_ray.stats import Metric, Precision, judge_cells, open_points, resolve_metric
-from pytei_ray.stats.judge import POINT_COLS, stopped_at_cap
+from pytei_ray.stats.judge import POINT_COLS, stopped_at_cap, without_unread
 
 T_RULE, HONEST, STRATA = "(i)", "(ii)", "(iii)"
-READ_COLUMNS = ["n_words_read", "p_none_read"]
 
 
 def _metric(campaign, target: Precision, df: pd.DataFrame | None = None) -> Metric:
@@ -65,12 +64,6 @@ def replay_mismatches(df: pd.DataFrame, target: Precision, min_reps: int,
     return bad
 
 
-def _as_ruled(df: pd.DataFrame, stratified: bool) -> pd.DataFrame:
-    """The rows as the run's rule judged them: without the unread-stratum columns when the
-    campaign had ``stratify_unread=False`` (as the report reads such a dataset)."""
-    return df if stratified else df.drop(columns=[c for c in READ_COLUMNS if c in df])
-
-
 def _settled(df: pd.DataFrame, target: Precision, min_reps: int, metric: Metric) -> set:
     return {key for key, _, j in judge_cells(df, target, min_reps, metric=metric)
             if j.conclusive}
@@ -94,7 +87,7 @@ def honest(job, target: Precision, root: Path, executor: str, twin_reps: int,
             (HONEST, job_h, "honest intervals alone", "honest"),
             (STRATA, job_s, "honest + unread stratum", "honest-unread")):
         df, wall = _run(j, root / folder, executor, precision=target)
-        df = _as_ruled(df, label == STRATA)
+        df = df if label == STRATA else without_unread(df)  # as its rule judged it
         metric = t_metric if label == T_RULE else _metric(base, target, df)
         frames[label] = (df, metric)
         rows.append(dict(run=f"{label} {rule}", trials=len(df),
@@ -108,7 +101,7 @@ def honest(job, target: Precision, root: Path, executor: str, twin_reps: int,
     with pd.option_context("display.width", 200, "display.max_colwidth", 60):
         print(pd.DataFrame(rows).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     known = frames[STRATA][0]
-    if not set(READ_COLUMNS) <= set(known) or known["p_none_read"].isna().all():
+    if not set(UNREAD_COLUMNS) <= set(known) or known["p_none_read"].isna().all():
         print("(iii) = (ii) here: no trial of this job knows which faults its evaluation reads "
               "(no split evaluation with embedding tables; docs/report.md)")
 

@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from pytei_ray.columns import POINT_FACTORS, golden_column
+from pytei_ray.columns import POINT_FACTORS, UNREAD_COLUMNS, golden_column
 
 from .spec import Campaign
 from .trials import Point, Trial, expand, points, trial_id
@@ -55,7 +55,7 @@ def decision_columns(campaign: Campaign) -> list[str]:
         return []
     return [*POINT_FACTORS, "repetition", "mitigation", "status", p.metric, golden_column(p.metric),
             "n_faults_sampled", "p_no_fault",
-            *(("n_words_read", "p_none_read") if campaign.stratify_unread else ())]
+            *(UNREAD_COLUMNS if campaign.stratify_unread else ())]
 
 
 @dataclass

@@ -335,8 +335,9 @@ class TrialWorker:
                            self.checksums(), self._rescoring.off if self._rescoring else [])
 
     def _run_trial(self, t: Trial, sampled: tuple | None) -> tuple[dict[str, Any], tuple | None]:
-        """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault, sites by name),
-        reused when ``t`` has the same point (the mitigations of a point share its faults)."""
+        """Run one trial; ``sampled`` is the last (point, FaultMap, p_no_fault, sites by name,
+        error model, read columns once known), reused when ``t`` has the same point (the
+        mitigations of a point share its faults)."""
         if is_activation_target(self.campaign.targets[t.target]):
             return self._run_activation_trial(t), sampled
         if is_training_target(self.campaign.targets[t.target]):
@@ -354,11 +355,11 @@ class TrialWorker:
                 sites = self._sites[(t.model, t.target)]  # resolved once per replica
                 fmap = sample_fault_map([site.info for site in sites], error, t.seed)
                 sampled = (point, fmap, error.p_no_fault(fmap.n_targeted),
-                           {site.name: site for site in sites})
-            _, fmap, p_no_fault, by_name = sampled
+                           {site.name: site for site in sites}, error, {})
+            _, fmap, p_no_fault, by_name, _, _ = sampled
             row.update(n_faults_sampled=fmap.n_faults, n_sites=fmap.n_targeted,
                        p_no_fault=p_no_fault)
-            row.update(self._read_columns(t, fmap, by_name))
+            row.update(self._read_columns(t, sampled))
             handle = apply_faults(fmap, model, mits, by_name)
             with handle as faults:  # the applied faults, after the mitigations filtered them
                 row["n_faults"], row["n_words"] = faults.n_faults, faults.n_words
@@ -384,24 +385,28 @@ class TrialWorker:
         self._finish_row(row, metrics, golden, started, t0)
         return row, sampled
 
-    def _read_columns(self, t: Trial, fmap: Any, by_name: dict[str, Any]) -> dict[str, Any]:
+    def _read_columns(self, t: Trial, sampled: tuple) -> dict[str, Any]:
         """``n_words_read`` / ``p_none_read`` of a weight trial: its sampled faulted words that
         the evaluation reads, and the exact chance that sampling draws none (the trial is then
         the golden run for every mitigation: docs/report.md). Known only where re-scoring of
-        (model, mitigation) passed its self-check on this worker; else both null."""
+        (model, mitigation) passed its self-check on this worker; else both null. Computed
+        once per point (the model's index map is the same for every mitigation) and kept in
+        ``sampled``."""
         imap = self._rescoring.reads(t.model, t.mitigation) \
             if self._rescoring is not None and self._may_skip(t.model) else None
+        _, fmap, _, by_name, error, memo = sampled
         if imap is None or fmap.n_targeted is None:
             return {}
-        from pytei_ray.faults.dtypes import layout_of
+        if not memo:
+            from pytei_ray.faults.dtypes import layout_of
 
-        error = self.campaign.error_models[t.error_model](t.ber)
-        unread = sum(imap.unread_words(name, site.info.shape)
-                     * error.sites_per_word(layout_of(site.info.dtype))
-                     for name, site in by_name.items())
-        return {"n_words_read": imap.words_read(fmap),
-                "p_none_read": error.p_no_fault_among(fmap.n_targeted - unread,
-                                                      fmap.n_targeted)}
+            unread = sum(imap.unread_words(name, site.info.shape)
+                         * error.sites_per_word(layout_of(site.info.dtype))
+                         for name, site in by_name.items())
+            memo.update(n_words_read=imap.words_read(fmap),
+                        p_none_read=error.p_no_fault_among(fmap.n_targeted - unread,
+                                                           fmap.n_targeted))
+        return dict(memo)
 
     def _start_row(self, t: Trial, evaluated: bool) -> tuple[list[Any], torch.nn.Module,
                                                               dict[str, float], dict[str, Any]]:

@@ -204,12 +204,16 @@ class TableRows:
     indptr: np.ndarray
     samples: np.ndarray
 
-    def _gather(self, rows: np.ndarray) -> np.ndarray:
-        """The samples of every row in ``rows`` (distinct rows), with repeats across rows."""
+    def _read_positions(self, rows: np.ndarray) -> np.ndarray:
+        """Indices into ``self.rows`` of those of ``rows`` some sample looks up."""
         pos = np.searchsorted(self.rows, rows)
         hit = pos < len(self.rows)
         hit[hit] = self.rows[pos[hit]] == rows[hit]
-        pos = pos[hit]
+        return pos[hit]
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """The samples of every row in ``rows`` (distinct rows), with repeats across rows."""
+        pos = self._read_positions(rows)
         if not len(pos):
             return np.empty(0, np.int64)
         starts, ends = self.indptr[pos], self.indptr[pos + 1]
@@ -251,19 +255,16 @@ class IndexMap:
         for tf in faults.tensors:
             if not tf.n_words:
                 continue
-            table = self.tables.get(tf.name)
+            table = self._table_of(tf.name, tf.shape)
             if table is None:
                 return None
-            if tuple(tf.shape) != (table.num_rows, table.dim):
-                raise ValueError(f"Fault map does not fit table {tf.name!r}.\n  expected: "
-                                 f"{(table.num_rows, table.dim)}\n  got: {tuple(tf.shape)}")
             hit[table._gather(sorted_unique(tf.index // table.dim))] = True
         return np.flatnonzero(hit).astype(np.int64)
 
     def _table_of(self, name: str, shape: Sequence[int]) -> TableRows | None:
         table = self.tables.get(name)
         if table is not None and tuple(shape) != (table.num_rows, table.dim):
-            raise ValueError(f"Tensor {name!r} does not fit its table.\n  expected: "
+            raise ValueError(f"Fault map does not fit table {name!r}.\n  expected: "
                              f"{(table.num_rows, table.dim)}\n  got: {tuple(shape)}")
         return table
 
@@ -282,11 +283,7 @@ class IndexMap:
             if table is None:
                 n += tf.n_words
                 continue
-            rows = tf.index // table.dim
-            pos = np.searchsorted(table.rows, rows)
-            hit = pos < len(table.rows)
-            hit[hit] = table.rows[pos[hit]] == rows[hit]
-            n += int(hit.sum())
+            n += len(table._read_positions(tf.index // table.dim))
         return n
 
     @property

@@ -45,7 +45,7 @@ from ..stats import (
     student_t_ppf,
 )
 from ..stats import higher_is_better as guess_direction
-from ..stats.judge import stratum_columns
+from ..stats.judge import stratum_columns, without_unread
 from .data import Dataset, extra_factors, load_dataset, metric_columns
 
 __all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
@@ -69,7 +69,7 @@ def _frame(source: Source) -> tuple[pd.DataFrame, dict[str, Any]]:
     df = _prepare(ds.frame)
     if ((ds.manifest or {}).get("spec") or {}).get("stratify_unread") is False:
         # the campaign's rule stratified on fault-free trials only: judge as it did
-        df = df.drop(columns=[c for c in ("n_words_read", "p_none_read") if c in df])
+        df = without_unread(df)
     return df, ds.manifest
 
 

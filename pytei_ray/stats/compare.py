@@ -33,6 +33,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pytei_ray.columns import UNREAD_COLUMNS
+
 from .honest import estimate_cell
 from .intervals import check_confidence
 from .judge import known_stratum
@@ -195,8 +197,7 @@ def compare_mitigations(
     if df.empty or baseline not in set(df["mitigation"]):
         return pd.DataFrame(columns=[*cell, "mitigation", *fields])
     gcol = f"golden_{metric}"
-    extra = [c for c in ("n_faults_sampled", "p_no_fault", "n_words_read", "p_none_read")
-             if c in df]
+    extra = [c for c in ("n_faults_sampled", "p_no_fault", *UNREAD_COLUMNS) if c in df]
     rows = df[[*keys, "mitigation", "status", metric, gcol, *extra]].copy()
     rows[metric] = pd.to_numeric(rows[metric], errors="coerce")
     rows["ok"] = rows["status"].eq("ok")
@@ -207,10 +208,9 @@ def compare_mitigations(
     out = []
     for key, g in pairs.groupby([*cell, "mitigation"], sort=True, dropna=False):
         g = g.sort_values("repetition") if "repetition" in g else g
-        if "n_words_read" in g and not (
-                g["n_words_read"].notna().all() and g["p_none_read"].notna().all()):
+        if set(UNREAD_COLUMNS) <= set(g) and g[list(UNREAD_COLUMNS)].isna().any(axis=None):
             # the mitigated arm is not proven golden on the baseline's unread stratum
-            g = g.drop(columns=["n_words_read_b", "p_none_read_b"])
+            g = g.drop(columns=[c + "_b" for c in UNREAD_COLUMNS])
         faulted, p0 = known_stratum(g, "_b")
         golds = [pd.to_numeric(g[c], errors="coerce").dropna() for c in (gcol, f"{gcol}_b")]
         if any(x.empty for x in golds):

@@ -15,14 +15,15 @@ from collections.abc import Iterator, Sequence
 import numpy as np
 import pandas as pd
 
-from pytei_ray.columns import POINT_FACTORS, golden_column
+from pytei_ray.columns import POINT_FACTORS, UNREAD_COLUMNS, golden_column
 
 from .honest import CellJudgement, judge_cell_cs
 from .metrics import Metric, resolve_metric
 from .precision import Precision
 
 __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
-           "known_stratum", "open_points", "stopped_at_cap", "stratum_columns"]
+           "known_stratum", "open_points", "stopped_at_cap", "stratum_columns",
+           "without_unread"]
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
 POINT_COLS = POINT_FACTORS
@@ -129,31 +130,46 @@ def _one_value(col: pd.Series, complete: bool) -> float | None:
     return float(p[0])
 
 
+def _stratum(g: pd.DataFrame, suffix: str) -> tuple[str, str, float] | None:
+    """``(count column, chance column, chance)`` of the known golden stratum (see
+    :func:`stratum_columns`), or None."""
+    read, p_read = (c + suffix for c in UNREAD_COLUMNS)
+    if {read, p_read} <= set(g) and g[read].notna().all():
+        p = _one_value(g[p_read], complete=True)
+        if p is not None:
+            return read, p_read, p
+    sampled, p_none = "n_faults_sampled" + suffix, "p_no_fault" + suffix
+    if {sampled, p_none} <= set(g):
+        p = _one_value(g[p_none], complete=False)
+        if p is not None:
+            return sampled, p_none, p
+    return None
+
+
 def stratum_columns(g: pd.DataFrame, suffix: str = "") -> tuple[str, str] | None:
     """``(count column, chance column)`` of the known golden stratum a cell's rows are judged
     on: ``("n_words_read", "p_none_read")`` (the unread stratum) when every row has both and
     one chance, else ``("n_faults_sampled", "p_no_fault")`` (fault-free trials) when the rows
     have one chance, else None (unknown). ``suffix`` reads the columns of a merged frame
     (``"_b"``: a pair's baseline)."""
-    read, p_read = "n_words_read" + suffix, "p_none_read" + suffix
-    if {read, p_read} <= set(g) and g[read].notna().all() and \
-            _one_value(g[p_read], complete=True) is not None:
-        return read, p_read
-    sampled, p_none = "n_faults_sampled" + suffix, "p_no_fault" + suffix
-    if {sampled, p_none} <= set(g) and _one_value(g[p_none], complete=False) is not None:
-        return sampled, p_none
-    return None
+    found = _stratum(g, suffix)
+    return None if found is None else found[:2]
 
 
 def known_stratum(g: pd.DataFrame, suffix: str = "") -> tuple[np.ndarray | None, float | None]:
     """``(faulted, p0)`` of a cell's rows: which trials are outside the known golden stratum
     (:func:`stratum_columns`), and its exact probability; ``(None, None)`` when unknown."""
-    cols = stratum_columns(g, suffix)
-    if cols is None:
+    found = _stratum(g, suffix)
+    if found is None:
         return None, None
-    count, chance = cols
-    p0 = _one_value(g[chance], complete=False)
+    count, _, p0 = found
     return pd.to_numeric(g[count], errors="coerce").fillna(1).to_numpy() > 0, p0
+
+
+def without_unread(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` without the unread-stratum columns: how a campaign run with
+    ``stratify_unread=False`` is judged (its rows keep them; its rule did not use them)."""
+    return df.drop(columns=[c for c in UNREAD_COLUMNS if c in df])
 
 
 def judge_cells(
