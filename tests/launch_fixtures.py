@@ -1,10 +1,18 @@
-"""Helpers for the launcher tests: a small parameterised job file and stored-row comparison."""
+"""Helpers for the launcher tests: a small parameterised job file, stored-row comparison, and
+a launcher run killed with SIGKILL midway."""
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
 
 VOLATILE = ["worker", "started_at", "duration_s"]
 
@@ -46,3 +54,29 @@ def write_job(path: Path, *, name="t", models='{"a": build, "b": build}', bers="
 def table(out) -> pd.DataFrame:
     df = pd.read_parquet(out).drop(columns=VOLATILE)
     return df.sort_values("trial_id").reset_index(drop=True)
+
+
+def stored_rows(out: Path) -> int:
+    """Rows stored in results directory ``out`` so far (0 before the first part)."""
+    if not out.is_dir() or not any(p.startswith("part-") for p in os.listdir(out)):
+        return 0
+    return len(pd.read_parquet(out))
+
+
+def sigkill_launch_midway(job: str, out: Path, rows: float) -> None:
+    """Run the launcher on ``job`` into ``out`` in a subprocess (local executor, chunks of 3,
+    every chunk flushed, evaluations slowed by ``PYTEI_TEST_SLEEP=0.01``) and SIGKILL it once
+    ``out`` holds at least ``rows`` rows; fails if it finished before that."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTEI_TEST_SLEEP="0.01")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pytei_ray.launch", job, "--out", str(out), "--executor",
+         "local", "--no-progress", "--flush-every", "0", "--chunk-size", "3"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if stored_rows(out) >= rows:
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.stdout.read().decode()  # killed mid-run, not after
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()

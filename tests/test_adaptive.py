@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from launch_fixtures import table
+from launch_fixtures import sigkill_launch_midway, stored_rows, table
 
 from pytei_ray.errors import SpecChangedError
 from pytei_ray.launch import main, run
-
-ROOT = Path(__file__).resolve().parents[1]
 
 JOB = '''
 import os, time, torch
@@ -52,12 +46,6 @@ def _job(tmp_path: Path, precision="Precision('accuracy', 0.08, max_reps=16)") -
     path = tmp_path / "job.py"
     path.write_text(JOB.format(precision=precision))
     return str(path)
-
-
-def _stored(out: Path) -> int:
-    if not out.is_dir() or not any(p.startswith("part-") for p in os.listdir(out)):
-        return 0
-    return len(pd.read_parquet(out))
 
 
 def _quiet(**kw):
@@ -146,22 +134,10 @@ def test_sigkill_during_adaptive_rounds_then_rerun_gives_the_uninterrupted_datas
     ref = tmp_path / "ref"
     run(job, str(ref), **_quiet())
     n_ref = len(pd.read_parquet(ref))
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTEI_TEST_SLEEP="0.01")
     for i, kill_at in enumerate((0.15, 0.5, 0.8)):  # early in round 1, later rounds
         out = tmp_path / f"out{i}"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytei_ray.launch", job, "--out", str(out), "--executor",
-             "local", "--no-progress", "--flush-every", "0", "--chunk-size", "3"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if _stored(out) >= kill_at * n_ref:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, proc.stdout.read().decode()  # killed mid-run, not after
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        assert 0 < _stored(out) < n_ref
+        sigkill_launch_midway(job, out, kill_at * n_ref)
+        assert 0 < stored_rows(out) < n_ref
         run(job, str(out), **_quiet())
         pd.testing.assert_frame_equal(table(out), table(ref))
 

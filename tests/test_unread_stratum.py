@@ -7,19 +7,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import signal
 import struct
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
-from launch_fixtures import table
+from launch_fixtures import sigkill_launch_midway, stored_rows, table
 
 from pytei_ray.campaign.compare import compare_specs
 from pytei_ray.faults.faultmap import SiteInfo, sample_fault_map
@@ -30,7 +25,6 @@ from pytei_ray.stats.judge import cell_inputs
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-ROOT = Path(__file__).resolve().parents[1]
 
 JOB = '''
 import os, time, torch
@@ -210,21 +204,8 @@ def test_sigkill_during_stratified_rounds_then_rerun_gives_the_uninterrupted_dat
     job = _job(tmp_path)
     n_ref = len(pd.read_parquet(ref))
     out = tmp_path / "out"
-    env = dict(os.environ, PYTHONPATH=str(ROOT), PYTEI_TEST_SLEEP="0.01")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pytei_ray.launch", job, "--out", str(out), "--executor",
-         "local", "--no-progress", "--flush-every", "0", "--chunk-size", "3"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        parts = [p for p in os.listdir(out) if p.startswith("part-")] if out.is_dir() else []
-        if parts and len(pd.read_parquet(out)) >= 0.6 * n_ref:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, proc.stdout.read().decode()  # killed mid-run, not after
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert 0 < len(pd.read_parquet(out)) < n_ref
+    sigkill_launch_midway(job, out, 0.6 * n_ref)
+    assert 0 < stored_rows(out) < n_ref
     run(job, str(out), **_quiet())
     pd.testing.assert_frame_equal(table(out), table(ref))
 
