@@ -31,7 +31,8 @@ EXIT_OK, EXIT_SETUP, EXIT_INPUT, EXIT_LOST, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 #: prints the flag instead (``--extend``, ``--out DIR``, ``--precision auc=0.01``).
 FLAGS = {"out": "--out", "extend": "--extend", "retry_failed": "--retry-failed",
          "dry_run": "--dry-run", "repetitions": "--repetitions", "precision": "--precision",
-         "max_reps": "--max-reps", "confidence": "--confidence", "params": "--set",
+         "max_reps": "--max-reps", "confidence": "--confidence", "growth": "--growth",
+         "params": "--set",
          "chunk_size": "--chunk-size", "executor": "--executor", "options": "--executor-opt",
          "address": "--address", "num_gpus": "--num-gpus", "num_cpus": "--num-cpus"}
 _ARGUMENT = re.compile(r"`(\w+)=([^`]*)`")
@@ -100,11 +101,16 @@ def _parser() -> argparse.ArgumentParser:
                         "METRIC=H (half-width H of the mean, e.g. auc=0.005), METRIC=H%% "
                         "(relative to |golden|, auc=1%%) or METRIC.sdc_rate=H (of the SDC rate); "
                         "the first round runs the job's repetitions, open points get more, "
-                        "doubling, up to --max-reps. Recorded: a later run keeps it")
+                        "doubling (see --growth), up to --max-reps. Recorded: a later run "
+                        "keeps it")
     p.add_argument("--max-reps", type=int, metavar="N",
                    help="most repetitions per point of an adaptive campaign (default 160)")
     p.add_argument("--confidence", type=float, metavar="C",
                    help="confidence level of a precision target (default 0.95)")
+    p.add_argument("--growth", type=float, metavar="G",
+                   help="factor between the looks of a precision target (default 2: "
+                        "double the repetitions of open points; 1.5 overshoots their need by "
+                        "less, in more rounds)"),
     p.add_argument("--retry-failed", action="store_true",
                    help="run trials whose stored status is 'failed' again")
     p.add_argument("--executor", choices=available_executors(), default=default_executor(),
@@ -207,7 +213,8 @@ def _main(args: argparse.Namespace) -> int:
         run(args.job, args.out, params=parse_params(args.params), executor=args.executor,
             config=config, extend=args.extend, retry_failed=args.retry_failed,
             dry_run=args.dry_run, repetitions=args.repetitions, precision=args.precision,
-            max_reps=args.max_reps, confidence=args.confidence, chunk_size=args.chunk_size,
+            max_reps=args.max_reps, confidence=args.confidence, growth=args.growth,
+            chunk_size=args.chunk_size,
             flush_seconds=args.flush_every, rows_per_part=args.part_rows,
             progress=not args.no_progress, echo=_echo)
     except TrialSetupError as exc:

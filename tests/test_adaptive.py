@@ -104,7 +104,40 @@ def test_precision_flag_makes_any_job_adaptive_and_is_recorded(tmp_path):
     assert again.complete and again.ran == 0
 
 
+def test_growth_sets_the_looks_and_changing_it_is_not_an_extension(tmp_path):
+    grown = "Precision('accuracy', 0.2, max_reps=24, growth=1.5)"
+    summary = run(_job(tmp_path, grown), str(tmp_path / "out"), **_quiet())
+    df = pd.read_parquet(tmp_path / "out")
+    per_point = df.groupby("ber")["repetition"].nunique()
+    # looks 4, 6, 9, 14, 21, 24 (x1.5 rounded up, then the cap): every point stopped at one of
+    # them, and some point at a look the doubling rule (4, 8, 16, 24) does not have
+    assert set(per_point) <= {4, 6, 9, 14, 21, 24} and set(per_point) - {4, 8, 16, 24}, per_point
+    assert summary.complete and summary.rounds >= 2
+    manifest = json.loads((tmp_path / "out" / "_manifest.json").read_text())
+    assert manifest["spec"]["stopping"]["growth"] == 1.5
+    # the same target with doubling looks decides at other looks: a change, refused even with
+    # extend=True, nothing stored changes
+    before = table(tmp_path / "out")
+    with pytest.raises(SpecChangedError, match="growth changed"):
+        run(_job(tmp_path, "Precision('accuracy', 0.2, max_reps=24)"), str(tmp_path / "out"),
+            extend=True, **_quiet())
+    pd.testing.assert_frame_equal(table(tmp_path / "out"), before)
+
+
+def test_growth_flag_is_recorded_and_a_plain_rerun_keeps_it(tmp_path):
+    job = _job(tmp_path, precision="None")
+    out = str(tmp_path / "out")
+    assert main([job, "--out", out, "--executor", "local", "--no-progress",
+                 "--precision", "accuracy=0.08", "--max-reps", "16", "--growth", "1.5"]) == 0
+    stored = json.loads((tmp_path / "out" / "_manifest.json").read_text())["job"]
+    assert stored["precision_override"]["growth"] == 1.5
+    again = run(job, out, **_quiet())  # no flag: the recorded target (and its looks) is used
+    assert again.complete and again.ran == 0
+
+
 @pytest.mark.parametrize("argv, message", [
+    (["--precision", "accuracy=0.1", "--growth", "1"], "growth"),
+    (["--growth", "1.5"], "precision target"),
     (["--precision", "accuracy=-1"], "halfwidth"),
     (["--precision", "accuracy=0.1", "--confidence", "1.5"], "confidence"),
     (["--precision", "accuracy=0.1", "--max-reps", "2"], "max"),

@@ -27,6 +27,10 @@ from pytei_ray.stats import Precision, judge_cell, open_points
     (dict(on="sdc_rate", relative=True), r"`relative` to be False for an sdc_rate target"),
     (dict(metric=""), r"`metric` to be a non-empty metric name"),
     (dict(higher_is_better="yes"), r"`higher_is_better` to be a bool or None"),
+    (dict(growth=1.0), r"`growth` to be a number in \(1, 16\]"),
+    (dict(growth=0.5), r"`growth`"),
+    (dict(growth=float("inf")), r"`growth`"),
+    (dict(growth=True), r"`growth`"),
 ])
 def test_precision_rejects_bad_arguments(kwargs: dict, match: str) -> None:
     args = dict(metric="auc", halfwidth=0.01) | kwargs
@@ -64,6 +68,25 @@ def test_looks_and_look_confidence() -> None:
         Precision("a", 0.1, max_reps=5).looks(10)
     with pytest.raises(CampaignSpecError, match="`min_reps` to be an int >= 1"):
         p.looks(0)
+
+
+def test_growth_looks_spec_and_flags() -> None:
+    assert Precision("a", 0.1, max_reps=120, growth=1.5).looks(10) == [10, 15, 23, 35, 53, 80,
+                                                                         120]
+    # 10 * 1.1 is 11.000000000000002 in floats: the look is 11, not 12; always at least +1
+    assert Precision("a", 0.1, max_reps=14, growth=1.1).looks(10) == [10, 11, 13, 14]
+    assert Precision("a", 0.1, max_reps=5, growth=1.01).looks(1) == [1, 2, 3, 4, 5]
+    assert Precision("a", 0.1, max_reps=160, growth=2).looks(10) == [10, 20, 40, 80, 160]
+    p = Precision("a", 0.1, confidence=0.95, max_reps=120, growth=1.5)
+    assert p.look_confidence(10) == pytest.approx(1 - 0.05 / 7)  # Bonferroni over 7 looks
+    # doubling (the default) stays out of the spec: directories written before `growth`
+    # existed keep theirs; any other factor is stored and read back
+    assert "growth" not in Precision("a", 0.1).to_spec()
+    assert Precision.from_spec(Precision("a", 0.1).to_spec()).growth == 2.0
+    assert Precision.from_spec(json.loads(json.dumps(p.to_spec()))) == p
+    assert p.cli_flags() == "--precision a=0.1 --max-reps 120 --growth 1.5"
+    assert "x1.5 a look" in p.describe()
+    assert Precision.parse("a=0.1", growth=1.5).growth == 1.5
 
 
 def test_spec_round_trip() -> None:

@@ -129,8 +129,9 @@ def _show_stopping(spec: Mapping[str, Any]) -> str:
     what = f"{stop['metric']}" + (".sdc_rate" if stop.get("on") == "sdc_rate" else "")
     width = (f"{stop['halfwidth'] * 100:g}% of golden" if stop.get("relative")
              else f"{stop['halfwidth']:g}")
+    looks = f" (x{stop['growth']:g} a look)" if "growth" in stop else ""
     return (f"{what} half-width <= {width} at {stop['confidence']:g}, "
-            f"{stop['min_reps']}..{stop['max_reps']} repetitions")
+            f"{stop['min_reps']}..{stop['max_reps']} repetitions{looks}")
 
 
 def _stopping_asks_more(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[bool, str]:
@@ -148,8 +149,8 @@ def _stopping_asks_more(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple
         o_rep = old.get("repetitions") or 0
         ok = n["min_reps"] >= o_rep
         return ok, "" if ok else f"the first round ({n['min_reps']}) is below the stored {o_rep}"
-    same = ("metric", "on", "relative", "threshold", "higher_is_better", "min_reps")
-    changed = [k for k in same if o.get(k) != n.get(k)]
+    same = ("metric", "on", "relative", "threshold", "higher_is_better", "min_reps", "growth")
+    changed = [k for k in same if o.get(k) != n.get(k)]  # growth: absent = 2 (doubling)
     if changed:
         return False, f"{', '.join(changed)} changed"
     if n["halfwidth"] > o["halfwidth"] or n["confidence"] < o["confidence"] \

@@ -2,8 +2,9 @@
 
 A fixed campaign is one round (``repetitions`` per point). A campaign with a
 :class:`~pytei_ray.stats.Precision` target runs ``repetitions`` per point first, then at each
-*look* (``repetitions``, ``2 x``, ``4 x`` ... up to ``max_reps``) keeps only the points that
-still have a cell whose interval is wider than the target, and doubles their repetitions.
+*look* (``repetitions``, ``2 x``, ``4 x`` ... up to ``max_reps``; ``growth`` instead of 2 when
+the target says so) keeps only the points that still have a cell whose interval is wider than
+the target, and brings their repetitions to the next look.
 Points (model, target, error model, BER) carry all their mitigations, so repetition ``r`` of
 a point has the same seed in every mitigation (paired faults) and the same id as in a fixed
 campaign of at least ``r + 1`` repetitions.

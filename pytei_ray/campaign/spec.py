@@ -210,8 +210,9 @@ class Campaign:
         num_gpus_per_worker: GPUs (or a fraction) each Ray worker reserves; 0 runs on CPU;
             None (default): one GPU per worker when the cluster has GPUs, else CPU workers.
         precision: a :class:`~pytei_ray.stats.Precision` target: run ``repetitions`` per point
-            first, then add repetitions (doubling, up to ``precision.max_reps``) only to the
-            points whose cells are not yet conclusive (an adaptive campaign, docs/campaign.md).
+            first, then add repetitions (doubling, or ``precision.growth``, up to
+            ``precision.max_reps``) only to the points whose cells are not yet conclusive (an
+            adaptive campaign, docs/campaign.md).
             None (default): exactly ``repetitions`` per point.
         skip_ineffective: give a trial whose faults change no weight (none sampled, all
             masked by a mitigation, or every write leaving its word as it was) the golden

@@ -49,16 +49,20 @@ def apply_repetitions(job: JobRef, manifest: dict[str, Any] | None, repetitions:
 
 def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any,
               max_reps: int | None, confidence: float | None, location: str,
-              echo: Callable[[str], None]) -> JobRef:
-    """Apply ``--precision`` / ``--max-reps`` / ``--confidence``, or a recorded precision.
+              echo: Callable[[str], None], growth: float | None = None) -> JobRef:
+    """Apply ``--precision`` / ``--max-reps`` / ``--confidence`` / ``--growth``, or a recorded
+    precision.
 
     ``--precision`` replaces the campaign's target (any job can be made adaptive);
-    ``--max-reps`` and ``--confidence`` change the target in use (the job's, or the flag's).
+    ``--max-reps``, ``--confidence`` and ``--growth`` change the target in use (the job's, or
+    the flag's).
     The manifest records the override (``job.precision_override``) and a later run without the
     flags uses it, so a plain rerun resumes the same adaptive campaign.
     """
     stored = ((manifest or {}).get("job") or {}).get("precision_override")
-    if precision is None and max_reps is None and confidence is None and not stored:
+    tweaks = {k: v for k, v in (("max_reps", max_reps), ("confidence", confidence),
+                                 ("growth", growth)) if v is not None}
+    if precision is None and not tweaks and not stored:
         return job
     from pytei_ray.stats import Precision  # lazy: scipy only for adaptive campaigns
 
@@ -68,11 +72,12 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
         target = Precision.parse(precision)
     elif precision is not None:
         target = precision
-    elif max_reps is not None or confidence is not None:
+    elif tweaks:
         target = own or (Precision.from_spec(stored) if stored else None)
         if target is None:
             raise CampaignSpecError(
-                "Expected `max_reps=N` / `confidence=C` together with a precision target, but "
+                "Expected `max_reps=N` / `confidence=C` / `growth=G` together with a precision "
+                "target, but "
                 "the campaign has none.\nAdd one, e.g. `precision='auc=0.005'` (the half-width of "
                 "the mean of metric auc), or set Campaign(precision=Precision(...)) in the job.")
     else:
@@ -80,10 +85,12 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
         if target != own:
             echo(f"note: using the precision target recorded in {location} "
                  f"({target.describe()}); pass `precision=SPEC` to choose another.")
-    changes = {k: v for k, v in (("max_reps", max_reps), ("confidence", confidence))
-               if v is not None}
-    if changes:
-        target = dataclasses.replace(target, **changes)
+    if tweaks:
+        try:
+            target = dataclasses.replace(target, **tweaks)
+        except CampaignSpecError as exc:  # e.g. --growth 1: name the flag, before any work
+            flags = ", ".join(f"`{k}=...`" for k in tweaks)
+            raise CampaignSpecError(f"{exc}\nFix the value of {flags}.") from None
     if target == own:
         return job
     job = base.replace(overrides={**base.overrides, "precision": target})

@@ -123,6 +123,7 @@ def run(
     precision: Any = None,
     max_reps: int | None = None,
     confidence: float | None = None,
+    growth: float | None = None,
     chunk_size: int | None = None,
     flush_seconds: float = 10.0,
     rows_per_part: int = 10_000,
@@ -143,10 +144,11 @@ def run(
         repetitions: override the campaign's repetitions (``--repetitions N``; the job's
             parameters are unchanged). Without it, a directory that was extended this way
             keeps its larger count (see :func:`~pytei_ray.driver.overrides.apply_repetitions`).
-        precision, max_reps, confidence: a precision target that replaces the campaign's
-            (``--precision auc=0.005`` text or a :class:`~pytei_ray.stats.Precision`), or
-            changes of its maximum repetitions / confidence; recorded in the manifest so that a
-            plain rerun keeps them (see :func:`~pytei_ray.driver.overrides.apply_precision`).
+        precision, max_reps, confidence, growth: a precision target that replaces the
+            campaign's (``--precision auc=0.005`` text or a
+            :class:`~pytei_ray.stats.Precision`), or changes of its maximum repetitions /
+            confidence / look factor; recorded in the manifest so that a plain rerun keeps them
+            (see :func:`~pytei_ray.driver.overrides.apply_precision`).
         chunk_size: trials per chunk (default: the campaign's ``chunk_size``).
         flush_seconds, rows_per_part: when buffered rows are written as a part file.
         progress: show a tqdm bar.
@@ -164,7 +166,8 @@ def run(
     where = store.display  # for messages: a URI without its query options
     manifest = store.read_manifest()
     job = apply_repetitions(job, manifest, repetitions, where, echo)
-    job = apply_precision(job, manifest, precision, max_reps, confidence, where, echo)
+    job = apply_precision(job, manifest, precision, max_reps, confidence, where, echo,
+                          growth=growth)
     job = job.replace(results_uri=store.location)
     campaign = job.campaign()
     trials = round_trials(campaign, 0, points(campaign)).trials  # the first (or only) round

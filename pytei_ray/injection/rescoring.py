@@ -222,9 +222,11 @@ def _check_subsets(r: Rescorer, model: nn.Module, full: torch.Tensor) -> str | N
             sub = _checked_outputs(r.split.outputs(model, r.data, torch.from_numpy(ids)),
                                    len(ids), f"outputs(model, data, indices) for {len(ids)} ids")
         if not same_bits(sub, full[torch.from_numpy(ids).to(full.device)]):
-            return (f"outputs of {len(ids)} samples computed without the others differ from "
-                    "the full pass: the per-sample output depends on the batch (a layer mixing "
-                    "samples, or kernels that round differently in other batch shapes)")
+            return (f"outputs of {len(ids)} sample(s) computed without the others differ "
+                    "from the full pass: the per-sample output depends on the batch (a layer "
+                    "mixing samples, or kernels that round differently in other batch shapes; "
+                    "for the latter, chunk `outputs` with pytei_ray.sample_batches, which pads "
+                    "every batch so that no sample falls into a kernel's scalar tail)")
     return None
 
 

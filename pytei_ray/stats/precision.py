@@ -1,12 +1,13 @@
 """The precision target of an adaptive campaign: what "tight enough" means, and its looks.
 
-An adaptive campaign runs ``min_reps`` repetitions per point, then doubles the repetitions of
-the points whose cells are not yet conclusive (see :func:`pytei_ray.stats.judge_cell`), up to
-``max_reps``. Looking at the data several times and stopping when it looks good would make a
-fixed-sample interval over-claim. A bounded metric's interval is a confidence sequence
-(:func:`~pytei_ray.stats.betting_cs`), valid at every look at ``confidence``; an unbounded
-metric's Student-t interval is computed at ``look_confidence`` (Bonferroni over the planned
-looks), which keeps the probability that ANY look's interval misses at most ``1 - confidence``.
+An adaptive campaign runs ``min_reps`` repetitions per point, then multiplies the repetitions
+of the points whose cells are not yet conclusive by ``growth`` (2: doubling; see
+:func:`pytei_ray.stats.judge_cell`), up to ``max_reps``. Looking at the data several times and
+stopping when it looks good would make a fixed-sample interval over-claim. A bounded metric's
+interval is a confidence sequence (:func:`~pytei_ray.stats.betting_cs`), valid at every look
+at ``confidence``; an unbounded metric's Student-t interval is computed at ``look_confidence``
+(Bonferroni over the planned looks), which keeps the probability that ANY look's interval
+misses at most ``1 - confidence``.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ class Precision:
         max_reps: Most repetitions a point gets (the last look).
         threshold: SDC threshold (relative drop below golden) of the ``sdc_rate`` target.
         higher_is_better: Metric direction; None guesses it from the name.
+        growth: Factor between consecutive looks (> 1; each look rounded up to a whole
+            repetition). 2 doubles; a smaller factor (1.5) overshoots a cell's need by less
+            (cheaper where most cells need many trials) at the cost of more rounds. A bounded
+            metric's confidence sequence is valid at any look; an unbounded metric's t interval
+            pays for more looks (Bonferroni over ``looks``).
 
     Example:
         >>> p = Precision.parse("auc=1%", max_reps=160)
@@ -64,6 +70,7 @@ class Precision:
     max_reps: int = 160
     threshold: float = 0.01
     higher_is_better: bool | None = None
+    growth: float = 2.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.metric, str) or not self.metric.strip():
@@ -86,13 +93,19 @@ class Precision:
             raise _bad("threshold", "a number in the [0, 1) range", self.threshold)
         if self.higher_is_better is not None and not isinstance(self.higher_is_better, bool):
             raise _bad("higher_is_better", "a bool or None", self.higher_is_better)
+        if not _number(self.growth) or not 1.0 < self.growth <= 16.0:
+            raise _bad("growth", "a number in (1, 16] (2: double the repetitions at each look)",
+                       self.growth)
 
     def looks(self, min_reps: int) -> list[int]:
-        """Repetition counts at which cells are judged: ``min_reps`` doubling, then ``max_reps``.
+        """Repetition counts at which cells are judged: ``min_reps`` times ``growth`` at each
+        look (rounded up, at least one more), then ``max_reps``.
 
         Example:
             >>> Precision("auc", 0.01, max_reps=100).looks(10)
             [10, 20, 40, 80, 100]
+            >>> Precision("auc", 0.01, max_reps=100, growth=1.5).looks(10)
+            [10, 15, 23, 35, 53, 80, 100]
         """
         if isinstance(min_reps, bool) or not isinstance(min_reps, int) or min_reps < 1:
             raise _bad("min_reps", "an int >= 1", min_reps)
@@ -101,8 +114,8 @@ class Precision:
                 "The precision target's maximum repetitions are below the minimum.\n"
                 f"  expected: max_reps >= min_reps ({min_reps})\n  got: max_reps={self.max_reps}")
         out = [min_reps]
-        while out[-1] * 2 < self.max_reps:
-            out.append(out[-1] * 2)
+        while (nxt := _grown(out[-1], self.growth)) < self.max_reps:
+            out.append(nxt)
         if out[-1] != self.max_reps:
             out.append(self.max_reps)
         return out
@@ -117,8 +130,13 @@ class Precision:
         return 1.0 - (1.0 - self.confidence) / len(self.looks(min_reps))
 
     def to_spec(self) -> dict[str, Any]:
-        """JSON-able dict (stored in the campaign manifest); inverse of :meth:`from_spec`."""
-        return asdict(self)
+        """JSON-able dict (stored in the campaign manifest); inverse of :meth:`from_spec`.
+        ``growth`` enters only when it is not 2, so directories of doubling campaigns written
+        before it existed keep their spec."""
+        spec = asdict(self)
+        if spec["growth"] == 2.0:
+            del spec["growth"]
+        return spec
 
     @classmethod
     def from_spec(cls, spec: dict[str, Any]) -> Precision:
@@ -134,7 +152,8 @@ class Precision:
 
     @classmethod
     def parse(cls, text: str, confidence: float = 0.95, max_reps: int = 160,
-              threshold: float = 0.01, higher_is_better: bool | None = None) -> Precision:
+              threshold: float = 0.01, higher_is_better: bool | None = None,
+              growth: float = 2.0) -> Precision:
         """Read a command-line target: ``auc=0.005``, ``auc=1%``, ``auc.sdc_rate=0.05``.
 
         Example:
@@ -154,7 +173,7 @@ class Precision:
         value = value / 100.0 if pct else value
         return cls(match["metric"], value, relative=pct and on == "mean", on=on,
                    confidence=confidence, max_reps=max_reps, threshold=threshold,
-                   higher_is_better=higher_is_better)
+                   higher_is_better=higher_is_better, growth=growth)
 
     def text(self) -> str:
         """The :meth:`parse` form of the target (``auc=1%``)."""
@@ -168,9 +187,18 @@ class Precision:
                 if self.on == "sdc_rate" else f"mean {self.metric}")
         width = (f"{self.halfwidth:.3g} × |golden|" if self.relative
                  else f"{self.halfwidth:.3g}")
+        looks = "" if self.growth == 2.0 else f" (x{self.growth:g} a look)"
         return (f"{what}: {self.confidence:.0%} interval half-width <= {width}, "
-                f"at most {self.max_reps} repetitions")
+                f"at most {self.max_reps} repetitions{looks}")
 
     def cli_flags(self, max_reps: int | None = None) -> str:
-        """Launcher flags asking for this target (``--precision auc=1% --max-reps 160``)."""
-        return f"--precision {self.text()} --max-reps {max_reps or self.max_reps}"
+        """Launcher flags asking for this target (``--precision auc=1% --max-reps 160``, and
+        ``--growth G`` when the looks do not double)."""
+        growth = "" if self.growth == 2.0 else f" --growth {self.growth:g}"
+        return f"--precision {self.text()} --max-reps {max_reps or self.max_reps}{growth}"
+
+
+def _grown(reps: int, growth: float) -> int:
+    """The look after ``reps``: ``ceil(reps * growth)`` (a float product a hair above a whole
+    number is that number), at least ``reps + 1``."""
+    return max(reps + 1, math.ceil(round(reps * growth, 9)))
