@@ -60,15 +60,13 @@ from pytei_ray.stats import Precision
 from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, TARGET_SETS, DRSStudy
 from pytei_ray.training import (
     AtStep,
-    GradClip,
     OptimizerState,
     Outputs,
     ParamGrads,
     Permanent,
-    Rollback,
-    SkipOnSpike,
     Training,
     Weights,
+    standard_mitigations,
 )
 
 
@@ -156,15 +154,10 @@ def training_campaign(study: DRSStudy, small: bool, dataset: str) -> Campaign:
     targets = {f"{s}-{w}": Level(Training(sites[s], timings[w], steps=window), site=s, timing=w)
                for s, w in plan}
     study.check_targets(targets, models)  # a site a model or Adam lacks stops here (exit 2)
-    mitigations = {
-        "none": None,
-        "clip": GradClip(max_norm=1.0),                  # clip_grad_norm_ before each update
-        "skip": SkipOnSpike(factor=10, window=20, warmup=2),   # no update on a loss/grad jump
-        "rollback": Rollback(factor=10, window=20, warmup=2),  # restore the snapshot, redo
-        "sbp": SBP(),                                    # sign+exponent bits of weights kept
-    }
-    if small:
-        mitigations = {k: mitigations[k] for k in ("none", "rollback", "sbp")}
+    # none / clip (gradient-norm clipping before each update) / skip (no update on a loss or
+    # gradient-norm jump) / rollback (restore the snapshot, redo the step) / sbp (sign and
+    # exponent bits of the weights kept), paired on the same faults
+    mitigations = standard_mitigations(("none", "rollback", "sbp") if small else None)
     return Campaign(
         name="drs-train" + ("-small" if small else "")
         + ("" if dataset == "synthetic" else f"-{dataset}"),

@@ -19,22 +19,19 @@ Every mitigation of a point sees the same faults and the same batches (paired). 
 """
 
 from pytei_ray.campaign import BitFlipIn, Campaign, Level
-from pytei_ray.mitigations import SBP
 from pytei_ray.stats import Precision
 from pytei_ray.studies.gpt import GPTStudy
 from pytei_ray.training import (
     ActivationGrads,
     AtStep,
     Every,
-    GradClip,
     OptimizerState,
     Outputs,
     ParamGrads,
     Permanent,
-    Rollback,
-    SkipOnSpike,
     Training,
     Weights,
+    standard_mitigations,
 )
 
 #: The most significant exponent bit of each format's word (a flip multiplies by 2**+-128).
@@ -87,16 +84,11 @@ def make_campaign(small: bool = False, tiny: bool = False, formats: str = "fp32,
         if exponent and not (tiny or small):
             error_models[f"{f}-exponent"] = Level(BitFlipIn("exponent"), format=f,
                                                   bits="exponent")
-    mitigations = {
-        "none": None,
-        "clip": GradClip(max_norm=1.0),                  # clip_grad_norm_ before each update
-        "skip": SkipOnSpike(factor=10, window=20, warmup=2),   # no update on a loss/grad jump
-        "rollback": Rollback(factor=10, window=20, warmup=2),  # restore the snapshot, redo
-        "sbp": SBP(),                                    # sign+exponent bits of weights kept
-    }
-    if tiny or small:
-        mitigations = {k: mitigations[k] for k in (("none", "skip") if tiny else
-                                                   ("none", "skip", "rollback"))}
+    # none / clip (gradient-norm clipping before each update) / skip (no update on a loss or
+    # gradient-norm jump) / rollback (restore the snapshot, redo the step) / sbp (sign and
+    # exponent bits of the weights kept), paired on the same faults
+    mitigations = standard_mitigations(("none", "skip") if tiny else
+                                       ("none", "skip", "rollback") if small else None)
     return Campaign(
         name="gpt-tiny" if tiny else "gpt-small" if small else "gpt",
         models=models,

@@ -115,3 +115,18 @@ def test_mitigation_arguments_are_checked():
         Rollback(warmup=30, window=20)
     with pytest.raises(ValueError, match="`on`"):
         SkipOnSpike(on=("accuracy",))
+
+
+def test_standard_mitigations_are_fresh_and_named():
+    from pytei_ray.mitigations import SBP
+    from pytei_ray.training import GradClip, Rollback, SkipOnSpike, standard_mitigations
+
+    every = standard_mitigations()
+    assert list(every) == ["none", "clip", "skip", "rollback", "sbp"]
+    assert every["none"] is None and isinstance(every["sbp"], SBP)
+    assert isinstance(every["clip"], GradClip) and isinstance(every["skip"], SkipOnSpike)
+    assert isinstance(every["rollback"], Rollback)
+    assert standard_mitigations()["rollback"] is not every["rollback"]  # no shared state
+    assert list(standard_mitigations(["sbp", "none"])) == ["none", "sbp"]  # the fixed order
+    with pytest.raises(KeyError, match=r"\['ecc'\].*'rollback'"):
+        standard_mitigations(["none", "ecc"])

@@ -14,14 +14,12 @@ import math
 from pathlib import Path
 
 import pandas as pd
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from pytei_ray.columns import OUTCOME_CLASSES, golden_trial_id
 from pytei_ray.stats import clopper_pearson
-from pytei_ray.storage.layout import GOLDEN_STEPS_DIR, STEPS_DIR, join, resolve_location
+from pytei_ray.storage import ResultsStore
 
 from .data import Dataset
 
@@ -77,34 +75,23 @@ def outcome_table(frame: pd.DataFrame, confidence: float = 0.95) -> pd.DataFrame
     return pd.DataFrame(out)
 
 
-def _read_step_dir(path: str, name: str) -> pd.DataFrame | None:
-    fs, root = resolve_location(path)
-    directory = join(root, name)
-    if fs.get_file_info(directory).type != pafs.FileType.Directory:
-        return None
-    infos = fs.get_file_info(pafs.FileSelector(directory))
-    files = sorted(i.path for i in infos if i.type == pafs.FileType.File
-                   and not i.base_name.startswith("."))
-    if not files:
-        return None
-    return pd.concat([pq.read_table(f, filesystem=fs).to_pandas() for f in files],
-                     ignore_index=True)
+def _frame(table) -> pd.DataFrame | None:
+    return table.to_pandas() if table.num_rows else None
 
 
 def read_steps(path: str) -> pd.DataFrame | None:
-    """The step table of a results dataset (None when it has none)."""
-    return _read_step_dir(path, STEPS_DIR)
+    """The step table of a results dataset (None when it has none): the store's
+    :meth:`~pytei_ray.storage.ResultsStore.read_steps` as a DataFrame."""
+    return _frame(ResultsStore(path).read_steps())
 
 
 def read_golden_steps(path: str) -> pd.DataFrame | None:
     """The golden step table of a results dataset: the golden (fault-free) trajectory of each
     (model, mitigation), ``trial_id`` ``golden/<model>/<mitigation>``, one row per step (the
-    copies several workers stored are dropped). None when the dataset has none (older
-    datasets)."""
-    golden = _read_step_dir(path, GOLDEN_STEPS_DIR)
-    if golden is None:
-        return None
-    return golden.drop_duplicates(["trial_id", "step"]).reset_index(drop=True)
+    copies several workers stored are dropped, by the store's
+    :meth:`~pytei_ray.storage.ResultsStore.read_golden_steps`). None when the dataset has none
+    (older datasets)."""
+    return _frame(ResultsStore(path).read_golden_steps())
 
 
 def _finite_loss(values: pd.Series) -> list[float]:

@@ -6,7 +6,13 @@ Imports torch, numpy and the fault core only (no ray, pyarrow or pandas). See do
 
 from .faults import TrainingFaults
 from .loop import StepRecord, grad_norm, train_step
-from .mitigations import GradClip, Rollback, SkipOnSpike, TrainingMitigation
+from .mitigations import (
+    GradClip,
+    Rollback,
+    SkipOnSpike,
+    TrainingMitigation,
+    standard_mitigations,
+)
 from .outcomes import (
     OUTCOMES,
     GoldenTrajectory,
@@ -61,5 +67,6 @@ __all__ = [
     "classify",
     "grad_norm",
     "optimizer_state_names",
+    "standard_mitigations",
     "train_step",
 ]

@@ -25,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["GradClip", "Rollback", "SkipOnSpike", "TrainingMitigation"]
+__all__ = ["GradClip", "Rollback", "SkipOnSpike", "TrainingMitigation", "standard_mitigations"]
 
 
 class TrainingMitigation:
@@ -184,3 +184,37 @@ class Rollback(_Detector):
 
     def __repr__(self) -> str:
         return f"Rollback({self._args()}, retries={self.retries})"
+
+
+def standard_mitigations(names: Any = None) -> dict[str, Any]:
+    """The mitigations the training studies compare, fresh objects, in this order:
+    ``none``, ``clip`` (gradient-norm clipping at 1), ``skip`` (no update on a 10x loss or
+    gradient-norm jump over a 20-step window), ``rollback`` (restore the snapshot and redo the
+    step on such a jump) and ``sbp`` (sign and exponent bits of the weights protected).
+
+    Args:
+        names: the keys to keep (in this order), or None for all.
+
+    Raises:
+        KeyError: an unknown name (the known ones listed).
+
+    Example:
+        >>> list(standard_mitigations(["none", "rollback"]))
+        ['none', 'rollback']
+    """
+    from pytei_ray.mitigations import SBP  # weight faults: filtered by TrainingFaults
+
+    every = {
+        "none": None,
+        "clip": GradClip(max_norm=1.0),
+        "skip": SkipOnSpike(factor=10, window=20, warmup=2),
+        "rollback": Rollback(factor=10, window=20, warmup=2),
+        "sbp": SBP(),
+    }
+    if names is None:
+        return every
+    unknown = [n for n in names if n not in every]
+    if unknown:
+        raise KeyError(f"Unknown training mitigation(s) {unknown}; expected some of "
+                       f"{list(every)}.")
+    return {k: v for k, v in every.items() if k in set(names)}
