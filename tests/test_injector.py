@@ -456,3 +456,19 @@ def test_applied_faults_view_and_the_pure_map():
     plain = handle.faults.summary()  # the map alone: a description, no application stats
     assert "n_bits_changed" not in plain.totals and "n_faults" in plain.totals
     assert not hasattr(handle.faults, "n_nonfinite")
+
+
+@pytest.mark.parametrize("seed", [-1, True, 1.5, "3"])
+def test_every_seed_argument_is_checked_alike(seed):
+    """Injectors, activation injection and training faults share one seed check."""
+    from pytei_ray.injection.activations import ActivationInjector
+    from pytei_ray.training import AtStep, TrainingFaults, Weights
+
+    model = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="`seed` to be a non-negative int, but got"):
+        Injector(error=BitFlip(1e-3), seed=seed)
+    with pytest.raises(ValueError, match="`seed` to be a non-negative int, but got"):
+        ActivationInjector(None, BitFlip(1e-3), seed=seed)
+    with pytest.raises(ValueError, match="`seed` to be a non-negative int, but got"):
+        TrainingFaults(model, site=Weights(None), error=BitFlip(1e-3), when=AtStep(1),
+                       seed=seed)

@@ -3,7 +3,13 @@
 from .dtypes import LAYOUTS, BitLayout, bit_fields, layout_of, supported_dtypes
 from .faultmap import FaultMap, FaultSummary, SiteInfo, TensorFaults, sample_fault_map
 from .models import BitFlip, ErrorModel, RandomValue, StuckAt
-from .sampling import bernoulli_positions, distinct_positions, seed_from_digest, stable_seed
+from .sampling import (
+    bernoulli_positions,
+    check_seed,
+    distinct_positions,
+    seed_from_digest,
+    stable_seed,
+)
 
 __all__ = [
     "LAYOUTS",
@@ -23,5 +29,6 @@ __all__ = [
     "sample_fault_map",
     "stable_seed",
     "seed_from_digest",
+    "check_seed",
     "supported_dtypes",
 ]

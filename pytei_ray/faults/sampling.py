@@ -93,6 +93,19 @@ def seed_from_digest(digest: bytes, byteorder: str = "little") -> int:
     return int.from_bytes(digest[:8], byteorder) >> 1  # type: ignore[arg-type]
 
 
+def check_seed(seed: object) -> int:
+    """``seed`` as an int, or ``ValueError`` unless it is a non-negative integer (a bool is not):
+    the one check of every seed argument (injectors, activation sources, training faults).
+
+    Example:
+        >>> check_seed(np.int64(3))
+        3
+    """
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"Expected argument `seed` to be a non-negative int, but got {seed!r}.")
+    return int(seed)
+
+
 def stable_seed(*parts: object) -> int:
     """A 63-bit seed from a stable hash of ``parts`` (never Python's salted ``hash()``).
 

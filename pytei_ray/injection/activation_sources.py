@@ -56,12 +56,6 @@ def _check_choice(arg: str, value: object, choices: Sequence[str]) -> str:
     return str(value)
 
 
-def _check_seed(seed: object) -> int:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"Expected argument `seed` to be a non-negative int, but got {seed!r}.")
-    return int(seed)
-
-
 class _Source:
     """Where the faults of one call come from: ``(TensorFaults, per_sample)`` or None (none)."""
 

@@ -29,13 +29,13 @@ from ..faults.callstream import STREAMS
 from ..faults.dtypes import layout_of
 from ..faults.faultmap import FaultMap
 from ..faults.models import ErrorModel
+from ..faults.sampling import check_seed
 from ..mitigations.base import Mitigation
 from .activation_sources import (
     MODES,
     WHERE,
     ActivationCall,
     _check_choice,
-    _check_seed,
     _Sampled,
     _Source,
 )
@@ -246,7 +246,7 @@ class ActivationInjector:
             )
         self.targets = targets
         self.error = error
-        self.seed = _check_seed(seed)
+        self.seed = check_seed(seed)
         self.mode = _check_choice("mode", mode, MODES)
         self.where = _check_choice("where", where, WHERE)
         self.record_positions = bool(record_positions)

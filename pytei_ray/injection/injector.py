@@ -9,6 +9,7 @@ from torch import nn
 
 from ..faults.faultmap import FaultMap, sample_fault_map
 from ..faults.models import ErrorModel
+from ..faults.sampling import check_seed
 from .apply import InjectionHandle, apply_faults
 from .targets import Site, Targets, resolve_targets
 
@@ -52,13 +53,9 @@ class Injector:
                 "Expected argument `error` to be an ErrorModel such as BitFlip(ber=1e-6), "
                 f"but got {error!r}."
             )
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(
-                f"Expected argument `seed` to be a non-negative int, but got {seed!r}."
-            )
         self.targets = targets
         self.error = error
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.include_buffers = include_buffers
 
     def sample(self, model: nn.Module) -> FaultMap:

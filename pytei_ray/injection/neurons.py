@@ -22,8 +22,8 @@ from torch import nn
 
 from ..faults.dtypes import dtype_name, layout_of
 from ..faults.faultmap import TensorFaults
-from ..faults.sampling import rng_for
-from .activations import ActivationHandle, _check_seed, _Source
+from ..faults.sampling import check_seed, rng_for
+from .activations import ActivationHandle, _Source
 
 __all__ = ["NeuronFault", "neuron_faults", "random_fault_per_layer", "random_neuron_fault",
            "random_neuron_fault_batched", "single_neuron_fault"]
@@ -176,7 +176,7 @@ def neuron_faults(model: nn.Module, faults: Iterable[NeuronFault], *,
     from .targets import resolve_modules
 
     modules = resolve_modules(model, sorted(by_module))
-    return ActivationHandle(_Fixed(by_module, _check_seed(seed)), model, modules, "output",
+    return ActivationHandle(_Fixed(by_module, check_seed(seed)), model, modules, "output",
                             mitigations, record_positions=True)
 
 
@@ -202,7 +202,7 @@ def single_neuron_fault(model: nn.Module, layer: Layer, index: Sequence[int | No
 
 def _draw(model: nn.Module, layer_types: Sequence[type], seed: int, what: str):
     names = _layers(model, tuple(layer_types))
-    return names, rng_for(_check_seed(seed), what, tuple(names))
+    return names, rng_for(check_seed(seed), what, tuple(names))
 
 
 def random_neuron_fault(model: nn.Module, *, batch_size: int = 1, low: float = -1.0,

@@ -17,7 +17,7 @@ from torch import nn
 
 from ..faults.faultmap import FaultMap, SiteInfo, sample_fault_map
 from ..faults.models import ErrorModel
-from ..faults.sampling import stable_seed
+from ..faults.sampling import check_seed, stable_seed
 from ..injection.apply import _write_all
 from ..injection.handles import AppliedWrites
 from ..injection.targets import Site
@@ -96,8 +96,7 @@ class TrainingFaults:
         if not isinstance(when, Schedule):
             raise TypeError("Expected argument `when` to be a schedule: AtStep(s), "
                             f"Window(a, b), Every(p=...), Permanent(...); got {when!r}.")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(f"Expected argument `seed` to be a non-negative int, got {seed!r}.")
+        seed = check_seed(seed)
         sites = [site] if isinstance(site, TrainingSite) else list(site)
         if not sites or not all(isinstance(s, TrainingSite) for s in sites):
             raise TypeError("Expected argument `site` to be a training site (Weights, Outputs, "
