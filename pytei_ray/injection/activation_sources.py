@@ -78,13 +78,54 @@ def _no_faults(name: str, dtype: torch.dtype, shape: tuple[int, ...]) -> TensorF
     return TensorFaults(name, dtype, shape, index, mask, mask, 0)
 
 
+class PermanentFaults:
+    """Faults fixed over the per-sample shape of a tensor, drawn once per key and reused at
+    every call (permanent faults: every sample of every batch is hit at the same positions).
+
+    Args:
+        error: the error model that draws them.
+        what: how messages name them (``"Permanent activation faults"``).
+        fix: what a message suggests instead (``"use mode='transient'"``).
+    """
+
+    def __init__(self, error: ErrorModel, what: str, fix: str) -> None:
+        self.error, self.what, self.fix = error, what, fix
+        self._fixed: dict[object, TensorFaults] = {}
+
+    def get(self, key: object, seed: int, name: str, module: str, shape: tuple[int, ...],
+            dtype: torch.dtype, where: str = "") -> TensorFaults:
+        """The faults of ``key`` (drawn with ``seed`` over ``shape[1:]`` on first use).
+
+        Raises:
+            ValueError: a 0-d tensor (no batch dimension), or a per-sample shape or dtype other
+                than the one the faults were drawn for.
+        """
+        if not shape:
+            raise ValueError(f"{self.what} need a batch dimension, but module {module!r} gave a "
+                             f"0-d tensor: {self.fix}.")
+        tf = self._fixed.get(key)
+        if tf is None:
+            tf = sample_fault_map([SiteInfo(name, dtype, tuple(shape[1:]))], self.error,
+                                  seed).tensors[0]
+            self._fixed[key] = tf
+        elif tf.shape != tuple(shape[1:]) or tf.dtype != dtype:
+            raise ValueError(
+                f"{self.what} of module {module!r}{where} are fixed over its per-sample shape, "
+                "which changed between calls.\n"
+                f"  expected: {dtype_name(tf.dtype)} (*, {', '.join(map(str, tf.shape))})\n"
+                f"  got: {dtype_name(dtype)} {tuple(shape)}\n"
+                f"Feed batches of one per-sample shape, or {self.fix}.")
+        return tf
+
+
 class _Sampled(_Source):
     """Faults drawn by an error model: new ones every call, or fixed per-sample positions."""
 
     def __init__(self, error: ErrorModel, seed: int, mode: str, stream: str = "v1") -> None:
         self.error, self.seed, self.mode = error, seed, mode
         self.unit, self.error_key = error.unit, error.key()
-        self._fixed: dict[tuple[str, str, int], TensorFaults] = {}  # permanent faults, per element
+        self._fixed = PermanentFaults(error, "Permanent activation faults",
+                                      "use mode='transient'")  # per (module, where, element)
         self._stream = CallStream(error, seed, "activation") if stream == "v2" else None
         self._keys: dict[tuple, int] = {}  # v2: (module, where, element, shape, dtype) -> key
 
@@ -103,22 +144,7 @@ class _Sampled(_Source):
                                dtype_name(dtype))
             tf = sample_fault_map([SiteInfo(name, dtype, shape)], self.error, seed).tensors[0]
             return tf, False
-        if not shape:
-            raise ValueError(f"Permanent activation faults need a batch dimension, but module "
-                             f"{module!r} returned a 0-d tensor. Use mode='transient'.")
-        key = (module, where, element)
-        tf = self._fixed.get(key)
-        if tf is None:
-            seed = stable_seed(self.seed, "activation-permanent/v1", module, where, element,
-                               shape[1:], dtype_name(dtype))
-            tf = sample_fault_map([SiteInfo(name, dtype, shape[1:])], self.error, seed).tensors[0]
-            self._fixed[key] = tf
-        elif tf.shape != shape[1:] or tf.dtype != dtype:
-            raise ValueError(
-                f"Permanent activation faults of module {module!r} ({where}) are fixed over its "
-                "per-sample shape, which changed between calls.\n"
-                f"  expected: {dtype_name(tf.dtype)} (*, {', '.join(map(str, tf.shape))})\n"
-                f"  got: {dtype_name(dtype)} {tuple(shape)}\n"
-                "Feed inputs of one size, or use mode='transient'."
-            )
-        return tf, True
+        seed = stable_seed(self.seed, "activation-permanent/v1", module, where, element,
+                           shape[1:], dtype_name(dtype)) if shape else 0
+        return self._fixed.get((module, where, element), seed, name, module, shape, dtype,
+                               f" ({where})"), True

@@ -19,8 +19,9 @@ from torch import nn
 
 from ..faults.callstream import CallStream
 from ..faults.dtypes import dtype_name, layout_of
-from ..faults.faultmap import SiteInfo, TensorFaults, sample_fault_map
+from ..faults.faultmap import SiteInfo, TensorFaults
 from ..faults.sampling import stable_seed
+from ..injection.activation_sources import PermanentFaults
 from ..injection.activation_write import (
     count_changed_nonfinite,
     module_ptrs,
@@ -57,7 +58,8 @@ class HookSite:
         self.calls: dict[str, int] = {}  # module -> calls in the current step (reset per step)
         self._stream = CallStream(owner.error, owner.seed, f"training-{site.kind}")
         self._keys: dict[tuple, int] = {}  # (module, element, shape, dtype) -> stream key
-        self._fixed: dict[tuple[str, int], TensorFaults] = {}  # permanent per-sample faults
+        self._fixed = PermanentFaults(owner.error, f"Permanent faults in {self.key}",
+                                      "use a transient schedule")  # per (module, element)
         self.handles: list[Any] = []
         grads = site.kind == "activation_grads"
         of_input = grads and getattr(site, "of", "input") == "input"
@@ -96,24 +98,9 @@ class HookSite:
             tf = self._stream.sample(key, (owner.current_step, call), SiteInfo(name, dtype,
                                                                                 shape))
             return None if tf is None else (tf, False)
-        if not shape:
-            raise ValueError(f"Permanent faults in {self.key} need a batch dimension, but module "
-                             f"{module!r} gave a 0-d tensor. Use a transient schedule.")
-        fixed = self._fixed.get((module, element))
-        if fixed is None:
-            seed = stable_seed(owner.seed, "training-permanent/v1", self.key, module, element,
-                               shape[1:], dtype_name(dtype))
-            fixed = sample_fault_map([SiteInfo(name, dtype, shape[1:])], owner.error,
-                                     seed).tensors[0]
-            self._fixed[(module, element)] = fixed
-        elif fixed.shape != shape[1:] or fixed.dtype != dtype:
-            raise ValueError(
-                f"Permanent faults of {self.key} in module {module!r} are fixed over its "
-                "per-sample shape, which changed between calls.\n"
-                f"  expected: {dtype_name(fixed.dtype)} (*, {', '.join(map(str, fixed.shape))})"
-                f"\n  got: {dtype_name(dtype)} {shape}\n"
-                "Feed batches of one per-sample shape, or use a transient schedule.")
-        return fixed, True
+        seed = stable_seed(owner.seed, "training-permanent/v1", self.key, module, element,
+                           shape[1:], dtype_name(dtype)) if shape else 0
+        return self._fixed.get((module, element), seed, name, module, shape, dtype), True
 
     def _corrupt(self, module: str, call: int, element: int, t: torch.Tensor,
                  shared: set[int] | None) -> torch.Tensor:
