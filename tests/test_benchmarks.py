@@ -137,3 +137,33 @@ def test_training_benchmark_runs_at_toy_size(tmp_path):
     assert all(r["faults_per_step"] == 1 for r in rows
                if r["config"] == "1/step" and r["site"] in ("weights", "param-grads"))
     assert all(r["faults_per_step"] > 100 for r in rows if r["config"] == "ber=0.001")
+
+
+def test_looks_replay_gives_the_trials_a_run_with_that_rule_makes(tmp_path):
+    """benchmarks/looks.py replays a rule on stored rows; on rows a tighter rule stored, its
+    counts equal those of a real run of the looser rule (a pure function of the rule)."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    import pandas as pd
+    from test_adaptive import _job, _quiet
+
+    from benchmarks.looks import load, replay
+    from pytei_ray.launch import run
+    from pytei_ray.stats import Precision
+
+    for name, rule in (("tight", "Precision('accuracy', 0.1, max_reps=24, growth=1.5)"),
+                       ("loose", "Precision('accuracy', 0.2, max_reps=24, growth=1.5)")):
+        (tmp_path / name).mkdir()
+        run(_job(tmp_path / name, rule), str(tmp_path / name / "out"), **_quiet())
+    frame, min_reps, _ = load(str(tmp_path / "tight" / "out"))
+    got = replay(frame, Precision("accuracy", 0.2, max_reps=24, growth=1.5), min_reps)
+    real = pd.read_parquet(tmp_path / "loose" / "out")
+    assert not got.missing and got.trials == len(real) > 0
+    assert got.evaluations == int(real["evaluated"].sum())
+    # a schedule whose looks the stored rows do not reach is reported, not guessed
+    few = replay(frame[frame["repetition"] < 6], Precision("accuracy", 0.2, max_reps=24),
+                 min_reps)
+    assert "need 8 repetitions" in few.missing
+    out = subprocess.run([sys.executable, "-m", "benchmarks.looks", str(tmp_path / "tight" / "out"),
+                          "--precision", "accuracy=0.2", "--max-reps", "24", "--growth", "2",
+                          "1.5"], capture_output=True, text=True, check=True).stdout
+    assert "| 1.5 | 4, 6, 9, 14, 21, 24 |" in out and "growth 1.5 vs 2" in out
