@@ -117,11 +117,12 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         repetitions=3 if small else 10,  # Monte-Carlo draws of the faults per point (round 1)
         # Then repeat where the answer is still open: points whose test-AUC confidence sequence
         # (95%, valid for any outcome shape and under these repeated looks) is wider than
-        # +-0.1 get their repetitions doubled, up to 40 (at most 24,840 trials). That is what
-        # 40 trials can honestly give: where almost every faulted trial keeps the golden AUC, a
-        # rare collapse of the whole model cannot be excluded to better than ~+-0.09 with 40
-        # (~+-0.025 needs ~150 faulted trials per cell). `--precision auc=0.05 --max-reps 160`
-        # settles more (a run of hours); the small look is a fixed grid.
+        # +-0.1 get their repetitions doubled, up to 40 (20,880 trials). That is what 40 trials
+        # can honestly give: where almost every faulted trial keeps the golden AUC, a rare
+        # collapse of the whole model cannot be excluded to better than ~+-0.09 with 40
+        # (+-0.025 needs ~145 per point). Measured on 2 cores: `--precision auc=0.05 --max-reps
+        # 120 --growth 1.5` 13 min, `auc=0.025 --max-reps 240 --growth 1.5` ~32 min (README,
+        # "The DRS study"); the small look is a fixed grid.
         precision=None if small else Precision("auc", halfwidth=0.1, max_reps=40),
         # Where the faults go: parameter-name globs of the models' three parts (or all).
         targets=targets,
