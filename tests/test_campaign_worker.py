@@ -104,9 +104,11 @@ def test_golden_once_per_model_and_mitigation():
     second = w.run_chunk(expand(c)[8:])
     keys = [(g["model"], g["mitigation"]) for g in first.golden + second.golden]
     assert sorted(keys) == sorted({(t.model, t.mitigation) for t in expand(c)})
-    # two golden runs per (model, mitigation) (the determinism check), one per evaluated trial
+    # three golden runs per (model, mitigation): the determinism check, then the check that
+    # replaying the recorded outputs of the layers gives the golden metrics; one per evaluated
+    # trial
     n_evaluated = sum(r["evaluated"] for r in first.rows + second.rows)
-    assert len(calls) == 2 * len(keys) + n_evaluated
+    assert len(calls) == 3 * len(keys) + n_evaluated
     clean = _build()(_data("a")).mean().item()
     for r in first.rows + second.rows:
         if r["mitigation"] == "none":

@@ -13,6 +13,7 @@ The in-process executor calls it directly; the Ray executor wraps one in each ac
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 import socket
@@ -29,6 +30,7 @@ from pytei_ray.campaign.spec import Campaign, is_activation_target, is_training_
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
+from pytei_ray.injection.frozen import FrozenOutputs
 
 from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
 from .context import BuildContext, call_hook, context_for
@@ -81,6 +83,9 @@ class TrialWorker:
         self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
         self._rescoring = ReplicaRescoring(campaign.split, self.worker_id) \
             if campaign.rescores else None  # index maps and re-scorers of the replicas
+        # (model, mitigation) -> golden calls of the replica's top-level children, replayed
+        # in a full evaluation for the children a trial's faults leave alone
+        self._frozen: dict[tuple[str, str], FrozenOutputs] = {}
         self._states: dict[str, Any] = {}  # model name -> trainable replica (training targets)
         self._training: Any = None  # TrainingTrials, made on the first training target
 
@@ -256,10 +261,13 @@ class TrialWorker:
                                  f"columns {list(self.campaign.level_columns)}, but got {clash}.")
             duration = time.perf_counter() - t0
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
-                again = _check_metrics(self._run_eval(self.campaign.evaluate, model,
-                                                      model_name), list(metrics))
+                frozen = FrozenOutputs(model)  # the second golden run also records the calls
+                again = _check_metrics(frozen.record(lambda: self._run_eval(
+                    self.campaign.evaluate, model, model_name)), list(metrics))
                 if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
+                else:
+                    self._keep_frozen(model_name, mit_name, model, frozen, metrics)
         except Exception as exc:
             raise self._setup_error(
                 f"The golden (fault-free) evaluation of {model_name!r} with mitigation "
@@ -295,6 +303,30 @@ class TrialWorker:
             "model is listed under 'nondeterministic_evaluate' in the results manifest. Seed or "
             "remove the randomness in evaluate() to let fault-free trials be skipped.",
             stacklevel=2)
+
+    def _keep_frozen(self, model_name: str, mit_name: str, model: torch.nn.Module,
+                     frozen: FrozenOutputs, metrics: dict[str, float]) -> None:
+        """Keep the recorded calls if replaying all of them gives the golden metrics bit for
+        bit (else the trials compute every child, as without them)."""
+        self._frozen.pop((model_name, mit_name), None)
+        if not frozen.calls:
+            return
+        with frozen.replay(list(frozen.calls)):
+            replayed = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
+                                      list(metrics))
+        if same_metrics(metrics, replayed):
+            self._frozen[(model_name, mit_name)] = frozen
+
+    def _replay(self, t: Trial, model: torch.nn.Module, faults: Any,
+                by_name: dict[str, Any]) -> Any:
+        """The context of a full evaluation: the children of the replica that hold none of
+        the applied ``faults`` return their golden outputs while their inputs are golden."""
+        frozen = self._frozen.get((t.model, t.mitigation))
+        if frozen is None or frozen.model is not model or not self._may_skip(t.model):
+            return contextlib.nullcontext()
+        hit = [tf.name for tf in faults.tensors if tf.n_words]
+        tensors = [by_name[n].tensor for n in hit if n in by_name]
+        return frozen.replay(frozen.frozen(hit, tensors))
 
     def _may_skip(self, model_name: str) -> bool:
         """Trials of this model whose faults change no word may take the golden metrics."""
@@ -375,7 +407,8 @@ class TrialWorker:
                         out = plan[0].metrics(model, plan[1])
                 else:
                     row["evaluated"] = True
-                    out = self._run_eval(self.campaign.evaluate, model, t.model)
+                    with self._replay(t, model, faults.map, by_name):
+                        out = self._run_eval(self.campaign.evaluate, model, t.model)
             metrics = _check_metrics(out, list(golden))
             row.update(status="ok", error=None)
         except Exception as exc:

@@ -1,0 +1,184 @@
+"""Replay the golden outputs of a model's fault-free parts in a faulty evaluation.
+
+A trial that puts faults only into the later layers of a model (the ``dense`` or ``predictor``
+weights of a recommendation model, a classifier head) recomputes the earlier ones for nothing:
+a module whose parameters and buffers hold no fault, called with the same inputs as in the
+golden (fault-free) pass, returns the same output, since ``evaluate`` proved deterministic.
+:class:`FrozenOutputs` records, in the golden pass of a (model, mitigation), the inputs and the
+output of every call of each top-level child; during a faulty pass it swaps the ``forward`` of
+every child that holds no fault for one that returns the recorded output (a copy) as long as
+the call's inputs equal the recorded ones bit for bit, and calls the real ``forward`` from the
+first call that differs on. Like ``torch.nn.utils.parametrize`` it changes the module only
+inside a context and puts it back.
+
+Only the top-level children are frozen (e.g. a DRS model's ``embedding`` when the faults are in
+``dense``: 31-37% of its forward); a child whose recorded calls would exceed ``budget_bytes``,
+or whose output is not a tensor (or a tuple/list of tensors), is not recorded.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__ = ["FrozenOutputs"]
+
+_BUDGET = 256 * 2**20  # bytes of recorded inputs and outputs per (model, mitigation)
+
+
+def _tensors(obj: Any) -> list[torch.Tensor] | None:
+    """The tensors of a call's argument or output (a tensor, or a flat tuple/list of them),
+    None when it holds anything else that is not a plain Python constant."""
+    if isinstance(obj, torch.Tensor):
+        return [obj]
+    if isinstance(obj, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in obj):
+        return list(obj)
+    return None
+
+
+def _copy(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    return type(obj)(t.detach().clone() for t in obj)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Bit-for-bit equal call arguments (tensors: same dtype, shape, device and values;
+    anything else: ``==``)."""
+    if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
+        return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
+                and a.dtype == b.dtype and a.shape == b.shape and a.device == b.device
+                and torch.equal(a, b))
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def _nbytes(obj: Any) -> int:
+    if isinstance(obj, torch.Tensor):
+        return obj.numel() * obj.element_size()
+    if isinstance(obj, (tuple, list)):
+        return sum(_nbytes(x) for x in obj)
+    if isinstance(obj, dict):
+        return sum(_nbytes(x) for x in obj.values())
+    return 0
+
+
+class FrozenOutputs:
+    """Recorded calls of a model's top-level children, replayed where a child holds no fault.
+
+    Args:
+        model: the model (its top-level children with parameters or buffers are candidates).
+        budget_bytes: most bytes of recorded inputs and outputs kept.
+    """
+
+    def __init__(self, model: nn.Module, budget_bytes: int = _BUDGET) -> None:
+        self.model = model
+        self.budget_bytes = budget_bytes
+        self.calls: dict[str, list[tuple[Any, Any, Any]]] = {}  # child -> (args, kwargs, out)
+        self._children = {name: child for name, child in model.named_children()
+                          if any(True for _ in child.parameters())
+                          or any(True for _ in child.buffers())}
+
+    def record(self, run: Callable[[], Any]) -> Any:
+        """Run ``run()`` (the golden evaluation) and keep every call of each child; a child
+        called with something other than tensors and constants, or past the budget, is not
+        kept. Returns what ``run`` returns."""
+        calls: dict[str, list[tuple[Any, Any, Any]] | None] = {n: [] for n in self._children}
+        used = [0]
+
+        def recording(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                out = forward(*args, **kwargs)
+                kept = calls[name]
+                if kept is None:
+                    return out
+                size = _nbytes(args) + _nbytes(kwargs) + _nbytes(out)
+                if _tensors(out) is None or used[0] + size > self.budget_bytes:
+                    calls[name] = None
+                    return out
+                used[0] += size
+                kept.append((_copy_args(args), _copy_args(kwargs), _copy(out)))
+                return out
+            return wrapped
+
+        with _swapped(self._children, recording):
+            result = run()
+        self.calls = {n: c for n, c in calls.items() if c}
+        return result
+
+    def frozen(self, faulted: Iterable[str], tensors: Iterable[torch.Tensor]) -> list[str]:
+        """The recorded children that hold none of the ``faulted`` sites (names as in
+        ``named_parameters()``) and none of the faulted ``tensors`` (shared weights)."""
+        names = list(faulted)
+        ids = {id(t) for t in tensors}
+        out = []
+        for name in self.calls:
+            child = self._children[name]
+            if any(n == name or n.startswith(name + ".") for n in names):
+                continue
+            if any(id(p) in ids for p in child.parameters()) or \
+                    any(id(b) in ids for b in child.buffers()):
+                continue
+            out.append(name)
+        return out
+
+    @contextmanager
+    def replay(self, names: Iterable[str]) -> Iterator[None]:
+        """Inside the context, child ``n`` of ``names`` returns its recorded outputs while its
+        calls repeat the recorded inputs, and computes from the first call that differs."""
+        chosen = {n: self._children[n] for n in names if n in self.calls}
+
+        def replaying(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
+            recorded = self.calls[name]
+            state = {"next": 0, "live": False}
+
+            def wrapped(*args: Any, **kwargs: Any) -> Any:
+                k = state["next"]
+                state["next"] = k + 1
+                if not state["live"] and k < len(recorded):
+                    r_args, r_kwargs, r_out = recorded[k]
+                    if _same(args, r_args) and _same(kwargs, r_kwargs):
+                        return _copy(r_out)
+                state["live"] = True  # the inputs left the golden pass: compute from here on
+                return forward(*args, **kwargs)
+            return wrapped
+
+        with _swapped(chosen, replaying):
+            yield
+
+
+def _copy_args(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().clone()
+    if isinstance(obj, (tuple, list)):
+        return type(obj)(_copy_args(x) for x in obj)
+    if isinstance(obj, dict):
+        return {k: _copy_args(v) for k, v in obj.items()}
+    return obj
+
+
+@contextmanager
+def _swapped(children: dict[str, nn.Module],
+             make: Callable[[str, Callable[..., Any]], Callable[..., Any]]) -> Iterator[None]:
+    """Give each child an instance ``forward`` made by ``make(name, real_forward)`` (hooks
+    still run around it), and remove it afterwards, whatever happens."""
+    had: dict[str, Any] = {}
+    try:
+        for name, child in children.items():
+            had[name] = child.__dict__.get("forward")
+            child.forward = make(name, child.forward)
+        yield
+    finally:
+        for name in had:
+            child = children[name]
+            if had[name] is None:
+                child.__dict__.pop("forward", None)
+            else:
+                child.forward = had[name]

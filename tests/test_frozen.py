@@ -1,0 +1,186 @@
+"""Golden outputs of the fault-free top-level children, replayed in full evaluations: the same
+metrics bit for bit as computing them, and a child is replayed only while it holds no fault and
+its inputs are golden."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from test_rescoring import SPLIT, assert_same, drs_model
+from torch import nn
+
+from pytei_ray import BitFlip, Campaign
+from pytei_ray.campaign.trials import expand
+from pytei_ray.execution.worker import TrialWorker
+from pytei_ray.faults.faultmap import sample_fault_map
+from pytei_ray.injection import apply_faults, resolve_targets
+from pytei_ray.injection.frozen import FrozenOutputs
+from pytei_ray.mitigations import SBP, Clip, Ranger
+from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, synthetic_criteo
+from pytei_ray.studies.drs.data import split as split_log
+from pytei_ray.studies.drs.layers import FieldEmbedding
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.fixture(scope="module")
+def test_log():
+    _, _, test = split_log(synthetic_criteo(2000, seed=3), seed=3)
+    return test  # 200 samples
+
+
+class _Counting:
+    """Counts calls of FieldEmbedding.forward (the DRS models' ``embedding`` child)."""
+
+    def __init__(self, monkeypatch):
+        self.n = 0
+        real = FieldEmbedding.forward
+
+        def counted(mod, *args, **kwargs):
+            self.n += 1
+            return real(mod, *args, **kwargs)
+        monkeypatch.setattr(FieldEmbedding, "forward", counted)
+
+
+def _faults(model, target, ber, seed):
+    sites = resolve_targets(model, target)
+    return sample_fault_map([s.info for s in sites], BitFlip(ber), seed), \
+        {s.name: s for s in sites}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+@pytest.mark.parametrize("mit", ["none", "clip", "ranger", "sbp"])
+def test_replayed_children_give_the_full_evaluation_bit_for_bit(name, mit, test_log,
+                                                                 monkeypatch):
+    model = drs_model(name, test_log)
+    mits = {"none": [], "clip": [Clip(layers=CLAMP_LAYERS)], "sbp": [SBP()],
+            "ranger": [Ranger(layers=CLAMP_LAYERS)]}[mit]
+    for m in mits:
+        if isinstance(m, Ranger):
+            m.profile(model, lambda mod: SPLIT(mod, test_log))
+    handles = [m.attach(model) for m in mits]
+    frozen = FrozenOutputs(model)
+    with torch.no_grad():
+        golden = frozen.record(lambda: SPLIT(model, test_log))
+    for h in handles:
+        h.remove()
+    assert "embedding" in frozen.calls
+    count = _Counting(monkeypatch)
+    for target in (["dense.*"], ["predictor.*"], ["embedding.*"], None):
+        for seed in range(3):
+            fmap, by_name = _faults(model, target, 3e-3, seed)
+            with apply_faults(fmap, model, mits, by_name) as applied, torch.no_grad():
+                hit = [tf.name for tf in applied.map.tensors if tf.n_words]
+                names = frozen.frozen(hit, [by_name[n].tensor for n in hit])
+                assert ("embedding" in names) == (target in (["dense.*"], ["predictor.*"])), \
+                    (target, names)
+                before = count.n
+                with frozen.replay(names):
+                    replayed = SPLIT(model, test_log)
+                assert (count.n == before) == ("embedding" in names)
+                computed = SPLIT(model, test_log)
+            assert_same(replayed, computed)
+    with torch.no_grad():
+        assert_same(SPLIT(model, test_log), golden)  # the model is back as it was
+    assert "forward" not in model.embedding.__dict__
+
+
+class _Tied(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(4, 4)
+        self.b = nn.Linear(4, 4)
+        self.b.weight = self.a.weight  # shared: a fault in a.weight changes b as well
+
+    def forward(self, x):
+        return self.b(x) + self.a(x)
+
+
+def test_a_child_sharing_a_faulted_tensor_is_not_frozen():
+    torch.manual_seed(0)
+    model, x = _Tied().eval(), torch.randn(8, 4)
+    frozen = FrozenOutputs(model)
+    frozen.record(lambda: model(x))
+    weight = dict(model.named_parameters())["a.weight"]
+    assert frozen.frozen(["a.weight"], [weight]) == []
+    assert frozen.frozen(["a.bias"], [model.a.bias]) == ["b"]
+
+
+class _Chain(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.first, self.second = nn.Linear(4, 4), nn.Linear(4, 2)
+
+    def forward(self, x):
+        return self.second(torch.relu(self.first(x)))
+
+
+def test_a_clean_child_fed_by_a_faulty_one_is_computed():
+    torch.manual_seed(0)
+    model, x = _Chain().eval(), torch.randn(8, 4)
+    frozen = FrozenOutputs(model)
+    with torch.no_grad():
+        frozen.record(lambda: model(x))
+        model.first.weight[0, 0] = 1e3  # "first" is faulty; "second" holds no fault
+        with frozen.replay(frozen.frozen(["first.weight"], [model.first.weight])):
+            replayed = model(x)
+        assert torch.equal(replayed, model(x))  # second saw other inputs: computed
+        assert not torch.equal(replayed, frozen.calls["second"][0][2])
+
+
+def test_forward_is_restored_when_the_evaluation_raises():
+    model, x = _Chain().eval(), torch.randn(8, 4)
+    frozen = FrozenOutputs(model)
+    frozen.record(lambda: model(x))
+    with pytest.raises(RuntimeError, match="boom"), frozen.replay(["first", "second"]):
+        raise RuntimeError("boom")
+    assert "forward" not in model.first.__dict__ and "forward" not in model.second.__dict__
+
+
+def test_budget_and_non_tensor_outputs_are_not_recorded():
+    class Dict(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return {"y": self.lin(x)}
+
+    class Outer(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.d, self.e = Dict(), nn.Linear(4, 4)
+
+        def forward(self, x):
+            return self.e(self.d(x)["y"])
+
+    model, x = Outer().eval(), torch.randn(8, 4)
+    frozen = FrozenOutputs(model)
+    frozen.record(lambda: model(x))
+    assert list(frozen.calls) == ["e"]  # a dict output is computed every time
+    small = FrozenOutputs(model, budget_bytes=100)
+    small.record(lambda: model(x))
+    assert small.calls == {}
+
+
+def test_worker_rows_equal_those_of_a_worker_that_computes_every_child(test_log, monkeypatch):
+    """The same trials through a worker (replay on) and one whose replay is a no-op: every row's
+    metrics bit for bit; the first computed the embedding fewer times."""
+    campaign = Campaign(
+        name="frozen", models={m: (lambda m=m: drs_model(m, test_log)) for m in ("fm", "dcn")},
+        data=lambda name: test_log, evaluate=SPLIT, bers=[1e-3, 1e-2], repetitions=2, seed=1,
+        targets={"dense": ["dense.*"], "predictor": ["predictor.*"], "emb": ["embedding.*"]},
+        mitigations={"none": None, "clip": Clip(layers=CLAMP_LAYERS), "sbp": SBP()})
+    trials = expand(campaign)
+    count = _Counting(monkeypatch)
+    rows = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
+    with_replay = count.n
+    monkeypatch.setattr(FrozenOutputs, "frozen", lambda self, hit, tensors: [])
+    count.n = 0
+    plain = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
+    assert count.n > with_replay
+    assert [r["trial_id"] for r in rows] == [r["trial_id"] for r in plain]
+    for a, b in zip(rows, plain):
+        for k in ("auc", "logloss", "status", "evaluated"):
+            assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), (a["trial_id"], k)
