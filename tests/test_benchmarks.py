@@ -167,3 +167,9 @@ def test_looks_replay_gives_the_trials_a_run_with_that_rule_makes(tmp_path):
                           "--precision", "accuracy=0.2", "--max-reps", "24", "--growth", "2",
                           "1.5"], capture_output=True, text=True, check=True).stdout
     assert "| 1.5 | 4, 6, 9, 14, 21, 24 |" in out and "growth 1.5 vs 2" in out
+
+
+def test_frozen_benchmark_runs_at_toy_size_and_checks_the_metrics():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.frozen", "--toy"],
+                         capture_output=True, text=True, check=True).stdout
+    assert "| fm | dense |" in out and "| dlrm | predictor |" in out

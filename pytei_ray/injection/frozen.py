@@ -11,9 +11,11 @@ the call's inputs equal the recorded ones bit for bit, and calls the real ``forw
 first call that differs on. Like ``torch.nn.utils.parametrize`` it changes the module only
 inside a context and puts it back.
 
-Only the top-level children are frozen (e.g. a DRS model's ``embedding`` when the faults are in
-``dense``: 31-37% of its forward); a child whose recorded calls would exceed ``budget_bytes``,
-or whose output is not a tensor (or a tuple/list of tensors), is not recorded.
+Only the outermost called submodules are frozen: the top-level children, and the children of a
+top-level ``nn.ModuleDict`` / ``nn.ModuleList`` (e.g. a DRS model's ``embedding`` when the faults
+are in ``dense``, 31-37% of its forward, and every ``dense.*`` part too when they are in the
+``predictor``); a child whose recorded calls would exceed ``budget_bytes``, or whose output is
+not a tensor (or a tuple/list of tensors), is not recorded.
 """
 
 from __future__ import annotations
@@ -71,10 +73,12 @@ def _nbytes(obj: Any) -> int:
 
 
 class FrozenOutputs:
-    """Recorded calls of a model's top-level children, replayed where a child holds no fault.
+    """Recorded calls of a model's outermost called submodules, replayed where one holds no
+    fault.
 
     Args:
-        model: the model (its top-level children with parameters or buffers are candidates).
+        model: the model (its top-level children with parameters or buffers, those of a
+            top-level ModuleDict/ModuleList in its place, are candidates).
         budget_bytes: most bytes of recorded inputs and outputs kept.
     """
 
@@ -82,9 +86,7 @@ class FrozenOutputs:
         self.model = model
         self.budget_bytes = budget_bytes
         self.calls: dict[str, list[tuple[Any, Any, Any]]] = {}  # child -> (args, kwargs, out)
-        self._children = {name: child for name, child in model.named_children()
-                          if any(True for _ in child.parameters())
-                          or any(True for _ in child.buffers())}
+        self._children = dict(_called_children(model))
 
     def record(self, run: Callable[[], Any]) -> Any:
         """Run ``run()`` (the golden evaluation) and keep every call of each child; a child
@@ -152,6 +154,17 @@ class FrozenOutputs:
 
         with _swapped(chosen, replaying):
             yield
+
+
+def _called_children(module: nn.Module, prefix: str = "") -> Iterator[tuple[str, nn.Module]]:
+    """The outermost submodules a forward calls: the children, and in place of a container
+    that is never called itself (``nn.ModuleDict``, ``nn.ModuleList``) its children; only
+    those with parameters or buffers (the others cost little to compute)."""
+    for name, child in module.named_children():
+        if isinstance(child, (nn.ModuleDict, nn.ModuleList)):
+            yield from _called_children(child, f"{prefix}{name}.")
+        elif any(True for _ in child.parameters()) or any(True for _ in child.buffers()):
+            yield f"{prefix}{name}", child
 
 
 def _copy_args(obj: Any) -> Any:
