@@ -184,3 +184,23 @@ def test_worker_rows_equal_those_of_a_worker_that_computes_every_child(test_log,
     for a, b in zip(rows, plain):
         for k in ("auc", "logloss", "status", "evaluated"):
             assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), (a["trial_id"], k)
+
+
+def test_a_tensor_passed_from_one_part_to_the_next_is_stored_once():
+    torch.manual_seed(0)
+    model, x = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 2)).eval(), torch.randn(16, 4)
+    frozen = FrozenOutputs(model)
+    with torch.no_grad():
+        frozen.record(lambda: model(x))
+    assert list(frozen.calls) == ["0", "1"]
+    assert frozen.nbytes == 4 * (16 * 4 + 16 * 8 + 16 * 2)  # x, the hidden output once, out
+    # the stored input of "1" is the stored output of "0" (one copy, never handed out)
+    assert frozen.calls["1"][0][0][0] is frozen.calls["0"][0][2]
+    with torch.no_grad():
+        expected = model(x)
+        with frozen.replay(["0", "1"]):
+            out = model(x)
+        assert torch.equal(out, expected)
+        out.add_(1)  # a caller changing the replayed output in place changes no record
+        with frozen.replay(["0", "1"]):
+            assert torch.equal(model(x), expected)

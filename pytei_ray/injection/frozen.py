@@ -62,16 +62,6 @@ def _same(a: Any, b: Any) -> bool:
     return type(a) is type(b) and a == b
 
 
-def _nbytes(obj: Any) -> int:
-    if isinstance(obj, torch.Tensor):
-        return obj.numel() * obj.element_size()
-    if isinstance(obj, (tuple, list)):
-        return sum(_nbytes(x) for x in obj)
-    if isinstance(obj, dict):
-        return sum(_nbytes(x) for x in obj.values())
-    return 0
-
-
 class FrozenOutputs:
     """Recorded calls of a model's outermost called submodules, replayed where one holds no
     fault.
@@ -86,6 +76,7 @@ class FrozenOutputs:
         self.model = model
         self.budget_bytes = budget_bytes
         self.calls: dict[str, list[tuple[Any, Any, Any]]] = {}  # child -> (args, kwargs, out)
+        self.nbytes = 0  # bytes of the recorded tensors (each stored once)
         self._children = dict(_called_children(model))
 
     def record(self, run: Callable[[], Any]) -> Any:
@@ -93,26 +84,30 @@ class FrozenOutputs:
         called with something other than tensors and constants, or past the budget, is not
         kept. Returns what ``run`` returns."""
         calls: dict[str, list[tuple[Any, Any, Any]] | None] = {n: [] for n in self._children}
-        used = [0]
+        keeper = _Keeper()
 
         def recording(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(*args: Any, **kwargs: Any) -> Any:
                 out = forward(*args, **kwargs)
-                kept = calls[name]
-                if kept is None:
+                if calls[name] is None:
                     return out
-                size = _nbytes(args) + _nbytes(kwargs) + _nbytes(out)
-                if _tensors(out) is None or used[0] + size > self.budget_bytes:
+                if _tensors(out) is None:
                     calls[name] = None
                     return out
-                used[0] += size
-                kept.append((_copy_args(args), _copy_args(kwargs), _copy(out)))
+                call = (keeper.keep(args), keeper.keep(kwargs), keeper.keep(out))
+                if keeper.bytes > self.budget_bytes:
+                    calls[name] = None
+                    return out
+                calls[name].append(call)  # type: ignore[union-attr]
                 return out
             return wrapped
 
         with _swapped(self._children, recording):
             result = run()
         self.calls = {n: c for n, c in calls.items() if c}
+        kept = {id(t) for c in self.calls.values() for call in c for t in _flat(call)}
+        self.nbytes = sum(t.numel() * t.element_size() for t in keeper.copies.values()
+                          if id(t) in kept)
         return result
 
     def frozen(self, faulted: Iterable[str], tensors: Iterable[torch.Tensor]) -> list[str]:
@@ -167,14 +162,40 @@ def _called_children(module: nn.Module, prefix: str = "") -> Iterator[tuple[str,
             yield f"{prefix}{name}", child
 
 
-def _copy_args(obj: Any) -> Any:
+def _flat(obj: Any) -> Iterator[torch.Tensor]:
     if isinstance(obj, torch.Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, (tuple, list)):
-        return type(obj)(_copy_args(x) for x in obj)
-    if isinstance(obj, dict):
-        return {k: _copy_args(v) for k, v in obj.items()}
-    return obj
+        yield obj
+    elif isinstance(obj, (tuple, list)):
+        for x in obj:
+            yield from _flat(x)
+    elif isinstance(obj, dict):
+        for x in obj.values():
+            yield from _flat(x)
+
+
+class _Keeper:
+    """Copies of the tensors a recording pass sees, each copied once: the output of one part is
+    often the input of the next, and is then stored once for both. The originals are held until
+    the pass ends, so that no ``id`` is reused for another tensor meanwhile."""
+
+    def __init__(self) -> None:
+        self.copies: dict[int, torch.Tensor] = {}
+        self.alive: list[torch.Tensor] = []
+        self.bytes = 0
+
+    def keep(self, obj: Any) -> Any:
+        if isinstance(obj, torch.Tensor):
+            copy = self.copies.get(id(obj))
+            if copy is None:
+                copy = self.copies[id(obj)] = obj.detach().clone()
+                self.alive.append(obj)
+                self.bytes += obj.numel() * obj.element_size()
+            return copy
+        if isinstance(obj, (tuple, list)):
+            return type(obj)(self.keep(x) for x in obj)
+        if isinstance(obj, dict):
+            return {k: self.keep(v) for k, v in obj.items()}
+        return obj
 
 
 @contextmanager
