@@ -86,6 +86,8 @@ class TrialWorker:
         # (model, mitigation) -> golden calls of the replica's top-level children, replayed
         # in a full evaluation for the children a trial's faults leave alone
         self._frozen: dict[tuple[str, str], FrozenOutputs] = {}
+        self._records = any(not is_activation_target(s) and not is_training_target(s)
+                            for s in campaign.targets.values())  # weight targets replay
         self._states: dict[str, Any] = {}  # model name -> trainable replica (training targets)
         self._training: Any = None  # TrainingTrials, made on the first training target
 
@@ -261,12 +263,14 @@ class TrialWorker:
                                  f"columns {list(self.campaign.level_columns)}, but got {clash}.")
             duration = time.perf_counter() - t0
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
-                frozen = FrozenOutputs(model)  # the second golden run also records the calls
-                again = _check_metrics(frozen.record(lambda: self._run_eval(
-                    self.campaign.evaluate, model, model_name)), list(metrics))
+                # with weight targets, the second golden run also records the parts' calls
+                frozen = FrozenOutputs(model) if self._records else None
+                run = lambda: self._run_eval(self.campaign.evaluate, model,  # noqa: E731
+                                             model_name)
+                again = _check_metrics(frozen.record(run) if frozen else run(), list(metrics))
                 if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
-                else:
+                elif frozen is not None:
                     self._keep_frozen(model_name, mit_name, model, frozen, metrics)
         except Exception as exc:
             raise self._setup_error(

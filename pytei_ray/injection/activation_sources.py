@@ -92,9 +92,10 @@ class PermanentFaults:
         self.error, self.what, self.fix = error, what, fix
         self._fixed: dict[object, TensorFaults] = {}
 
-    def get(self, key: object, seed: int, name: str, module: str, shape: tuple[int, ...],
-            dtype: torch.dtype, where: str = "") -> TensorFaults:
-        """The faults of ``key`` (drawn with ``seed`` over ``shape[1:]`` on first use).
+    def get(self, key: object, seed_parts: tuple, name: str, module: str,
+            shape: tuple[int, ...], dtype: torch.dtype, where: str = "") -> TensorFaults:
+        """The faults of ``key``, drawn over ``shape[1:]`` on first use with the seed
+        ``stable_seed(*seed_parts, shape[1:], dtype_name(dtype))`` (hashed then only).
 
         Raises:
             ValueError: a 0-d tensor (no batch dimension), or a per-sample shape or dtype other
@@ -105,6 +106,7 @@ class PermanentFaults:
                              f"0-d tensor: {self.fix}.")
         tf = self._fixed.get(key)
         if tf is None:
+            seed = stable_seed(*seed_parts, shape[1:], dtype_name(dtype))
             tf = sample_fault_map([SiteInfo(name, dtype, tuple(shape[1:]))], self.error,
                                   seed).tensors[0]
             self._fixed[key] = tf
@@ -144,7 +146,6 @@ class _Sampled(_Source):
                                dtype_name(dtype))
             tf = sample_fault_map([SiteInfo(name, dtype, shape)], self.error, seed).tensors[0]
             return tf, False
-        seed = stable_seed(self.seed, "activation-permanent/v1", module, where, element,
-                           shape[1:], dtype_name(dtype)) if shape else 0
-        return self._fixed.get((module, where, element), seed, name, module, shape, dtype,
+        parts = (self.seed, "activation-permanent/v1", module, where, element)
+        return self._fixed.get((module, where, element), parts, name, module, shape, dtype,
                                f" ({where})"), True

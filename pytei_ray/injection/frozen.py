@@ -32,17 +32,14 @@ __all__ = ["FrozenOutputs"]
 _BUDGET = 256 * 2**20  # bytes of recorded inputs and outputs per (model, mitigation)
 
 
-def _tensors(obj: Any) -> list[torch.Tensor] | None:
-    """The tensors of a call's argument or output (a tensor, or a flat tuple/list of them),
-    None when it holds anything else that is not a plain Python constant."""
-    if isinstance(obj, torch.Tensor):
-        return [obj]
-    if isinstance(obj, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in obj):
-        return list(obj)
-    return None
+def _tensor_output(obj: Any) -> bool:
+    """Whether a part's output can be replayed: a tensor, or a flat tuple/list of tensors."""
+    return isinstance(obj, torch.Tensor) or (
+        isinstance(obj, (tuple, list)) and all(isinstance(t, torch.Tensor) for t in obj))
 
 
 def _copy(obj: Any) -> Any:
+    """A fresh copy of a recorded output (callers may change what they get in place)."""
     if isinstance(obj, torch.Tensor):
         return obj.detach().clone()
     return type(obj)(t.detach().clone() for t in obj)
@@ -91,7 +88,7 @@ class FrozenOutputs:
                 out = forward(*args, **kwargs)
                 if calls[name] is None:
                     return out
-                if _tensors(out) is None:
+                if not _tensor_output(out):
                     calls[name] = None
                     return out
                 call = (keeper.keep(args), keeper.keep(kwargs), keeper.keep(out))

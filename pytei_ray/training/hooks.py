@@ -20,7 +20,6 @@ from torch import nn
 from ..faults.callstream import CallStream
 from ..faults.dtypes import dtype_name, layout_of
 from ..faults.faultmap import SiteInfo, TensorFaults
-from ..faults.sampling import stable_seed
 from ..injection.activation_sources import PermanentFaults
 from ..injection.activation_write import (
     count_changed_nonfinite,
@@ -98,9 +97,8 @@ class HookSite:
             tf = self._stream.sample(key, (owner.current_step, call), SiteInfo(name, dtype,
                                                                                 shape))
             return None if tf is None else (tf, False)
-        seed = stable_seed(owner.seed, "training-permanent/v1", self.key, module, element,
-                           shape[1:], dtype_name(dtype)) if shape else 0
-        return self._fixed.get((module, element), seed, name, module, shape, dtype), True
+        parts = (owner.seed, "training-permanent/v1", self.key, module, element)
+        return self._fixed.get((module, element), parts, name, module, shape, dtype), True
 
     def _corrupt(self, module: str, call: int, element: int, t: torch.Tensor,
                  shared: set[int] | None) -> torch.Tensor:
