@@ -45,7 +45,6 @@ class Replay:
     evaluations: int = 0
     trial_seconds: float = 0.0
     rounds: int = 0
-    points_per_round: list[int] = dataclasses.field(default_factory=list)
     at_cap: int = 0
     missing: str = ""
 
@@ -80,7 +79,6 @@ def replay(frame: pd.DataFrame, target: Precision, min_reps: int) -> Replay:
         out.evaluations += int(ran["evaluated"].sum())
         out.trial_seconds += float(ran["duration_s"].sum())
         out.rounds += 1
-        out.points_per_round.append(len(active))
         if look >= target.max_reps:  # the cap: the cells still open stay open
             out.at_cap = sum(1 for _, g, v in judge_cells(upto, target, min_reps, POINT_FACTORS)
                              if stopped_at_cap(g, v, target.max_reps))
