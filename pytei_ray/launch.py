@@ -101,16 +101,17 @@ def _parser() -> argparse.ArgumentParser:
                         "METRIC=H (half-width H of the mean, e.g. auc=0.005), METRIC=H%% "
                         "(relative to |golden|, auc=1%%) or METRIC.sdc_rate=H (of the SDC rate); "
                         "the first round runs the job's repetitions, open points get more, "
-                        "doubling (see --growth), up to --max-reps. Recorded: a later run "
-                        "keeps it")
+                        "doubling (see --growth), up to --max-reps; the job's confidence and "
+                        "look factor are kept. Recorded: a later run keeps it")
     p.add_argument("--max-reps", type=int, metavar="N",
                    help="most repetitions per point of an adaptive campaign (default 160)")
     p.add_argument("--confidence", type=float, metavar="C",
-                   help="confidence level of a precision target (default 0.95)")
+                   help="confidence level of a precision target (default: the job's, else "
+                        "0.95)")
     p.add_argument("--growth", type=float, metavar="G",
-                   help="factor between the looks of a precision target (default 2: "
-                        "double the repetitions of open points; 1.5 overshoots their need by "
-                        "less, in more rounds)"),
+                   help="factor between the looks of a precision target (default: the job's, "
+                        "else 2: double the repetitions of open points; 1.5 overshoots their "
+                        "need by less, in more rounds)")
     p.add_argument("--retry-failed", action="store_true",
                    help="run trials whose stored status is 'failed' again")
     p.add_argument("--executor", choices=available_executors(), default=default_executor(),

@@ -188,3 +188,26 @@ def test_report_agrees_with_the_run_on_open_cells(tmp_path):
     assert open_cells["at_cap"].all() and (open_cells["trials"] == 16).all()
     listed = {line.split(":")[0] for line in s.at_cap}
     assert listed == {f"m/all/bitflip/{r.ber}/{r.mitigation}" for r in open_cells.itertuples()}
+
+
+def test_precision_flag_keeps_the_jobs_confidence_and_looks(tmp_path):
+    job = _job(tmp_path, precision="Precision('accuracy', 0.2, max_reps=24, growth=1.5, "
+                                   "confidence=0.9)")
+    said: list[str] = []
+    out = str(tmp_path / "out")
+    run(job, out, precision="accuracy=0.1", max_reps=16, executor="local", progress=False,
+        echo=said.append)
+    stored = json.loads((tmp_path / "out" / "_manifest.json").read_text())["job"]
+    assert stored["precision_override"]["halfwidth"] == 0.1
+    assert stored["precision_override"]["confidence"] == 0.9
+    assert stored["precision_override"]["growth"] == 1.5
+    assert any("keeps the job's confidence 0.9 and growth 1.5" in s for s in said), said
+    # a flag still chooses: the job's growth is not kept when --growth is given
+    out2 = str(tmp_path / "out2")
+    said.clear()
+    run(job, out2, precision="accuracy=0.1", max_reps=16, growth=2.0, executor="local",
+        progress=False, echo=said.append)
+    stored = json.loads((tmp_path / "out2" / "_manifest.json").read_text())["job"]
+    assert stored["precision_override"].get("growth", 2.0) == 2.0
+    assert stored["precision_override"]["confidence"] == 0.9
+    assert any("keeps the job's confidence 0.9;" in s for s in said), said

@@ -53,9 +53,10 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
     """Apply ``--precision`` / ``--max-reps`` / ``--confidence`` / ``--growth``, or a recorded
     precision.
 
-    ``--precision`` replaces the campaign's target (any job can be made adaptive);
-    ``--max-reps``, ``--confidence`` and ``--growth`` change the target in use (the job's, or
-    the flag's).
+    ``--precision`` replaces the campaign's target (any job can be made adaptive), keeping the
+    job's confidence and look factor when it has a target (``--max-reps`` defaults to 160: a
+    new half-width needs its own budget); ``--max-reps``, ``--confidence`` and ``--growth``
+    change the target in use (the job's, or the flag's).
     The manifest records the override (``job.precision_override``) and a later run without the
     flags uses it, so a plain rerun resumes the same adaptive campaign.
     """
@@ -68,8 +69,15 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
 
     base = job.replace(overrides={k: v for k, v in job.overrides.items() if k != "precision"})
     own = base.campaign().precision
-    if isinstance(precision, str):
-        target = Precision.parse(precision)
+    if isinstance(precision, str):  # the text names what; how is the job's (or the default)
+        how = {k: getattr(own, k) for k in ("confidence", "growth")} if own else {}
+        target = Precision.parse(precision, **how)
+        kept = {k: v for k, v in how.items() if k not in tweaks
+                and v != {"confidence": 0.95, "growth": 2.0}[k]}
+        if kept:
+            echo("note: --precision keeps the job's " + " and ".join(
+                f"{k} {v:g}" for k, v in kept.items()) + "; pass "
+                + " / ".join(f"--{k} X" for k in kept) + " to choose another.")
     elif precision is not None:
         target = precision
     elif tweaks:
