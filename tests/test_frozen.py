@@ -174,8 +174,19 @@ def test_worker_rows_equal_those_of_a_worker_that_computes_every_child(test_log,
         mitigations={"none": None, "clip": Clip(layers=CLAMP_LAYERS), "sbp": SBP()})
     trials = expand(campaign)
     count = _Counting(monkeypatch)
-    rows = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
+    worker = TrialWorker(campaign, device="cpu")
+    rows = worker.run_chunk(trials).rows
     with_replay = count.n
+    # the mitigations of a model share what their golden passes have in common: the
+    # embedding's calls, which no mitigation here acts on, are stored once per model
+    for m in ("fm", "dcn"):
+        rec = {mit: worker._frozen[(m, mit)] for mit in ("none", "clip", "sbp")}
+        assert all(r.calls["embedding"][0][2] is rec["none"].calls["embedding"][0][2]
+                   for r in rec.values())
+        alone = FrozenOutputs(rec["clip"].model)
+        with torch.no_grad():
+            alone.record(lambda: SPLIT(rec["clip"].model, test_log))
+        assert rec["clip"].nbytes < alone.nbytes
     monkeypatch.setattr(FrozenOutputs, "frozen", lambda self, hit, tensors: [])
     count.n = 0
     plain = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
@@ -204,3 +215,62 @@ def test_a_tensor_passed_from_one_part_to_the_next_is_stored_once():
         out.add_(1)  # a caller changing the replayed output in place changes no record
         with frozen.replay(["0", "1"]):
             assert torch.equal(model(x), expected)
+
+
+class _Scale(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.s = nn.Parameter(torch.ones(()))
+
+    def forward(self, x):
+        return x * self.s
+
+
+class _Reciprocal(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("one", torch.ones(()))
+
+    def forward(self, x):
+        return self.one / x
+
+
+def test_inputs_that_differ_only_in_the_sign_of_zero_are_computed():
+    """-0.0 == 0.0 as numbers but not as bits: a part fed -0.0 where the golden pass fed 0.0
+    may return another result (1/x: -inf), so it is computed, not replayed."""
+    model, x = nn.Sequential(_Scale(), _Reciprocal()).eval(), torch.zeros(4)
+    frozen = FrozenOutputs(model)
+    with torch.no_grad():
+        frozen.record(lambda: model(x))
+        assert torch.equal(frozen.calls["1"][0][2], torch.full((4,), float("inf")))
+        model[0].s.fill_(-1.0)  # a sign-bit fault in part "0": its output is -0.0
+        with frozen.replay(frozen.frozen(["0.s"], [model[0].s])):
+            out = model(x)
+    assert torch.equal(out, torch.full((4,), -float("inf")))
+
+
+def test_recordings_of_other_mitigations_share_equal_tensors():
+    """A part whose golden calls are the same under two mitigations is stored once: the second
+    recording holds the first one's tensors where they are bit-equal, and counts only the rest;
+    replaying it gives its own golden output."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.Sequential(nn.Linear(8, 2))).eval()
+    x = torch.randn(16, 4)
+    first = FrozenOutputs(model)
+    with torch.no_grad():
+        first.record(lambda: model(x))
+        # a mitigation inside part "1" (a clamp on its layer): "1" returns another output
+        handle = model[1][0].register_forward_hook(lambda m, a, out: out.clamp(-0.1, 0.1))
+        second = FrozenOutputs(model)
+        expected = second.record(lambda: model(x), share=[first])
+        assert second.calls["0"][0][0][0] is first.calls["0"][0][0][0]  # x: shared
+        assert second.calls["0"][0][2] is first.calls["0"][0][2]  # part 0's output: shared
+        assert second.calls["1"][0][0][0] is first.calls["1"][0][0][0]
+        assert second.calls["1"][0][2] is not first.calls["1"][0][2]  # differs: its own
+        assert not torch.equal(second.calls["1"][0][2], first.calls["1"][0][2])
+        assert second.nbytes == 4 * 16 * 2 and first.nbytes == 4 * 16 * (4 + 8 + 2)
+        with second.replay(["0", "1"]):
+            assert torch.equal(model(x), expected)
+        handle.remove()
+        with first.replay(["0", "1"]):  # the first recording is unchanged
+            assert torch.equal(model(x), first.calls["1"][0][2])

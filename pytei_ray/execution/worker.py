@@ -267,7 +267,9 @@ class TrialWorker:
                 frozen = FrozenOutputs(model) if self._records else None
                 run = lambda: self._run_eval(self.campaign.evaluate, model,  # noqa: E731
                                              model_name)
-                again = _check_metrics(frozen.record(run) if frozen else run(), list(metrics))
+                share = [f for (m, _), f in self._frozen.items() if m == model_name]
+                again = _check_metrics(frozen.record(run, share) if frozen else run(),
+                                       list(metrics))
                 if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
                 elif frozen is not None:

@@ -15,7 +15,8 @@ Only the outermost called submodules are frozen: the top-level children, and the
 top-level ``nn.ModuleDict`` / ``nn.ModuleList`` (e.g. a DRS model's ``embedding`` when the faults
 are in ``dense``, 31-37% of its forward, and every ``dense.*`` part too when they are in the
 ``predictor``); a child whose recorded calls would exceed ``budget_bytes``, or whose output is
-not a tensor (or a tuple/list of tensors), is not recorded.
+not a tensor (or a tuple/list of tensors), is not recorded. Recordings of the same model under
+other mitigations share the tensors they have in common (``record(..., share=...)``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Any
 
 import torch
 from torch import nn
+
+from ..faults.dtypes import LAYOUTS
 
 __all__ = ["FrozenOutputs"]
 
@@ -45,13 +48,23 @@ def _copy(obj: Any) -> Any:
     return type(obj)(t.detach().clone() for t in obj)
 
 
+def _words(t: torch.Tensor) -> torch.Tensor:
+    """``t`` as integer words where it is floating point, so that equality is of bits (-0.0 is
+    not 0.0; a NaN equals the same NaN)."""
+    if t.is_complex():
+        t = torch.view_as_real(t)
+    if t.dtype.is_floating_point and t.dtype in LAYOUTS:
+        return t.detach().contiguous().view(LAYOUTS[t.dtype].int_dtype)
+    return t
+
+
 def _same(a: Any, b: Any) -> bool:
-    """Bit-for-bit equal call arguments (tensors: same dtype, shape, device and values;
+    """Bit-for-bit equal call arguments (tensors: same dtype, shape, device and bits;
     anything else: ``==``)."""
     if isinstance(a, torch.Tensor) or isinstance(b, torch.Tensor):
         return (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)
                 and a.dtype == b.dtype and a.shape == b.shape and a.device == b.device
-                and torch.equal(a, b))
+                and torch.equal(_words(a), _words(b)))
     if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
         return type(a) is type(b) and len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict) and isinstance(b, dict):
@@ -76,12 +89,19 @@ class FrozenOutputs:
         self.nbytes = 0  # bytes of the recorded tensors (each stored once)
         self._children = dict(_called_children(model))
 
-    def record(self, run: Callable[[], Any]) -> Any:
+    def record(self, run: Callable[[], Any], share: Iterable[FrozenOutputs] = ()) -> Any:
         """Run ``run()`` (the golden evaluation) and keep every call of each child; a child
         called with something other than tensors and constants, or past the budget, is not
-        kept. Returns what ``run`` returns."""
+        kept. Returns what ``run`` returns.
+
+        ``share``: other recordings of the same model (its golden pass under other
+        mitigations); a recorded tensor bit-equal to theirs at the same place (child, call,
+        argument) is not copied but shared with them, and is not counted in :attr:`nbytes` or
+        the budget (a part a mitigation does not act on is stored once for all of them).
+        """
         calls: dict[str, list[tuple[Any, Any, Any]] | None] = {n: [] for n in self._children}
         keeper = _Keeper()
+        others = [o for o in share if o is not self and o.model is self.model]
 
         def recording(name: str, forward: Callable[..., Any]) -> Callable[..., Any]:
             def wrapped(*args: Any, **kwargs: Any) -> Any:
@@ -91,7 +111,11 @@ class FrozenOutputs:
                 if not _tensor_output(out):
                     calls[name] = None
                     return out
-                call = (keeper.keep(args), keeper.keep(kwargs), keeper.keep(out))
+                k = len(calls[name])  # type: ignore[arg-type]
+                like = next((o.calls[name][k] for o in others
+                             if len(o.calls.get(name, ())) > k), (None, None, None))
+                call = (keeper.keep(args, like[0]), keeper.keep(kwargs, like[1]),
+                        keeper.keep(out, like[2]))
                 if keeper.bytes > self.budget_bytes:
                     calls[name] = None
                     return out
@@ -104,7 +128,7 @@ class FrozenOutputs:
         self.calls = {n: c for n, c in calls.items() if c}
         kept = {id(t) for c in self.calls.values() for call in c for t in _flat(call)}
         self.nbytes = sum(t.numel() * t.element_size() for t in keeper.copies.values()
-                          if id(t) in kept)
+                          if id(t) in kept and id(t) not in keeper.shared)
         return result
 
     def frozen(self, faulted: Iterable[str], tensors: Iterable[torch.Tensor]) -> list[str]:
@@ -173,25 +197,35 @@ def _flat(obj: Any) -> Iterator[torch.Tensor]:
 class _Keeper:
     """Copies of the tensors a recording pass sees, each copied once: the output of one part is
     often the input of the next, and is then stored once for both. The originals are held until
-    the pass ends, so that no ``id`` is reused for another tensor meanwhile."""
+    the pass ends, so that no ``id`` is reused for another tensor meanwhile. A tensor bit-equal
+    to the one another recording holds at the same place is that recording's tensor (not
+    copied, not counted)."""
 
     def __init__(self) -> None:
         self.copies: dict[int, torch.Tensor] = {}
         self.alive: list[torch.Tensor] = []
+        self.shared: set[int] = set()  # ids of copies that belong to another recording
         self.bytes = 0
 
-    def keep(self, obj: Any) -> Any:
+    def keep(self, obj: Any, like: Any = None) -> Any:
         if isinstance(obj, torch.Tensor):
             copy = self.copies.get(id(obj))
             if copy is None:
-                copy = self.copies[id(obj)] = obj.detach().clone()
+                if isinstance(like, torch.Tensor) and _same(obj.detach(), like):
+                    copy = self.copies[id(obj)] = like
+                    self.shared.add(id(like))
+                else:
+                    copy = self.copies[id(obj)] = obj.detach().clone()
+                    self.bytes += obj.numel() * obj.element_size()
                 self.alive.append(obj)
-                self.bytes += obj.numel() * obj.element_size()
             return copy
         if isinstance(obj, (tuple, list)):
-            return type(obj)(self.keep(x) for x in obj)
+            likes = like if isinstance(like, (tuple, list)) and len(like) == len(obj) \
+                else [None] * len(obj)
+            return type(obj)(self.keep(x, y) for x, y in zip(obj, likes))
         if isinstance(obj, dict):
-            return {k: self.keep(v) for k, v in obj.items()}
+            likes = like if isinstance(like, dict) else {}
+            return {k: self.keep(v, likes.get(k)) for k, v in obj.items()}
         return obj
 
 
