@@ -183,9 +183,10 @@ def test_worker_rows_equal_those_of_a_worker_that_computes_every_child(test_log,
         rec = {mit: worker._frozen[(m, mit)] for mit in ("none", "clip", "sbp")}
         assert all(r.calls["embedding"][0][2] is rec["none"].calls["embedding"][0][2]
                    for r in rec.values())
-        alone = FrozenOutputs(rec["clip"].model)
+        replica = rec["clip"].model
+        alone = FrozenOutputs(replica)
         with torch.no_grad():
-            alone.record(lambda: SPLIT(rec["clip"].model, test_log))
+            alone.record(lambda r=replica: SPLIT(r, test_log))
         assert rec["clip"].nbytes < alone.nbytes
     monkeypatch.setattr(FrozenOutputs, "frozen", lambda self, hit, tensors: [])
     count.n = 0
@@ -274,3 +275,30 @@ def test_recordings_of_other_mitigations_share_equal_tensors():
         handle.remove()
         with first.replay(["0", "1"]):  # the first recording is unchanged
             assert torch.equal(model(x), first.calls["1"][0][2])
+
+
+def test_a_rebuilt_replica_replays_the_recordings_of_the_old_one(test_log, monkeypatch):
+    """After a replica is rebuilt (a trial left it changed), the recordings serve the new
+    replica (same state, so the same golden calls): its trials replay fault-free parts and
+    their rows equal those of a fresh worker bit for bit."""
+    campaign = Campaign(
+        name="rebuilt", models={"fm": lambda: drs_model("fm", test_log)},
+        data=lambda name: test_log, evaluate=SPLIT, bers=[1e-2], repetitions=2, seed=4,
+        targets={"dense": ["dense.*"], "predictor": ["predictor.*"]},
+        mitigations={"none": None, "clip": Clip(layers=CLAMP_LAYERS)})
+    trials = expand(campaign)
+    worker = TrialWorker(campaign, device="cpu")
+    worker.run_chunk(trials)  # golden runs and recordings of both mitigations
+    old = worker._models["fm"]
+    with torch.no_grad():
+        old.predictor.bias.add_(1.0)  # as if a trial had not restored it
+    count = _Counting(monkeypatch)
+    result = worker.run_chunk(trials)
+    assert result.rebuilt == ["fm"] and worker._models["fm"] is not old
+    assert all(f.model is worker._models["fm"] for f in worker._frozen.values())
+    assert set(worker._frozen) == {("fm", "none"), ("fm", "clip")}
+    assert count.n == 0  # every trial's faults are after the embedding: replayed
+    fresh = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
+    for a, b in zip(result.rows, fresh):
+        for k in ("auc", "logloss", "status", "evaluated"):
+            assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), (a["trial_id"], k)

@@ -129,7 +129,10 @@ class TrialWorker:
             del self._sites[key]
         self._check_targets(name, model)
         self._models[name] = model
-        self._pristine[name] = state_checksum(model)
+        before, self._pristine[name] = self._pristine.get(name), state_checksum(model)
+        for key in [k for k in self._frozen if k[0] == name]:  # recordings of the old replica
+            if before != self._pristine[name] or not self._frozen[key].rebind(model):
+                del self._frozen[key]  # another state: its golden calls may differ
         return model
 
     def _check_targets(self, name: str, model: torch.nn.Module) -> None:

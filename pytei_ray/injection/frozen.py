@@ -89,6 +89,16 @@ class FrozenOutputs:
         self.nbytes = 0  # bytes of the recorded tensors (each stored once)
         self._children = dict(_called_children(model))
 
+    def rebind(self, model: nn.Module) -> bool:
+        """Move the recording to ``model``, a rebuilt copy of the recorded one (bit-identical
+        state: the caller checks), so that its replays serve the new replica and the old one
+        is freed. False (nothing changed) if ``model``'s parts are not the recorded ones."""
+        children = dict(_called_children(model))
+        if children.keys() != self._children.keys():
+            return False
+        self.model, self._children = model, children
+        return True
+
     def record(self, run: Callable[[], Any], share: Iterable[FrozenOutputs] = ()) -> Any:
         """Run ``run()`` (the golden evaluation) and keep every call of each child; a child
         called with something other than tensors and constants, or past the budget, is not
