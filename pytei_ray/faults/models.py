@@ -74,6 +74,15 @@ def _check_count(n: int | None) -> int | None:
     return int(n)
 
 
+def check_error_model(error: object) -> ErrorModel:
+    """``error`` if it is an :class:`ErrorModel`, else ``TypeError`` naming what to pass: the one
+    check of every ``error`` argument (injectors, activation injectors, training faults)."""
+    if not isinstance(error, ErrorModel):
+        raise TypeError("Expected argument `error` to be an ErrorModel such as "
+                        f"BitFlip(ber=1e-6), but got {error!r}.")
+    return error
+
+
 class ErrorModel:
     """Base class: a fault-site kind, a sampling mode (``rate`` or exact count ``n``), a transform.
 

@@ -28,7 +28,7 @@ from torch import nn
 from ..faults.callstream import STREAMS
 from ..faults.dtypes import layout_of
 from ..faults.faultmap import FaultMap
-from ..faults.models import ErrorModel
+from ..faults.models import ErrorModel, check_error_model
 from ..faults.sampling import check_seed
 from ..mitigations.base import Mitigation
 from .activation_sources import (
@@ -239,11 +239,7 @@ class ActivationInjector:
     def __init__(self, targets: ModuleTargets, error: ErrorModel, seed: int = 0, *,
                  mode: str = "transient", where: str = "output",
                  record_positions: bool = False, stream: str = "v2") -> None:
-        if not isinstance(error, ErrorModel):
-            raise TypeError(
-                "Expected argument `error` to be an ErrorModel such as BitFlip(ber=1e-6), "
-                f"but got {error!r}."
-            )
+        check_error_model(error)
         self.targets = targets
         self.error = error
         self.seed = check_seed(seed)

@@ -8,7 +8,7 @@ from typing import Any
 from torch import nn
 
 from ..faults.faultmap import FaultMap, sample_fault_map
-from ..faults.models import ErrorModel
+from ..faults.models import ErrorModel, check_error_model
 from ..faults.sampling import check_seed
 from .apply import InjectionHandle, apply_faults
 from .targets import Site, Targets, resolve_targets
@@ -48,11 +48,7 @@ class Injector:
         seed: int = 0,
         include_buffers: bool = False,
     ) -> None:
-        if not isinstance(error, ErrorModel):
-            raise TypeError(
-                "Expected argument `error` to be an ErrorModel such as BitFlip(ber=1e-6), "
-                f"but got {error!r}."
-            )
+        check_error_model(error)
         self.targets = targets
         self.error = error
         self.seed = check_seed(seed)

@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from ..faults.faultmap import FaultMap, SiteInfo, sample_fault_map
-from ..faults.models import ErrorModel
+from ..faults.models import ErrorModel, check_error_model
 from ..faults.sampling import check_seed, stable_seed
 from ..injection.apply import _write_all
 from ..injection.handles import AppliedWrites
@@ -90,9 +90,7 @@ class TrainingFaults:
                  site: TrainingSite | Sequence[TrainingSite], error: ErrorModel,
                  when: Schedule, seed: int = 0, steps: int | range | None = None,
                  mitigations: Sequence[Any] = ()) -> None:
-        if not isinstance(error, ErrorModel):
-            raise TypeError("Expected argument `error` to be an ErrorModel such as "
-                            f"BitFlip(ber=1e-6), but got {error!r}.")
+        check_error_model(error)
         if not isinstance(when, Schedule):
             raise TypeError("Expected argument `when` to be a schedule: AtStep(s), "
                             f"Window(a, b), Every(p=...), Permanent(...); got {when!r}.")
