@@ -248,3 +248,21 @@ def test_report_means_are_the_stratified_formula_on_the_rows(runs):
         row = table.loc[(e, ber, mit)]
         assert row["mean"] == pytest.approx(mean, abs=1e-12)
         assert row["p0"] == pytest.approx(p0) and row["n_faulted"] == len(read)
+
+
+def test_stratum_label_says_fault_free_when_every_targeted_word_is_read():
+    """Dense weights are read by every sample: their unread stratum is the fault-free one (the
+    same chance), and tables say so; a table's rows with unread words say "unread"."""
+    import pandas as pd
+
+    from pytei_ray.stats.judge import stratum_label
+
+    base = dict(status=["ok"] * 3, n_faults_sampled=[0, 2, 1], p_no_fault=[0.6] * 3)
+    dense = pd.DataFrame({**base, "n_words_read": [0, 2, 1], "p_none_read": [0.6] * 3})
+    table = pd.DataFrame({**base, "n_words_read": [0, 0, 1], "p_none_read": [0.8] * 3})
+    assert stratum_label(dense) == "fault-free"
+    assert stratum_label(table) == "unread"
+    assert stratum_label(pd.DataFrame(base)) == "fault-free"
+    assert stratum_label(pd.DataFrame({"status": ["ok"]})) == ""
+    # one unknown read count: the unread stratum is not known for the cell
+    assert stratum_label(table.assign(n_words_read=[0, None, 1])) == "fault-free"

@@ -45,7 +45,7 @@ from ..stats import (
     student_t_ppf,
 )
 from ..stats import higher_is_better as guess_direction
-from ..stats.judge import stratum_columns, without_unread
+from ..stats.judge import stratum_label, without_unread
 from .data import Dataset, extra_factors, load_dataset, metric_columns
 
 __all__ = ["ADVICE_FACTOR", "baseline_mitigation", "cell_keys", "recovery", "stopping_rule",
@@ -239,10 +239,8 @@ def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confiden
     if "n_nonfinite" in g:
         nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
-    cols = stratum_columns(g) if p0 is not None else None
     row.update(p0=e.p0 if p0 is not None else math.nan, n_faulted=e.n_faulted,
-               p0_stratum={"p_none_read": "unread", "p_no_fault": "fault-free"}.get(
-                   cols[1] if cols else "", ""),
+               p0_stratum=stratum_label(g) if p0 is not None else "",
                ci_method=e.method, ci_level=j.confidence, guaranteed=e.guaranteed,
                conclusive=j.conclusive, inconclusive=not j.conclusive, reason=j.reason,
                reps_needed=int(need),

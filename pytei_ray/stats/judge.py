@@ -22,7 +22,7 @@ from .metrics import Metric, resolve_metric
 from .precision import Precision
 
 __all__ = ["POINT_COLS", "CellJudgement", "cell_inputs", "judge_cell", "judge_cells",
-           "known_stratum", "open_points", "stopped_at_cap", "stratum_columns",
+           "known_stratum", "open_points", "stopped_at_cap", "stratum_label",
            "without_unread"]
 
 #: Columns that identify a point of the grid (the driver adds repetitions per point).
@@ -132,7 +132,7 @@ def _one_value(col: pd.Series, complete: bool) -> float | None:
 
 def _stratum(g: pd.DataFrame, suffix: str) -> tuple[str, str, float] | None:
     """``(count column, chance column, chance)`` of the known golden stratum (see
-    :func:`stratum_columns`), or None."""
+    :func:`known_stratum`), or None."""
     read, p_read = (c + suffix for c in UNREAD_COLUMNS)
     if {read, p_read} <= set(g) and g[read].notna().all():
         p = _one_value(g[p_read], complete=True)
@@ -146,19 +146,26 @@ def _stratum(g: pd.DataFrame, suffix: str) -> tuple[str, str, float] | None:
     return None
 
 
-def stratum_columns(g: pd.DataFrame, suffix: str = "") -> tuple[str, str] | None:
-    """``(count column, chance column)`` of the known golden stratum a cell's rows are judged
-    on: ``("n_words_read", "p_none_read")`` (the unread stratum) when every row has both and
-    one chance, else ``("n_faults_sampled", "p_no_fault")`` (fault-free trials) when the rows
-    have one chance, else None (unknown). ``suffix`` reads the columns of a merged frame
-    (``"_b"``: a pair's baseline)."""
-    found = _stratum(g, suffix)
-    return None if found is None else found[:2]
+def stratum_label(g: pd.DataFrame) -> str:
+    """What a cell's known golden stratum is, for tables: ``"unread"`` (trials whose faults the
+    evaluation does not read), ``"fault-free"`` (trials with no fault; also an unread stratum of
+    the same chance, e.g. dense weights that every sample reads), or ``""`` (none known)."""
+    found = _stratum(g, "")
+    if found is None:
+        return ""
+    if found[1] == "p_no_fault":
+        return "fault-free"
+    same = _one_value(g["p_no_fault"], complete=True) if "p_no_fault" in g else None
+    return "fault-free" if same is not None and math.isclose(same, found[2], rel_tol=1e-12,
+                                                             abs_tol=0.0) else "unread"
 
 
 def known_stratum(g: pd.DataFrame, suffix: str = "") -> tuple[np.ndarray | None, float | None]:
     """``(faulted, p0)`` of a cell's rows: which trials are outside the known golden stratum
-    (:func:`stratum_columns`), and its exact probability; ``(None, None)`` when unknown."""
+    (``n_words_read``/``p_none_read``, the unread stratum, when every row has both and one
+    chance, else ``n_faults_sampled``/``p_no_fault`` when the rows have one chance), and its exact
+    probability; ``(None, None)`` when unknown. ``suffix`` reads the columns of a merged frame
+    (``"_b"``: a pair's baseline)."""
     found = _stratum(g, suffix)
     if found is None:
         return None, None
