@@ -180,7 +180,7 @@ def test_worker_rows_equal_those_of_a_worker_that_computes_every_child(test_log,
     # the mitigations of a model share what their golden passes have in common: the
     # embedding's calls, which no mitigation here acts on, are stored once per model
     for m in ("fm", "dcn"):
-        rec = {mit: worker._frozen[(m, mit)] for mit in ("none", "clip", "sbp")}
+        rec = {mit: worker._replay.recordings[(m, mit)] for mit in ("none", "clip", "sbp")}
         assert all(r.calls["embedding"][0][2] is rec["none"].calls["embedding"][0][2]
                    for r in rec.values())
         replica = rec["clip"].model
@@ -295,10 +295,46 @@ def test_a_rebuilt_replica_replays_the_recordings_of_the_old_one(test_log, monke
     count = _Counting(monkeypatch)
     result = worker.run_chunk(trials)
     assert result.rebuilt == ["fm"] and worker._models["fm"] is not old
-    assert all(f.model is worker._models["fm"] for f in worker._frozen.values())
-    assert set(worker._frozen) == {("fm", "none"), ("fm", "clip")}
+    assert all(f.model is worker._models["fm"] for f in worker._replay.recordings.values())
+    assert set(worker._replay.recordings) == {("fm", "none"), ("fm", "clip")}
     assert count.n == 0  # every trial's faults are after the embedding: replayed
     fresh = TrialWorker(campaign, device="cpu").run_chunk(trials).rows
     for a, b in zip(result.rows, fresh):
         for k in ("auc", "logloss", "status", "evaluated"):
             assert np.asarray(a[k]).tobytes() == np.asarray(b[k]).tobytes(), (a["trial_id"], k)
+
+
+class _Counted(nn.Module):
+    """A part with a side effect its evaluation relies on (it counts its calls)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin, self.calls = nn.Linear(4, 4), 0
+
+    def forward(self, x):
+        self.calls += 1
+        return self.lin(x)
+
+
+def test_an_evaluation_that_fails_under_replay_computes_every_part():
+    """Replaying skips a part's forward, so its side effects: an evaluate that relies on them
+    and raises is not replayed (no setup error), and its trials compute every part."""
+    def build():
+        torch.manual_seed(0)
+        return nn.Sequential(_Counted(), nn.Linear(4, 1))
+
+    def evaluate(model, x):
+        before = model[0].calls
+        out = model(x)
+        if model[0].calls == before:
+            raise RuntimeError("part 0 was not called")
+        return {"out": float(out.sum())}
+
+    campaign = Campaign(name="side", models={"m": build}, data=lambda name: torch.ones(8, 4),
+                        evaluate=evaluate, bers=[1e-2], repetitions=3, seed=2,
+                        targets={"head": ["1.*"]})
+    worker = TrialWorker(campaign, device="cpu")
+    rows = worker.run_chunk(expand(campaign)).rows
+    assert worker._replay.recordings == {}
+    assert [r["status"] for r in rows] == ["ok"] * 3
+    assert any(r["evaluated"] for r in rows)

@@ -7,7 +7,8 @@ A trial whose faults change no word (none sampled, all masked, every write a no-
 golden run: it gets the golden metrics without an evaluation (``evaluated=False``), provided
 ``evaluate`` proved deterministic on this worker (two golden runs, bit for bit). With a split
 ``evaluate``, a trial whose faults all lie in embedding rows re-scores only the samples that
-look them up (``n_rescored``; :mod:`.rescoring`).
+look them up (``n_rescored``; :mod:`.rescoring`); a trial scored in full replays the golden
+outputs of the parts its faults leave alone (:mod:`.replay`).
 The in-process executor calls it directly; the Ray executor wraps one in each actor.
 """
 
@@ -30,10 +31,10 @@ from pytei_ray.campaign.spec import Campaign, is_activation_target, is_training_
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
-from pytei_ray.injection.frozen import FrozenOutputs
 
 from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
 from .context import BuildContext, call_hook, context_for
+from .replay import ReplicaReplay
 from .rescoring import ReplicaRescoring
 
 __all__ = ["TrialWorker", "ChunkResult"]
@@ -83,11 +84,11 @@ class TrialWorker:
         self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
         self._rescoring = ReplicaRescoring(campaign.split, self.worker_id) \
             if campaign.rescores else None  # index maps and re-scorers of the replicas
-        # (model, mitigation) -> golden calls of the replica's top-level children, replayed
-        # in a full evaluation for the children a trial's faults leave alone
-        self._frozen: dict[tuple[str, str], FrozenOutputs] = {}
-        self._records = any(not is_activation_target(s) and not is_training_target(s)
-                            for s in campaign.targets.values())  # weight targets replay
+        # golden calls of the replicas' parts, replayed in a full evaluation for the parts a
+        # trial's faults leave alone (weight targets only: the others never replay them)
+        self._replay = ReplicaReplay() if any(
+            not is_activation_target(s) and not is_training_target(s)
+            for s in campaign.targets.values()) else None
         self._states: dict[str, Any] = {}  # model name -> trainable replica (training targets)
         self._training: Any = None  # TrainingTrials, made on the first training target
 
@@ -130,9 +131,8 @@ class TrialWorker:
         self._check_targets(name, model)
         self._models[name] = model
         before, self._pristine[name] = self._pristine.get(name), state_checksum(model)
-        for key in [k for k in self._frozen if k[0] == name]:  # recordings of the old replica
-            if before != self._pristine[name] or not self._frozen[key].rebind(model):
-                del self._frozen[key]  # another state: its golden calls may differ
+        if self._replay is not None and before is not None:  # a rebuilt replica
+            self._replay.rebuilt(name, model, same_state=before == self._pristine[name])
         return model
 
     def _check_targets(self, name: str, model: torch.nn.Module) -> None:
@@ -267,16 +267,14 @@ class TrialWorker:
             duration = time.perf_counter() - t0
             if self.campaign.skip_ineffective:  # skipping stands on a deterministic evaluate
                 # with weight targets, the second golden run also records the parts' calls
-                frozen = FrozenOutputs(model) if self._records else None
-                run = lambda: self._run_eval(self.campaign.evaluate, model,  # noqa: E731
-                                             model_name)
-                share = [f for (m, _), f in self._frozen.items() if m == model_name]
-                again = _check_metrics(frozen.record(run, share) if frozen else run(),
-                                       list(metrics))
+                run = lambda: _check_metrics(  # noqa: E731
+                    self._run_eval(self.campaign.evaluate, model, model_name), list(metrics))
+                again, frozen = self._replay.record(model_name, model, run) \
+                    if self._replay is not None else (run(), None)
                 if not same_metrics(metrics, again):
                     self._not_deterministic(model_name, mit_name, metrics, again)
                 elif frozen is not None:
-                    self._keep_frozen(model_name, mit_name, model, frozen, metrics)
+                    self._replay.keep(model_name, mit_name, frozen, run, metrics)
         except Exception as exc:
             raise self._setup_error(
                 f"The golden (fault-free) evaluation of {model_name!r} with mitigation "
@@ -312,30 +310,6 @@ class TrialWorker:
             "model is listed under 'nondeterministic_evaluate' in the results manifest. Seed or "
             "remove the randomness in evaluate() to let fault-free trials be skipped.",
             stacklevel=2)
-
-    def _keep_frozen(self, model_name: str, mit_name: str, model: torch.nn.Module,
-                     frozen: FrozenOutputs, metrics: dict[str, float]) -> None:
-        """Keep the recorded calls if replaying all of them gives the golden metrics bit for
-        bit (else the trials compute every child, as without them)."""
-        self._frozen.pop((model_name, mit_name), None)
-        if not frozen.calls:
-            return
-        with frozen.replay(list(frozen.calls)):
-            replayed = _check_metrics(self._run_eval(self.campaign.evaluate, model, model_name),
-                                      list(metrics))
-        if same_metrics(metrics, replayed):
-            self._frozen[(model_name, mit_name)] = frozen
-
-    def _replay(self, t: Trial, model: torch.nn.Module, faults: Any,
-                by_name: dict[str, Any]) -> Any:
-        """The context of a full evaluation: the children of the replica that hold none of
-        the applied ``faults`` return their golden outputs while their inputs are golden."""
-        frozen = self._frozen.get((t.model, t.mitigation))
-        if frozen is None or frozen.model is not model or not self._may_skip(t.model):
-            return contextlib.nullcontext()
-        hit = [tf.name for tf in faults.tensors if tf.n_words]
-        tensors = [by_name[n].tensor for n in hit if n in by_name]
-        return frozen.replay(frozen.frozen(hit, tensors))
 
     def _may_skip(self, model_name: str) -> bool:
         """Trials of this model whose faults change no word may take the golden metrics."""
@@ -416,7 +390,10 @@ class TrialWorker:
                         out = plan[0].metrics(model, plan[1])
                 else:
                     row["evaluated"] = True
-                    with self._replay(t, model, faults.map, by_name):
+                    replay = self._replay.context(t.model, t.mitigation, model, faults.map,
+                                                  by_name) \
+                        if self._replay is not None and skip else contextlib.nullcontext()
+                    with replay:
                         out = self._run_eval(self.campaign.evaluate, model, t.model)
             metrics = _check_metrics(out, list(golden))
             row.update(status="ok", error=None)
