@@ -255,14 +255,12 @@ def test_stratum_label_says_fault_free_when_every_targeted_word_is_read():
     same chance), and tables say so; a table's rows with unread words say "unread"."""
     import pandas as pd
 
-    from pytei_ray.stats.judge import stratum_label
+    from pytei_ray.stats.judge import cell_inputs, stratum_label
 
     base = dict(status=["ok"] * 3, n_faults_sampled=[0, 2, 1], p_no_fault=[0.6] * 3)
     dense = pd.DataFrame({**base, "n_words_read": [0, 2, 1], "p_none_read": [0.6] * 3})
     table = pd.DataFrame({**base, "n_words_read": [0, 0, 1], "p_none_read": [0.8] * 3})
-    assert stratum_label(dense) == "fault-free"
-    assert stratum_label(table) == "unread"
-    assert stratum_label(pd.DataFrame(base)) == "fault-free"
-    assert stratum_label(pd.DataFrame({"status": ["ok"]})) == ""
-    # one unknown read count: the unread stratum is not known for the cell
-    assert stratum_label(table.assign(n_words_read=[0, None, 1])) == "fault-free"
+    for g, label in ((dense, "fault-free"), (table, "unread"), (pd.DataFrame(base), "fault-free"),
+                     (table.assign(n_words_read=[0, None, 1]), "fault-free")):
+        assert stratum_label(g, cell_inputs(g.assign(m=1.0, golden_m=1.0), "m")[4]) == label
+    assert stratum_label(pd.DataFrame({"status": ["ok"]}), None) == ""

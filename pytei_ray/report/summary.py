@@ -240,7 +240,7 @@ def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confiden
         nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
     row.update(p0=e.p0 if p0 is not None else math.nan, n_faulted=e.n_faulted,
-               p0_stratum=stratum_label(g) if p0 is not None else "",
+               p0_stratum=stratum_label(g, p0),
                ci_method=e.method, ci_level=j.confidence, guaranteed=e.guaranteed,
                conclusive=j.conclusive, inconclusive=not j.conclusive, reason=j.reason,
                reps_needed=int(need),
@@ -327,6 +327,8 @@ def summarize(
     df, manifest = _frame(df_or_path)
     if df.empty:
         return pd.DataFrame()
+    if "repetition" in df:  # each cell's rows in trial order once, not once per cell
+        df = df.sort_values("repetition", kind="stable")
     keys = list(by) if by is not None else cell_keys(df, manifest)
     _check_direction(df, higher_is_better)
     rule = stopping_rule(manifest)  # kept when a precision is given too: it decided the stops

@@ -110,7 +110,7 @@ def cell_inputs(g: pd.DataFrame, metric: str) -> tuple[np.ndarray, np.ndarray, n
     ``p_no_fault`` differs within the cell (a grouping across BERs): the cell mean is then
     estimated without it.
     """
-    if "repetition" in g:
+    if "repetition" in g and not g["repetition"].is_monotonic_increasing:
         g = g.sort_values("repetition", kind="stable")
     ok = g["status"].eq("ok").to_numpy() if "status" in g else np.ones(len(g), bool)
     values = pd.to_numeric(g[metric], errors="coerce").to_numpy(float)
@@ -146,17 +146,15 @@ def _stratum(g: pd.DataFrame, suffix: str) -> tuple[str, str, float] | None:
     return None
 
 
-def stratum_label(g: pd.DataFrame) -> str:
-    """What a cell's known golden stratum is, for tables: ``"unread"`` (trials whose faults the
-    evaluation does not read), ``"fault-free"`` (trials with no fault; also an unread stratum of
-    the same chance, e.g. dense weights that every sample reads), or ``""`` (none known)."""
-    found = _stratum(g, "")
-    if found is None:
+def stratum_label(g: pd.DataFrame, p0: float | None) -> str:
+    """What the known golden stratum of a cell is, for tables, given its chance ``p0`` (from
+    :func:`cell_inputs`): ``"fault-free"`` (trials with no fault, also an unread stratum of the
+    same chance: weights every sample reads), ``"unread"`` (trials whose faults the evaluation
+    does not read), or ``""`` (none known: ``p0`` is None)."""
+    if p0 is None:
         return ""
-    if found[1] == "p_no_fault":
-        return "fault-free"
-    same = _one_value(g["p_no_fault"], complete=True) if "p_no_fault" in g else None
-    return "fault-free" if same is not None and math.isclose(same, found[2], rel_tol=1e-12,
+    none = _one_value(g["p_no_fault"], complete=False) if "p_no_fault" in g else None
+    return "fault-free" if none is not None and math.isclose(none, p0, rel_tol=1e-12,
                                                              abs_tol=0.0) else "unread"
 
 
