@@ -173,3 +173,11 @@ def test_frozen_benchmark_runs_at_toy_size_and_checks_the_metrics():
     out = subprocess.run([sys.executable, "-m", "benchmarks.frozen", "--toy"],
                          capture_output=True, text=True, check=True).stdout
     assert "| fm | dense |" in out and "| dlrm | predictor |" in out
+    out = subprocess.run([sys.executable, "-m", "benchmarks.frozen", "--toy", "--memory"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = {line.split("|")[1].strip(): [float(x.strip().rstrip("x"))
+                                         for x in line.split("|")[2:5]]
+            for line in out.splitlines() if line.startswith(("| fm", "| dlrm", "| all"))}
+    assert set(rows) == {"fm", "dlrm", "all"}
+    for shared, alone, ratio in rows.values():  # three mitigations share most of the golden
+        assert 0 < shared < alone and ratio > 1.5  # calls (clip's bounds are rarely reached)
