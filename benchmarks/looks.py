@@ -11,6 +11,13 @@ compared on the same per-trial costs (round overheads, a few seconds each, are n
 
     python -m benchmarks.looks results/drs05 --precision auc=0.05 --max-reps 120 --growth 2 1.5
     python -m benchmarks.looks results/drs --precision auc=0.1 --max-reps 40 --growth 2 1.5
+    python -m benchmarks.looks results/drs05 --precision auc=0.025 --max-reps 240 --growth 1.5 \
+        --truncation 0.75 0.9
+
+``--truncation C ...`` replays each schedule as if the confidence sequences bet with truncation
+``C`` (:data:`pytei_ray.stats.betting.TRUNCATION`, 0.75: the bets are ``min(l_i, C / m)``; any
+``C < 1`` is valid): where nearly every trial of a cell gives one value, ``C``, not the spread,
+sets how fast the sequence narrows. A what-if for the stopping rule, not an option of campaigns.
 
 A schedule that needs repetitions the dataset does not hold is reported as such (run the
 campaign with that rule, or a tighter one, first: e.g. ``--precision auc=0.025 --max-reps 240
@@ -20,16 +27,17 @@ campaign with that rule, or a tighter one, first: e.g. ``--precision auc=0.025 -
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pandas as pd
 
 from pytei_ray.columns import POINT_FACTORS as _POINT
-from pytei_ray.stats import Precision, open_points
+from pytei_ray.stats import Precision, betting, open_points
 from pytei_ray.stats.judge import judge_cells, stopped_at_cap, without_unread
 
 POINT_FACTORS = list(_POINT)  # a list: pandas takes a tuple for one key
@@ -47,6 +55,7 @@ class Replay:
     rounds: int = 0
     at_cap: int = 0
     missing: str = ""
+    truncation: float = betting.TRUNCATION
 
 
 def load(path: str) -> tuple[pd.DataFrame, int, bool]:
@@ -92,12 +101,35 @@ def replay(frame: pd.DataFrame, target: Precision, min_reps: int) -> Replay:
     return out
 
 
+@contextlib.contextmanager
+def truncation(c: float | None) -> Iterator[None]:
+    """Inside the context, confidence sequences bet with truncation ``c`` (None: unchanged)."""
+    if c is None:
+        yield
+        return
+    if not 0.0 < c < 1.0:
+        raise SystemExit(f"--truncation must lie in (0, 1) (a bet of C / m must keep the "
+                         f"capital positive), got {c!r}")
+    fns = (betting.betting_cs, betting.capital)
+    before = [dict(f.__kwdefaults__) for f in fns]
+    try:
+        for f in fns:
+            f.__kwdefaults__["truncation"] = c
+        yield
+    finally:
+        for f, kw in zip(fns, before):
+            f.__kwdefaults__.update(kw)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("path", help="results directory of an adaptive (or fixed) DRS-like run")
     p.add_argument("--precision", required=True, help="the target, e.g. auc=0.05")
     p.add_argument("--max-reps", type=int, default=160)
     p.add_argument("--growth", type=float, nargs="+", default=[2.0, 1.5])
+    p.add_argument("--truncation", type=float, nargs="+", default=[None],
+                   help="replay with these bet truncations too (default: the library's, "
+                        f"{betting.TRUNCATION})")
     p.add_argument("--workers", type=int, default=2, help="workers the run had (for the "
                    "wall estimate: summed trial time / workers)")
     args = p.parse_args(argv)
@@ -106,26 +138,34 @@ def main(argv: Sequence[str] | None = None) -> int:
         frame = without_unread(frame)
     print(f"{args.path}: {len(frame):,} stored rows, first round {min_reps} repetitions; "
           f"target {args.precision}, up to {args.max_reps} repetitions")
-    print("| growth | looks | rounds | trials | evaluations | trial time (s) | / workers (s) "
-          "| cells at the cap |")
-    print("|---|---|---|---|---|---|---|---|")
+    cs = [c if c is not None else betting.TRUNCATION for c in args.truncation]
+    show_c = len(cs) > 1 or args.truncation != [None]
+    print(("| truncation " if show_c else "") + "| growth | looks | rounds | trials | "
+          "evaluations | trial time (s) | / workers (s) | cells at the cap |")
+    print("|---" * (9 if show_c else 8) + "|")
     results = []
-    for g in args.growth:
-        target = Precision.parse(args.precision, max_reps=args.max_reps, growth=g)
-        r = replay(frame, target, min_reps)
-        results.append(r)
-        if r.missing:
-            print(f"| {g:g} | {', '.join(map(str, r.looks))} | - | - | - | - | - | "
-                  f"not replayable: {r.missing} |")
-            continue
-        print(f"| {g:g} | {', '.join(map(str, r.looks))} | {r.rounds} | {r.trials:,} | "
-              f"{r.evaluations:,} | {r.trial_seconds:.0f} | {r.trial_seconds / args.workers:.0f} "
-              f"| {r.at_cap} |")
+    for c in cs:
+        with truncation(c):
+            for g in args.growth:
+                target = Precision.parse(args.precision, max_reps=args.max_reps, growth=g)
+                r = replay(frame, target, min_reps)
+                r.truncation = c
+                results.append(r)
+                head = (f"| {c:g} " if show_c else "") + \
+                    f"| {g:g} | {', '.join(map(str, r.looks))} "
+                if r.missing:
+                    print(head + f"| - | - | - | - | - | not replayable: {r.missing} |")
+                    continue
+                print(head + f"| {r.rounds} | {r.trials:,} | {r.evaluations:,} | "
+                      f"{r.trial_seconds:.0f} | {r.trial_seconds / args.workers:.0f} "
+                      f"| {r.at_cap} |")
     done = [r for r in results if not r.missing]
     if len(done) > 1:
         base = done[0]
         for r in done[1:]:
-            print(f"growth {r.growth:g} vs {base.growth:g}: {base.trials / r.trials:.2f}x fewer "
+            what = f"growth {r.growth:g}" + (f", truncation {r.truncation:g}" if show_c else "")
+            was = f"{base.growth:g}" + (f", {base.truncation:g}" if show_c else "")
+            print(f"{what} vs {was}: {base.trials / r.trials:.2f}x fewer "
                   f"trials, {base.trial_seconds / r.trial_seconds:.2f}x less trial time, "
                   f"{r.rounds - base.rounds:+d} rounds")
     return 0

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -167,6 +169,23 @@ def test_looks_replay_gives_the_trials_a_run_with_that_rule_makes(tmp_path):
                           "--precision", "accuracy=0.2", "--max-reps", "24", "--growth", "2",
                           "1.5"], capture_output=True, text=True, check=True).stdout
     assert "| 1.5 | 4, 6, 9, 14, 21, 24 |" in out and "growth 1.5 vs 2" in out
+    # the what-if of another bet truncation: one row per truncation, and the library's own
+    # is back afterwards
+    from benchmarks.looks import truncation
+    from pytei_ray.stats import betting
+
+    out = subprocess.run([sys.executable, "-m", "benchmarks.looks", str(tmp_path / "tight" / "out"),
+                          "--precision", "accuracy=0.2", "--max-reps", "24", "--growth", "1.5",
+                          "--truncation", "0.75", "0.9"], capture_output=True, text=True,
+                         check=True).stdout
+    assert "| 0.75 | 1.5 | 4, 6, 9, 14, 21, 24 |" in out and "| 0.9 | 1.5 |" in out
+    assert "growth 1.5, truncation 0.9 vs 1.5, 0.75" in out
+    with truncation(0.9):
+        assert betting.betting_cs.__kwdefaults__["truncation"] == 0.9
+        lo9, _ = betting.betting_cs(np.full(60, 0.5))
+    lo, _ = betting.betting_cs(np.full(60, 0.5))
+    assert betting.betting_cs.__kwdefaults__["truncation"] == betting.TRUNCATION
+    assert lo < lo9 < 0.5  # a point mass: the larger truncation narrows faster
 
 
 def test_frozen_benchmark_runs_at_toy_size_and_checks_the_metrics():
