@@ -21,7 +21,6 @@ trained checkpoints stored in ``DIR`` (trained first when absent: about a minute
 from __future__ import annotations
 
 import argparse
-import copy
 import statistics
 import sys
 import time
@@ -36,7 +35,7 @@ from pytei_ray.execution.replay import ReplicaReplay
 from pytei_ray.faults.faultmap import sample_fault_map
 from pytei_ray.injection import apply_faults, resolve_targets
 from pytei_ray.injection.frozen import FrozenOutputs
-from pytei_ray.mitigations import SBP, Clip
+from pytei_ray.mitigations import SBP, Clip, fresh_instances
 from pytei_ray.studies.drs import CLAMP_LAYERS, MODELS, DRSStudy, build_model, synthetic_criteo
 from pytei_ray.studies.drs.data import split as split_log
 from pytei_ray.studies.drs.study import EvalData
@@ -87,9 +86,7 @@ def memory(models: dict[str, tuple[torch.nn.Module, Any]], mitigations: dict[str
     for name, (model, data) in models.items():
         replay, shared, alone = ReplicaReplay(), 0, 0
         for mit, spec in mitigations.items():
-            items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) \
-                else [spec]
-            instances = [copy.deepcopy(m) for m in items]
+            instances = fresh_instances(spec)
             for m in instances:
                 m.profile(model, lambda mod, d=data: calibrate(mod, d))
             handles = [m.attach(model) for m in instances]

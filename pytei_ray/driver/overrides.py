@@ -72,8 +72,8 @@ def apply_precision(job: JobRef, manifest: dict[str, Any] | None, precision: Any
     if isinstance(precision, str):  # the text names what; how is the job's (or the default)
         how = {k: getattr(own, k) for k in ("confidence", "growth")} if own else {}
         target = Precision.parse(precision, **how)
-        kept = {k: v for k, v in how.items() if k not in tweaks
-                and v != {"confidence": 0.95, "growth": 2.0}[k]}
+        defaults = {f.name: f.default for f in dataclasses.fields(Precision)}
+        kept = {k: v for k, v in how.items() if k not in tweaks and v != defaults[k]}
         if kept:
             echo("note: --precision keeps the job's " + " and ".join(
                 f"{k} {v:g}" for k, v in kept.items()) + "; pass "

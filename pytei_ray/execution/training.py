@@ -25,7 +25,6 @@ stores it as the golden step table, next to the golden part).
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Sequence
 from datetime import datetime, timezone
@@ -36,6 +35,7 @@ import torch
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import STEPS_KEY, golden_trial_id
 from pytei_ray.errors import TrialSetupError
+from pytei_ray.mitigations.base import fresh_instances
 from pytei_ray.training import (
     OUTCOMES,
     GoldenTrajectory,
@@ -97,8 +97,7 @@ class TrainingTrials:
 
     def _mitigations(self, mit_name: str) -> list[Any]:
         spec = self.w.campaign.mitigations[mit_name]
-        items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) else [spec]
-        return [copy.deepcopy(m) for m in items]  # detectors keep running statistics
+        return fresh_instances(spec)  # detectors keep running statistics
 
     def _window(self, model_name: str, spec: Any, mits: list[Any], faults: Any = None
                 ) -> tuple[list[StepRecord], dict[str, float]]:

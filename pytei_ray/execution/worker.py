@@ -15,7 +15,6 @@ The in-process executor calls it directly; the Ray executor wraps one in each ac
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import socket
 import time
@@ -31,6 +30,7 @@ from pytei_ray.campaign.spec import Campaign, is_activation_target, is_training_
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
+from pytei_ray.mitigations.base import fresh_instances
 
 from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
 from .context import BuildContext, call_hook, context_for
@@ -239,8 +239,7 @@ class TrialWorker:
             return self._mits[key]
         model = self._model(model_name)
         spec = self.campaign.mitigations[mit_name]
-        items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) else [spec]
-        instances = [copy.deepcopy(m) for m in items]  # profiled state is per model
+        instances = fresh_instances(spec)  # profiled state is per model
         calibrate = self.campaign.calibrate or self.campaign.evaluate
         try:
             for m in instances:

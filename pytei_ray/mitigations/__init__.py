@@ -10,8 +10,8 @@ Write your own by subclassing :class:`Mitigation` and overriding either method; 
 ``Injector.inject(model, mitigations=[...])`` or a campaign's ``mitigations`` factor.
 """
 
-from .base import HookHandles, Mitigation
+from .base import HookHandles, Mitigation, fresh_instances
 from .clipping import Clip, Ranger
 from .sbp import SBP
 
-__all__ = ["SBP", "Clip", "HookHandles", "Mitigation", "Ranger"]
+__all__ = ["SBP", "Clip", "HookHandles", "Mitigation", "Ranger", "fresh_instances"]

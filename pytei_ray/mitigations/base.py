@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from ..faults.faultmap import FaultMap
+
+
+def fresh_instances(spec: Any) -> list[Any]:
+    """Deep copies of the mitigations of one entry of a campaign's ``mitigations`` (None, one
+    mitigation, or a list/tuple of them): each replica profiles and keeps state in its own."""
+    items = [] if spec is None else list(spec) if isinstance(spec, (list, tuple)) else [spec]
+    return [copy.deepcopy(m) for m in items]
 
 
 class HookHandles:
