@@ -6,12 +6,13 @@ the faulty model on the held-out test split (AUC-ROC, log loss) and restores the
 protections are compared on the same faults: none, selective bit protection, and two kinds of
 activation clipping.
 
-    python -m pytei_ray.launch jobs/drs.py                   # full, adaptive: < 15 min, 2 CPUs
+    python -m pytei_ray.launch jobs/drs.py                   # full, AUC +-0.025: ~10 min, 2 CPUs
     python -m pytei_ray.launch jobs/drs.py --set small=1     # a first look in about a minute
     python -m pytei_ray.launch jobs/drs.py --set activations=1   # + faults in layer outputs
     python -m pytei_ray.launch jobs/drs.py --set dataset=criteo --set data=/data/train.txt
     python -m pytei_ray.launch jobs/drs.py --set dataset=movielens --set data=ml-1m/ratings.dat
-    python -m pytei_ray.launch jobs/drs.py --set rescore=0   # score every trial in full
+    python -m pytei_ray.launch jobs/drs.py --set rescore=0   # no re-scoring of table faults
+    python -m pytei_ray.launch jobs/drs.py --set subsample=0  # every test sample, every trial
     python -m pytei_ray.report results/drs                   # tables and plots
 
 Nothing is downloaded. Without ``data`` the log is a synthetic Criteo-like one (generated, same
@@ -22,7 +23,11 @@ validation, and only the metrics use test.
 
 Embedding faults are cheap: a trial whose faults all lie in embedding rows scores only the test
 samples that look those rows up (patched into the fault-free logits; ``n_rescored`` in its row),
-after each worker checked that this gives the full evaluation's metrics bit for bit.
+after each worker checked that this gives the full evaluation's metrics bit for bit. Any other
+evaluated trial scores 1,000 random test samples (``n_scored``; the same for a point's four
+mitigations): its AUC and log loss are unbiased estimates of the full test split's, so the
+cells' means and confidence sequences hold at a ninth of the cost; per-trial SDC is not
+reported for those cells (``--set subsample=0`` scores every sample; docs/campaign.md).
 
 Training happens before the trials, once per model, and the checkpoint is stored with the
 results (``results/drs/_artifacts/``): a resumed run, an extension (``--extend --repetitions
@@ -72,7 +77,8 @@ from pytei_ray.training import (
 
 def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | None = None,
                   rows: int | None = None, activations: bool = False,
-                  rescore: bool = True, training: bool = False) -> Campaign:
+                  rescore: bool = True, training: bool = False,
+                  subsample: int = 1000) -> Campaign:
     """The DRS campaign.
 
     Args:
@@ -110,6 +116,12 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         # the test samples that look those rows up (the same metrics, bit for bit)
         evaluate=study.split,
         rescore=bool(rescore),         # --set rescore=0: every trial scored in full
+        # A trial that needs a full evaluation (faults outside the tables, or in rows most
+        # samples read) scores 1,000 random test samples, the same for its four mitigations:
+        # its AUC is then an unbiased estimate of the full test AUC (a mean over click /
+        # non-click pairs), ~9x cheaper. Cell means and their confidence sequences hold; per-trial
+        # SDC and quantiles are of the estimates. --set subsample=0: every test sample.
+        subsample=int(subsample) or None,
         calibrate=study.calibrate,     # profiled mitigations (Ranger) see validation only
         # Bit error rates: every bit of every targeted weight flips with this probability.
         bers=[1e-9, 1e-8, 1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 1e-2] if not small
@@ -117,13 +129,14 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         repetitions=3 if small else 10,  # Monte-Carlo draws of the faults per point (round 1)
         # Then repeat where the answer is still open: points whose test-AUC confidence sequence
         # (95%, valid for any outcome shape and under these repeated looks) is wider than
-        # +-0.1 get their repetitions doubled, up to 40 (20,880 trials). That is what 40 trials
-        # can honestly give: where almost every faulted trial keeps the golden AUC, a rare
-        # collapse of the whole model cannot be excluded to better than ~+-0.09 with 40
-        # (+-0.025 needs ~145 per point). Measured on 2 cores: `--precision auc=0.05 --max-reps
-        # 120 --growth 1.5` 13 min, `auc=0.025 --max-reps 240 --growth 1.5` ~32 min (README,
-        # "The DRS study"); the small look is a fixed grid.
-        precision=None if small else Precision("auc", halfwidth=0.1, max_reps=40),
+        # +-0.025 get 1.5x the repetitions, up to 240 (~95,000 trials, most points stop at 120
+        # or 180: where faulted trials spread +-0.1 in AUC, or almost all keep the golden AUC
+        # and a rare collapse must be excluded, +-0.025 honestly takes ~145). Measured on 2
+        # cores, training included: 10 min (README, "The DRS study"; ~33 min with
+        # `--set subsample=0`). The small look is a fixed grid; with activations=1 (trials
+        # that always score every sample) +-0.1, doubling up to 40.
+        precision=None if small else Precision("auc", halfwidth=0.1, max_reps=40)
+        if activations else Precision("auc", halfwidth=0.025, max_reps=240, growth=1.5),
         # Where the faults go: parameter-name globs of the models' three parts (or all).
         targets=targets,
         error_models={"bitflip": BitFlip},

@@ -65,7 +65,7 @@ LEVEL_FACTORS: tuple[str, ...] = tuple(PLURAL[f] for f in ("model", "target", "e
 RESULT_HEAD: tuple[str, ...] = (
     "campaign", "trial_id", *FACTORS, "seed", "n_faults", "n_words",
     "n_nonfinite", "n_faults_sampled", "n_sites", "p_no_fault", "evaluated", "n_rescored",
-    "n_words_read", "p_none_read")
+    "n_scored", "n_words_read", "p_none_read")
 #: The unread stratum of a weight trial (docs/report.md): sampled faulted words the evaluation
 #: reads, and the exact chance that sampling draws none of them.
 UNREAD_COLUMNS: tuple[str, ...] = ("n_words_read", "p_none_read")

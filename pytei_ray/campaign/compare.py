@@ -64,6 +64,9 @@ def compare_specs(old: Mapping[str, Any], new: Mapping[str, Any]) -> SpecDiff:
         if o_flag != n_flag:  # absent means the default (True)
             changes.append(f"{flag}: {o_flag!r} -> {n_flag!r}")
             extendable = False
+    if old.get("subsample") != new.get("subsample"):  # absent: every sample scored
+        changes.append(f"subsample: {old.get('subsample')!r} -> {new.get('subsample')!r}")
+        extendable = False
     for key in LEVEL_FACTORS:
         o, n = old.get(key, {}), new.get(key, {})
         for level in o:

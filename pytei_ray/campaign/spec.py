@@ -237,6 +237,19 @@ class Campaign:
             so it joins the fault-free trials in the known golden stratum and costs the
             interval nothing (docs/report.md). False: stratify on fault-free trials only
             (``p_no_fault``). Appears in the spec only when False.
+        subsample: score a trial that needs a full evaluation on this many evaluation samples
+            instead of all of them, drawn at random without replacement for the trial (a
+            function of its seed: the same samples for every mitigation of its point and
+            repetition); its row records ``n_scored``. The value is then an unbiased
+            estimate of the trial's full metric when each metric is a mean of per-sample values
+            or a two-sample rank statistic (AUC-ROC), so cell means and their confidence
+            sequences stay valid; per-trial quantities (SDC rate, quantiles) become those of
+            the estimates and the report says so (docs/campaign.md). Needs a
+            :class:`~pytei_ray.SplitEvaluation` with ``score_subset`` and
+            ``skip_ineffective``; each worker checks per (model, mitigation) that a sample's
+            output does not depend on its batch, else that pair is scored in full. Re-scored,
+            skipped and activation or training trials are unaffected. None (default): every
+            evaluation scores all samples. Appears in the spec only when set.
 
     Example:
         >>> import torch
@@ -271,6 +284,7 @@ class Campaign:
     rescore: bool = True
     metrics: Mapping[str, Any] | None = None
     stratify_unread: bool = True
+    subsample: int | None = None
     #: column name -> {"type", factor -> {level -> value}}: the attributes of the ``Level``
     #: values, computed at construction (an init field only so that ``dataclasses.replace``
     #: keeps them; do not pass it)
@@ -320,6 +334,15 @@ class Campaign:
         for flag in ("skip_ineffective", "rescore", "stratify_unread"):
             if not isinstance(getattr(self, flag), bool):
                 raise _fail(flag, "a bool", getattr(self, flag))
+        if self.subsample is not None:
+            put("subsample", _check_int("subsample", self.subsample, 2))
+            split = self.split
+            if split is None or getattr(split, "score_subset", None) is None:
+                raise _fail("subsample", "None, unless `evaluate` is a SplitEvaluation with a "
+                            "`score_subset` (the metrics of some samples alone)", self.subsample)
+            if not self.skip_ineffective:
+                raise _fail("subsample", "None when skip_ineffective=False (subsampling stands "
+                            "on the golden run being deterministic)", self.subsample)
         if self.metrics is not None:
             put("metrics", MappingProxyType(_check_metrics(self.metrics)))
             if self.precision is not None and self.precision.metric in self.metrics:
@@ -392,7 +415,8 @@ class Campaign:
     def spec(self, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """Everything that determines the results, as JSON-able data (stored in the manifest).
 
-        ``skip_ineffective``, ``rescore`` and ``stratify_unread`` appear only when False, so
+        ``skip_ineffective``, ``rescore`` and ``stratify_unread`` appear only when False
+        (``subsample`` only when set), so
         the spec (and its hash) of a campaign with the defaults is the one stored before the
         options existed.
 
@@ -417,6 +441,8 @@ class Campaign:
             spec["rescore"] = False
         if not self.stratify_unread:
             spec["stratify_unread"] = False
+        if self.subsample is not None:
+            spec["subsample"] = self.subsample
         if self.level_columns:  # only when used, so that other specs (and hashes) are unchanged
             spec["factors"] = _jsonable(dict(self.level_columns))
         if self.metrics:  # likewise

@@ -99,7 +99,9 @@ class RunLedger:
         new = [dict(d) for d in off if (d["model"], d["mitigation"]) not in seen]
         if new:
             for d in new:
-                self.echo(f"warning: re-scoring is off for model {d['model']!r} with mitigation "
+                what = "subsampling" if d["reason"].startswith("subsampling off") \
+                    else "re-scoring"
+                self.echo(f"warning: {what} is off for model {d['model']!r} with mitigation "
                           f"{d['mitigation']!r} ({d['reason']}); its trials are scored in full "
                           "(recorded as 'rescoring_off' in the manifest).")
             self.save(rescoring_off=[*known, *new])

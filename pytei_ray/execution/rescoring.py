@@ -31,13 +31,17 @@ class ReplicaRescoring:
         worker_id: named in the warning when re-scoring is off.
     """
 
-    def __init__(self, split: Any, worker_id: str) -> None:
+    def __init__(self, split: Any, worker_id: str, *, rescore: bool = True,
+                 subsample: int | None = None) -> None:
         self.split = split
         self.worker_id = worker_id
+        self.rescore = rescore
+        self.subsample = subsample
         self._maps: dict[str, IndexMap] = {}  # model -> index map of its evaluation data
         self._rescorers: dict[tuple[str, str], Rescorer] = {}  # (model, mitigation) -> on
+        self._samplers: dict[tuple[str, str], Rescorer] = {}  # (model, mitigation) -> subsets
         self._off: dict[tuple[str, str], str] = {}  # (model, mitigation) -> why off
-        self._warned: set[str] = set()  # models whose "off" warning was given
+        self._warned: set[tuple[str, str]] = set()  # (model, what) warned about
 
     def prepare(self, model_name: str, mit_name: str, model: torch.nn.Module, data: Any,
                 mitigations: Sequence[Any], golden_metrics: Mapping[str, float]) -> None:
@@ -51,27 +55,47 @@ class ReplicaRescoring:
             self._maps[model_name], _ = build_index_map(model, data, self.split)
         r = prepare_rescoring(model, data, self.split, self._maps[model_name], mitigations,
                               golden_metrics)
+        key = (model_name, mit_name)
+        if self.subsample is not None:
+            if r.subsets:
+                self._samplers[key] = r
+            else:
+                self._warn_off(key, "subsampling", str(r.subset_reason),
+                               f"are scored on all {r.n_samples} samples (exact, slower)")
         if r.enabled:
-            self._rescorers[(model_name, mit_name)] = r
-            return
-        self._off[(model_name, mit_name)] = str(r.reason)
-        if model_name not in self._warned:
-            self._warned.add(model_name)
+            self._rescorers[key] = r
+        elif self.rescore:
+            self._warn_off(key, "re-scoring", str(r.reason),
+                           "are scored in full (the same metrics, slower)")
+
+    def _warn_off(self, key: tuple[str, str], what: str, reason: str, consequence: str) -> None:
+        """Note why (model, mitigation) loses re-scoring or subsampling; warn once a model."""
+        note = reason if what == "re-scoring" else f"{what} off: {reason}"
+        self._off[key] = note if key not in self._off else f"{self._off[key]}; {note}"
+        if (key[0], what) not in self._warned:
+            self._warned.add((key[0], what))
             warnings.warn(
-                f"re-scoring is off for model {model_name!r} (mitigation {mit_name!r}) on "
-                f"{self.worker_id}: {r.reason}.\nIts trials are scored in full (the same "
-                "metrics, slower); the results manifest lists it under 'rescoring_off'.",
-                stacklevel=3)
+                f"{what} is off for model {key[0]!r} (mitigation {key[1]!r}) on "
+                f"{self.worker_id}: {reason}.\nIts trials {consequence}; the results manifest "
+                "lists it under 'rescoring_off'.", stacklevel=4)
 
     def plan(self, model_name: str, mit_name: str,
              faults: FaultMap) -> tuple[Rescorer, np.ndarray] | None:
         """``(re-scorer, samples to re-score)`` for the applied ``faults``, or None: score the
         trial in full (no re-scorer, a fault outside the tables, most samples affected)."""
-        r = self._rescorers.get((model_name, mit_name))
+        r = self._rescorers.get((model_name, mit_name)) if self.rescore else None
         if r is None:
             return None
         ids = r.plan(faults)
         return None if ids is None else (r, ids)
+
+    def sampler(self, model_name: str, mit_name: str) -> Rescorer | None:
+        """The re-scorer that may score a subsample of (model, mitigation)'s samples (its
+        check passed and the campaign asks for ``subsample`` samples, fewer than there are),
+        or None: score in full."""
+        r = self._samplers.get((model_name, mit_name))
+        return r if r is not None and self.subsample is not None and \
+            self.subsample < r.n_samples else None
 
     def reads(self, model_name: str, mit_name: str) -> IndexMap | None:
         """The index map of ``model_name`` when re-scoring of (model, mitigation) passed its

@@ -30,6 +30,7 @@ from pytei_ray.campaign.spec import Campaign, is_activation_target, is_training_
 from pytei_ray.campaign.trials import Trial
 from pytei_ray.columns import golden_column, same_metrics
 from pytei_ray.errors import TrialSetupError
+from pytei_ray.injection.rescoring import subsample_ids
 from pytei_ray.mitigations.base import fresh_instances
 
 from .chunk import ChunkResult, _check_metrics, _error_text, _version, to_device
@@ -82,8 +83,11 @@ class TrialWorker:
         self._golden: dict[tuple[str, str], dict[str, float]] = {}  # (model, mitigation) -> metrics
         self._new_golden: list[dict[str, Any]] = []  # golden rows not yet returned
         self._nondeterministic: set[str] = set()  # models whose golden evaluate varied
-        self._rescoring = ReplicaRescoring(campaign.split, self.worker_id) \
-            if campaign.rescores else None  # index maps and re-scorers of the replicas
+        self._rescoring = ReplicaRescoring(
+            campaign.split, self.worker_id, rescore=campaign.rescores,
+            subsample=campaign.subsample) \
+            if campaign.rescores or campaign.subsample is not None else None  # index maps,
+        # re-scorers and subsample scorers of the replicas
         # golden calls of the replicas' parts, replayed in a full evaluation for the parts a
         # trial's faults leave alone (weight targets only: the others never replay them)
         self._replay = ReplicaReplay() if any(
@@ -387,6 +391,11 @@ class TrialWorker:
                     row.update(evaluated=True, n_rescored=len(plan[1]))
                     with torch.no_grad():
                         out = plan[0].metrics(model, plan[1])
+                elif (sampler := self._rescoring.sampler(t.model, t.mitigation)
+                      if skip and self._rescoring is not None else None) is not None:
+                    ids = subsample_ids(t.seed, sampler.n_samples, self.campaign.subsample)
+                    row.update(evaluated=True, n_scored=len(ids))  # a random subset's estimate
+                    out = sampler.subset_metrics(model, ids)
                 else:
                     row["evaluated"] = True
                     replay = self._replay.context(t.model, t.mitigation, model, faults.map,
@@ -434,7 +443,7 @@ class TrialWorker:
         row: dict[str, Any] = {"campaign": self.campaign.name, **t.as_dict(),
                                "n_faults": None, "n_words": None, "n_nonfinite": None,
                                "n_faults_sampled": None, "n_sites": None, "p_no_fault": None,
-                               "evaluated": evaluated, "n_rescored": None,
+                               "evaluated": evaluated, "n_rescored": None, "n_scored": None,
                                "n_words_read": None, "p_none_read": None}
         return mits, self._models[t.model], self._golden[(t.model, t.mitigation)], row
 

@@ -14,7 +14,13 @@ from .neurons import (
     random_neuron_fault_batched,
     single_neuron_fault,
 )
-from .rescoring import Rescorer, SplitEvaluation, build_index_map, prepare_rescoring
+from .rescoring import (
+    Rescorer,
+    SplitEvaluation,
+    build_index_map,
+    prepare_rescoring,
+    subsample_ids,
+)
 from .targets import Site, candidate_sites, read_target_file, resolve_modules, resolve_targets
 
 __all__ = [
@@ -28,6 +34,7 @@ __all__ = [
     "NeuronFault",
     "Rescorer",
     "SplitEvaluation",
+    "subsample_ids",
     "TableLookupError",
     "Injector",
     "Site",

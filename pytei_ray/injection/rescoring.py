@@ -42,7 +42,8 @@ from torch import nn
 from ..faults.faultmap import FaultMap
 from .lookups import IndexMap, check_indices, find_tables, record_lookups, sorted_unique
 
-__all__ = ["Rescorer", "SplitEvaluation", "build_index_map", "prepare_rescoring", "same_bits"]
+__all__ = ["Rescorer", "SplitEvaluation", "build_index_map", "prepare_rescoring", "same_bits",
+           "subsample_ids"]
 
 #: Sizes of the subsets the golden self-check re-scores (capped by the number of samples).
 CHECK_SIZES = (1, 3, 17, 300)
@@ -63,6 +64,11 @@ class SplitEvaluation:
         score: ``(outputs [N, ...], data) -> {metric: float}``, from the outputs alone.
         tables: parameter names of the embedding tables to re-score (None: every
             ``nn.Embedding``/``nn.EmbeddingBag`` that is a plain lookup).
+        score_subset: ``(outputs [n, ...], data, indices [n]) -> {metric: float}``: the
+            metrics of the samples ``indices`` alone (their outputs given, in that order),
+            for a campaign's ``subsample`` (docs/campaign.md). Only for metrics that a random
+            subset estimates without bias (means of per-sample values; two-sample rank
+            statistics such as AUC-ROC); with every index it must give ``score``'s metrics.
 
     Example:
         >>> split = SplitEvaluation(lambda m, d, indices=None: d, lambda o, d: {"n": len(o)})
@@ -73,12 +79,16 @@ class SplitEvaluation:
     outputs: Callable[..., torch.Tensor]
     score: Callable[[torch.Tensor, Any], Mapping[str, float]]
     tables: Sequence[str] | None = None
+    score_subset: Callable[[torch.Tensor, Any, torch.Tensor], Mapping[str, float]] | None = None
 
     def __post_init__(self) -> None:
         for arg in ("outputs", "score"):
             if not callable(getattr(self, arg)):
                 raise TypeError(f"Expected argument `{arg}` to be callable, but got "
                                 f"{getattr(self, arg)!r}.")
+        if self.score_subset is not None and not callable(self.score_subset):
+            raise TypeError(f"Expected argument `score_subset` to be None or callable, but got "
+                            f"{self.score_subset!r}.")
         if self.tables is not None:
             if isinstance(self.tables, str) or not all(isinstance(t, str) for t in self.tables):
                 raise TypeError(f"Expected argument `tables` to be None or a list of parameter "
@@ -87,6 +97,27 @@ class SplitEvaluation:
 
     def __call__(self, model: nn.Module, data: Any) -> dict[str, float]:
         return dict(self.score(self.outputs(model, data, None), data))
+
+
+#: Second word of the seed of a trial's subsample (its first is the trial seed): a stream of
+#: its own, so the samples drawn do not move with the fault sampler's use of the seed.
+SUBSAMPLE_STREAM = 0x5AB5A
+
+
+def subsample_ids(seed: int, n: int, m: int) -> np.ndarray:
+    """``min(m, n)`` distinct sample ids out of ``range(n)``, uniform without replacement, in
+    increasing order: a pure function of ``(seed, n, m)`` (a trial's subsample; its
+    mitigations share the seed, hence the samples).
+
+    Example:
+        >>> ids = subsample_ids(7, 10, 4)
+        >>> len(ids), bool((np.diff(ids) > 0).all()), bool((subsample_ids(7, 10, 4) == ids).all())
+        (4, True, True)
+    """
+    if n < 0 or m < 1:
+        raise ValueError(f"Expected n >= 0 and m >= 1, but got n={n}, m={m}.")
+    rng = np.random.default_rng([int(seed) & (2**64 - 1), SUBSAMPLE_STREAM])
+    return np.sort(rng.choice(n, size=min(m, n), replace=False)).astype(np.int64)
 
 
 def same_bits(a: torch.Tensor, b: torch.Tensor) -> bool:
@@ -143,10 +174,36 @@ class Rescorer:
     golden_outputs: torch.Tensor | None
     golden_metrics: dict[str, float] = field(default_factory=dict)
     reason: str | None = None
+    #: why scoring a random subset of the samples is off (None: on); see :meth:`subset_metrics`
+    subset_reason: str | None = "not checked"
 
     @property
     def enabled(self) -> bool:
         return self.reason is None
+
+    @property
+    def subsets(self) -> bool:
+        """Whether :meth:`subset_metrics` may score a subsample: the outputs of a subset of
+        the samples are theirs in the full pass (checked), and ``score_subset`` of all of
+        them gives the golden metrics."""
+        return self.subset_reason is None
+
+    @property
+    def n_samples(self) -> int:
+        """Number of evaluation samples (rows of the golden outputs)."""
+        assert self.golden_outputs is not None
+        return len(self.golden_outputs)
+
+    def subset_metrics(self, model: nn.Module, ids: np.ndarray | torch.Tensor
+                       ) -> dict[str, float]:
+        """Metrics of ``model`` (faults applied, mitigation hooks attached) on the samples
+        ``ids`` alone (``split.score_subset``): a random subset's estimate of the full metrics."""
+        assert self.subsets and self.split.score_subset is not None
+        ids_t = check_indices(ids, self.n_samples)
+        with torch.no_grad():
+            out = _checked_outputs(self.split.outputs(model, self.data, ids_t), len(ids_t),
+                                   f"outputs(model, data, indices) for {len(ids_t)} ids")
+        return dict(self.split.score_subset(out, self.data, ids_t))
 
     def plan(self, faults: FaultMap, max_share: float = 0.5) -> np.ndarray | None:
         """Samples whose outputs ``faults`` (as applied: after SBP filtered them) can change
@@ -227,6 +284,29 @@ def _check_subsets(r: Rescorer, model: nn.Module, full: torch.Tensor) -> str | N
                     "mixing samples, or kernels that round differently in other batch shapes; "
                     "for the latter, chunk `outputs` with pytei_ray.sample_batches, which pads "
                     "every batch so that no sample falls into a kernel's scalar tail)")
+    return None
+
+
+def _check_score_subset(r: Rescorer) -> str | None:
+    """``score_subset`` of every golden output (in order) reproduces the golden metrics bit for
+    bit (else it does not line up with the samples); None when it does.
+
+    Raises:
+        ValueError: it gives other metrics: a ``score_subset`` that disagrees with ``score``
+            would store wrong estimates, so the model cannot run.
+    """
+    score_subset = r.split.score_subset
+    if score_subset is None:
+        return "the split evaluation has no score_subset"
+    assert r.golden_outputs is not None
+    ids = torch.arange(r.n_samples)
+    got = dict(score_subset(r.golden_outputs, r.data, ids))
+    if not _same_metrics(got, r.golden_metrics):
+        raise ValueError(
+            "score_subset(outputs, data, indices) of all the golden outputs does not give the "
+            f"metrics of score(outputs, data):\n  score: {r.golden_metrics}\n  score_subset: "
+            f"{got}\nIt must score the samples `indices` (their labels, in that order) with "
+            "the same metric code; fix it, or drop `subsample` from the campaign.")
     return None
 
 
@@ -317,12 +397,16 @@ def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
         r = Rescorer(split, data, index_map, golden, dict(split.score(golden, data)))
         if golden_metrics is not None and not _same_metrics(r.golden_metrics,
                                                             dict(golden_metrics)):
-            r.reason = (f"score(outputs) {r.golden_metrics} differs from the golden metrics "
-                        f"{dict(golden_metrics)}")
-        elif not index_map.tables:
+            r.reason = r.subset_reason = (
+                f"score(outputs) {r.golden_metrics} differs from the golden metrics "
+                f"{dict(golden_metrics)}")
+            return r
+        batch = watch.reason() or _check_subsets(r, model, golden)
+        r.subset_reason = batch or _check_score_subset(r)
+        if not index_map.tables:
             r.reason = "the model has no embedding table that is a plain lookup"
         else:
-            r.reason = watch.reason() or _check_subsets(r, model, golden) or _probe(r, model)
+            r.reason = batch or _probe(r, model)
         return r
     finally:
         for h in reversed(handles):

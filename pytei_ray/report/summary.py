@@ -9,7 +9,10 @@ any extra factor that has more than one value). Trial outcomes in a cell:
   ``nonfinite_as_sdc=False``.
 * ``sdc``: ok trials whose metric is worse than the trial's golden metric by more than
   ``threshold`` relative to it (``(golden - m) / |golden| > threshold`` when higher is better,
-  ``(m - golden) / |golden| > threshold`` when lower is better).
+  ``(m - golden) / |golden| > threshold`` when lower is better). NaN (``sdc_method`` "n/a
+  (subsampled)") in a cell with ``subsampled`` trials (scored on a random subset of the
+  samples, ``n_scored``): their metric is an unbiased estimate, so the mean and its interval
+  hold, but a per-trial verdict against a 1% threshold would be sampling noise.
 
 Relaunch advice (:func:`suggest_repetitions`): an inconclusive cell whose estimated need exceeds
 ``ADVICE_FACTOR`` (10) times its current trials does not drive the suggestion: it sits *at the
@@ -236,6 +239,12 @@ def _cell(g: pd.DataFrame, metric: str, info: Metric, threshold: float, confiden
         "nonfinite": e.nonfinite, "nonfinite_rate": e.nonfinite_rate,
         "nonfinite_low": e.nonfinite_low, "nonfinite_high": e.nonfinite_high,
     }
+    sampled = int(pd.to_numeric(g["n_scored"], errors="coerce").notna().sum()) \
+        if "n_scored" in g else 0
+    row["subsampled"] = sampled
+    if sampled:  # a subset's metric is an estimate: a per-trial SDC verdict would be noise
+        row.update(sdc=math.nan, sdc_rate=math.nan, sdc_low=math.nan, sdc_high=math.nan,
+                   sdc_method="n/a (subsampled)")
     if "n_nonfinite" in g:
         nw = pd.to_numeric(g.loc[ok, "n_nonfinite"], errors="coerce").fillna(0).to_numpy()
         row["nonfinite_weights_rate"] = float((nw > 0).mean()) if n_ok else math.nan
@@ -302,8 +311,9 @@ def summarize(
         Columns ``by..., metric, higher_is_better, trials, failed, ok, n, golden, mean, ci_low,
         ci_high, mean_over, median, q25, q75, mean_loss, rel_loss, sdc, sdc_rate, sdc_low,
         sdc_high, sdc_method, nonfinite, nonfinite_rate, nonfinite_low, nonfinite_high,
-        [nonfinite_weights_rate,] p0, n_faulted, p0_stratum, ci_method, ci_level, guaranteed,
-        conclusive, inconclusive, reason, reps_needed, at_threshold, at_floor, at_cap``. ``mean``/
+        subsampled, [nonfinite_weights_rate,] p0, n_faulted, p0_stratum, ci_method, ci_level,
+        guaranteed, conclusive, inconclusive, reason, reps_needed, at_threshold, at_floor,
+        at_cap``. ``mean``/
         ``ci_low``/``ci_high`` come from :func:`pytei_ray.stats.estimate_cell`: for a bounded
         metric a confidence sequence over every ok trial (``mean_over`` "all", non-finite ones
         at the range's worst value), else a Student-t interval over the finite trials

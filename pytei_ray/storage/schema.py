@@ -50,6 +50,7 @@ _TYPES: dict[str, pa.DataType] = {
     "p_no_fault": pa.float64(),  # probability that sampling draws no fault
     "evaluated": pa.bool_(),  # False: no weight changed, golden metrics recorded
     "n_rescored": pa.int64(),  # samples re-scored (embedding faults); null: scored in full
+    "n_scored": pa.int64(),  # samples of a subsampled full evaluation; null: all of them
     "n_words_read": pa.int64(),  # sampled faulted words the evaluation reads; null: unknown
     "p_none_read": pa.float64(),  # probability that sampling draws none of those
     "status": pa.string(), "error": pa.string(), "worker": pa.string(),

@@ -311,11 +311,19 @@ class DRSStudy:
         """``{"auc", "logloss"}`` of test logits (NaN-robust)."""
         return binary_metrics(outputs, data.test.labels.to(outputs.device))
 
+    def score_subset(self, outputs: torch.Tensor, data: EvalData,
+                     indices: torch.Tensor) -> dict[str, float]:
+        """``{"auc", "logloss"}`` of the test samples ``indices`` alone (their logits given):
+        each an unbiased estimate of the whole split's, on a uniform random subset (log loss
+        is a mean over samples; AUC a mean over (click, non-click) pairs)."""
+        labels = data.test.labels[indices.to(data.test.labels.device)]
+        return binary_metrics(outputs, labels.to(outputs.device))
+
     @property
     def split(self) -> SplitEvaluation:
-        """The ``evaluate`` hook as a split evaluation: :meth:`outputs` and :meth:`score`
-        (every embedding table of the models is re-scored)."""
-        return SplitEvaluation(self.outputs, self.score)
+        """The ``evaluate`` hook as a split evaluation: :meth:`outputs`, :meth:`score` and
+        :meth:`score_subset` (every embedding table of the models is re-scored)."""
+        return SplitEvaluation(self.outputs, self.score, score_subset=self.score_subset)
 
     def evaluate(self, model: nn.Module, data: EvalData) -> dict[str, float]:
         """``{"auc", "logloss"}`` on the test split: ``split(model, data)``."""
