@@ -200,3 +200,13 @@ def test_frozen_benchmark_runs_at_toy_size_and_checks_the_metrics():
     assert set(rows) == {"fm", "dlrm", "all"}
     for shared, alone, ratio in rows.values():  # three mitigations share most of the golden
         assert 0 < shared < alone and ratio > 1.5  # calls (clip's bounds are rarely reached)
+
+
+def test_subsample_benchmark_runs_at_toy_size():
+    out = subprocess.run([sys.executable, "-m", "benchmarks.subsample", "--toy"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = [line for line in out.splitlines() if line.startswith(("| fm |", "| dlrm |"))]
+    assert len(rows) == 6  # two models x three BERs
+    ratios = [float(line.split("|")[5].strip().rstrip("x")) for line in rows]
+    assert all(r > 0 for r in ratios)
+    assert "(model, BER) with |mean sub - full| > 3 SE" in out

@@ -246,3 +246,17 @@ def test_report_gives_no_sdc_rate_where_trials_were_subsampled(sampled):
     assert (sub["sdc_method"] == "n/a (subsampled)").all()
     exact = table[(table["subsampled"] == 0) & (table["n_faulted"] > 0)]
     assert len(exact) and exact["sdc_rate"].notna().all()
+
+
+def test_report_page_says_why_those_cells_have_no_sdc_rate(sampled, tmp_path):
+    from pytei_ray.report import write_report
+
+    result, _, _ = sampled
+    data = tmp_path / "ds"
+    data.mkdir()
+    pd.DataFrame(result.rows).to_parquet(data / "part-0.parquet")
+    write_report(data, tmp_path / "rep", plots=False)
+    html = (tmp_path / "rep" / "index.html").read_text()
+    assert "Subsampled scoring" in html and "no SDC rate" in html
+    summary = pd.read_csv(tmp_path / "rep" / "summary.csv")
+    assert (summary["subsampled"] > 0).any()

@@ -364,6 +364,14 @@ def _page(ds: Dataset, summary: pd.DataFrame, rec: pd.DataFrame, keys: list[str]
         "[−1, 2] and marks the points beyond with triangles.",
         "Failed trials (status ≠ ok) carry no metric and are counted apart.",
     ]
+    if "subsampled" in summary and (summary["subsampled"] > 0).any():
+        page.notes.append(
+            "Subsampled scoring: trials with n_scored were scored on that many evaluation "
+            "samples drawn at random for the trial (the same for every mitigation of a point), "
+            "an unbiased estimate of the metric on all of them for means of per-sample values "
+            "and AUC. Means, their intervals and the paired comparisons hold; a per-trial SDC "
+            "verdict would be sampling noise, so cells with such trials have no SDC rate (–) "
+            "and their quartiles are of the estimates (docs/campaign.md).")
     return page
 
 
