@@ -129,14 +129,15 @@ def make_campaign(small: bool = False, dataset: str = "synthetic", data: str | N
         repetitions=3 if small else 10,  # Monte-Carlo draws of the faults per point (round 1)
         # Then repeat where the answer is still open: points whose test-AUC confidence sequence
         # (95%, valid for any outcome shape and under these repeated looks) is wider than
-        # +-0.025 get 1.5x the repetitions, up to 240 (~95,000 trials, most points stop at 120
+        # +-0.025 get 1.5x the repetitions, up to 360 (~97,000 trials, most points stop at 120
         # or 180: where faulted trials spread +-0.1 in AUC, or almost all keep the golden AUC
-        # and a rare collapse must be excluded, +-0.025 honestly takes ~145). Measured on 2
-        # cores, training included: 10 min (README, "The DRS study"; ~33 min with
-        # `--set subsample=0`). The small look is a fixed grid; with activations=1 (trials
-        # that always score every sample) +-0.1, doubling up to 40.
+        # and a rare collapse must be excluded, +-0.025 honestly takes ~145; 3 points need
+        # 360). Measured on 2 cores, training included: ~9-10 min, every AUC cell settled
+        # (README, "The DRS study"; ~33 min with `--set subsample=0`). The small look is a
+        # fixed grid; with activations=1 (trials that always score every sample) +-0.1,
+        # doubling up to 40.
         precision=None if small else Precision("auc", halfwidth=0.1, max_reps=40)
-        if activations else Precision("auc", halfwidth=0.025, max_reps=240, growth=1.5),
+        if activations else Precision("auc", halfwidth=0.025, max_reps=360, growth=1.5),
         # Where the faults go: parameter-name globs of the models' three parts (or all).
         targets=targets,
         error_models={"bitflip": BitFlip},
