@@ -3,7 +3,9 @@
 The worker asks :meth:`ReplicaRescoring.prepare` after the golden run of a (model, mitigation)
 (when its ``evaluate`` proved deterministic), and :meth:`ReplicaRescoring.plan` for each trial
 whose faults changed a weight: ``None`` means score in full, otherwise the trial re-scores the
-returned samples (none: the golden metrics, no evaluation). See
+returned samples (none: the golden metrics, no evaluation). A trial scored in full asks
+:meth:`ReplicaRescoring.sampler` when the campaign sets ``subsample``: a re-scorer whose subset
+checks passed scores the trial's random subset instead (``Rescorer.subset_metrics``). See
 :mod:`pytei_ray.injection.rescoring` for what is checked and what "equal" means.
 """
 
@@ -29,6 +31,8 @@ class ReplicaRescoring:
     Args:
         split: the campaign's split evaluation (``Campaign.evaluate``).
         worker_id: named in the warning when re-scoring is off.
+        rescore: re-score table-only trials (``Campaign.rescores``); False: only subsets.
+        subsample: samples a full evaluation scores (``Campaign.subsample``); None: all.
     """
 
     def __init__(self, split: Any, worker_id: str, *, rescore: bool = True,
