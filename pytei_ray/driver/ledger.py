@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from pytei_ray.campaign.jobfile import JobRef
+from pytei_ray.execution.rescoring import SUBSAMPLING_OFF
 from pytei_ray.storage import ResultsStore, new_manifest, touch, updated_manifest
 
 from .consistency import Consistency
@@ -99,7 +100,7 @@ class RunLedger:
         new = [dict(d) for d in off if (d["model"], d["mitigation"]) not in seen]
         if new:
             for d in new:
-                what = "subsampling" if d["reason"].startswith("subsampling off") \
+                what = "subsampling" if d["reason"].startswith(SUBSAMPLING_OFF) \
                     else "re-scoring"
                 self.echo(f"warning: {what} is off for model {d['model']!r} with mitigation "
                           f"{d['mitigation']!r} ({d['reason']}); its trials are scored in full "

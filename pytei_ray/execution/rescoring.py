@@ -22,7 +22,10 @@ from pytei_ray.faults.faultmap import FaultMap
 from pytei_ray.injection.lookups import IndexMap
 from pytei_ray.injection.rescoring import Rescorer, build_index_map, prepare_rescoring
 
-__all__ = ["ReplicaRescoring"]
+__all__ = ["SUBSAMPLING_OFF", "ReplicaRescoring"]
+
+#: How a ``rescoring_off`` reason says that subsampling (not re-scoring) is off for the pair.
+SUBSAMPLING_OFF = "subsampling off"
 
 
 class ReplicaRescoring:
@@ -42,8 +45,7 @@ class ReplicaRescoring:
         self.rescore = rescore
         self.subsample = subsample
         self._maps: dict[str, IndexMap] = {}  # model -> index map of its evaluation data
-        self._rescorers: dict[tuple[str, str], Rescorer] = {}  # (model, mitigation) -> on
-        self._samplers: dict[tuple[str, str], Rescorer] = {}  # (model, mitigation) -> subsets
+        self._prepared: dict[tuple[str, str], Rescorer] = {}  # (model, mitigation) -> checks
         self._off: dict[tuple[str, str], str] = {}  # (model, mitigation) -> why off
         self._warned: set[tuple[str, str]] = set()  # (model, what) warned about
 
@@ -58,23 +60,19 @@ class ReplicaRescoring:
         if model_name not in self._maps:
             self._maps[model_name], _ = build_index_map(model, data, self.split)
         r = prepare_rescoring(model, data, self.split, self._maps[model_name], mitigations,
-                              golden_metrics)
+                              golden_metrics, subsets=self.subsample is not None)
         key = (model_name, mit_name)
-        if self.subsample is not None:
-            if r.subsets:
-                self._samplers[key] = r
-            else:
-                self._warn_off(key, "subsampling", str(r.subset_reason),
-                               f"are scored on all {r.n_samples} samples (exact, slower)")
-        if r.enabled:
-            self._rescorers[key] = r
-        elif self.rescore:
+        self._prepared[key] = r
+        if self.subsample is not None and not r.subsets:
+            self._warn_off(key, "subsampling", str(r.subset_reason),
+                           f"are scored on all {r.n_samples} samples (exact, slower)")
+        if self.rescore and not r.enabled:
             self._warn_off(key, "re-scoring", str(r.reason),
                            "are scored in full (the same metrics, slower)")
 
     def _warn_off(self, key: tuple[str, str], what: str, reason: str, consequence: str) -> None:
         """Note why (model, mitigation) loses re-scoring or subsampling; warn once a model."""
-        note = reason if what == "re-scoring" else f"{what} off: {reason}"
+        note = reason if what == "re-scoring" else f"{SUBSAMPLING_OFF}: {reason}"
         self._off[key] = note if key not in self._off else f"{self._off[key]}; {note}"
         if (key[0], what) not in self._warned:
             self._warned.add((key[0], what))
@@ -87,8 +85,8 @@ class ReplicaRescoring:
              faults: FaultMap) -> tuple[Rescorer, np.ndarray] | None:
         """``(re-scorer, samples to re-score)`` for the applied ``faults``, or None: score the
         trial in full (no re-scorer, a fault outside the tables, most samples affected)."""
-        r = self._rescorers.get((model_name, mit_name)) if self.rescore else None
-        if r is None:
+        r = self._prepared.get((model_name, mit_name)) if self.rescore else None
+        if r is None or not r.enabled:
             return None
         ids = r.plan(faults)
         return None if ids is None else (r, ids)
@@ -97,15 +95,16 @@ class ReplicaRescoring:
         """The re-scorer that may score a subsample of (model, mitigation)'s samples (its
         check passed and the campaign asks for ``subsample`` samples, fewer than there are),
         or None: score in full."""
-        r = self._samplers.get((model_name, mit_name))
-        return r if r is not None and self.subsample is not None and \
+        r = self._prepared.get((model_name, mit_name))
+        return r if r is not None and r.subsets and self.subsample is not None and \
             self.subsample < r.n_samples else None
 
     def reads(self, model_name: str, mit_name: str) -> IndexMap | None:
         """The index map of ``model_name`` when re-scoring of (model, mitigation) passed its
         self-check (so a fault in a row no sample looks up provably changes no output), else
         None: which faults the evaluation reads is not known."""
-        if (model_name, mit_name) not in self._rescorers:
+        r = self._prepared.get((model_name, mit_name))
+        if r is None or not r.enabled:
             return None
         return self._maps.get(model_name)
 

@@ -145,6 +145,14 @@ def _checked_outputs(out: object, n: int, what: str) -> torch.Tensor:
     return out
 
 
+def _outputs_of(split: SplitEvaluation, model: nn.Module, data: Any,
+                ids: torch.Tensor) -> torch.Tensor:
+    """``split.outputs`` of the samples ``ids`` (no grad), checked to give one row per id."""
+    with torch.no_grad():
+        return _checked_outputs(split.outputs(model, data, ids), len(ids),
+                                f"outputs(model, data, indices) for {len(ids)} ids")
+
+
 def build_index_map(model: nn.Module, data: Any, split: SplitEvaluation
                     ) -> tuple[IndexMap, torch.Tensor]:
     """The index map of ``model``'s tables on ``data`` and the golden outputs of that pass.
@@ -200,9 +208,7 @@ class Rescorer:
         ``ids`` alone (``split.score_subset``): a random subset's estimate of the full metrics."""
         assert self.subsets and self.split.score_subset is not None
         ids_t = check_indices(ids, self.n_samples)
-        with torch.no_grad():
-            out = _checked_outputs(self.split.outputs(model, self.data, ids_t), len(ids_t),
-                                   f"outputs(model, data, indices) for {len(ids_t)} ids")
+        out = _outputs_of(self.split, model, self.data, ids_t)
         return dict(self.split.score_subset(out, self.data, ids_t))
 
     def plan(self, faults: FaultMap, max_share: float = 0.5) -> np.ndarray | None:
@@ -225,9 +231,7 @@ class Rescorer:
 
     def _patched(self, model: nn.Module, ids: torch.Tensor) -> torch.Tensor:
         assert self.golden_outputs is not None
-        with torch.no_grad():
-            fresh = _checked_outputs(self.split.outputs(model, self.data, ids), len(ids),
-                                     f"outputs(model, data, indices) for {len(ids)} ids")
+        fresh = _outputs_of(self.split, model, self.data, ids)
         if fresh.shape[1:] != self.golden_outputs.shape[1:] or \
                 fresh.dtype != self.golden_outputs.dtype:
             raise ValueError(f"Expected outputs for some samples to have the shape and dtype of "
@@ -275,9 +279,7 @@ def _check_subsets(r: Rescorer, model: nn.Module, full: torch.Tensor) -> str | N
         ids = np.sort(rng.choice(n, min(size, n), replace=False))
         if size == CHECK_SIZES[-1]:
             ids = sorted_unique(np.concatenate([ids, [0, n - 1]]))
-        with torch.no_grad():
-            sub = _checked_outputs(r.split.outputs(model, r.data, torch.from_numpy(ids)),
-                                   len(ids), f"outputs(model, data, indices) for {len(ids)} ids")
+        sub = _outputs_of(r.split, model, r.data, torch.from_numpy(ids))
         if not same_bits(sub, full[torch.from_numpy(ids).to(full.device)]):
             return (f"outputs of {len(ids)} sample(s) computed without the others differ "
                     "from the full pass: the per-sample output depends on the batch (a layer "
@@ -356,7 +358,8 @@ def _probe(r: Rescorer, model: nn.Module) -> str | None:
 
 def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
                       index_map: IndexMap | None = None, mitigations: Sequence[Any] = (),
-                      golden_metrics: Mapping[str, float] | None = None) -> Rescorer:
+                      golden_metrics: Mapping[str, float] | None = None, *,
+                      subsets: bool = False) -> Rescorer:
     """Golden outputs and the self-check of one (model, mitigation); see the module docs.
 
     Args:
@@ -367,6 +370,8 @@ def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
         mitigations: attached (hooks) while the golden outputs and the checks run.
         golden_metrics: the golden metrics of the full evaluation; re-scoring is off unless
             ``score`` of the golden outputs reproduces them bit for bit.
+        subsets: also check what scoring a random subset needs (``subset_reason``; a
+            campaign's ``subsample``); False leaves it "not asked".
 
     Returns:
         A :class:`Rescorer`; ``reason`` says why it is off, if it is.
@@ -401,12 +406,11 @@ def prepare_rescoring(model: nn.Module, data: Any, split: SplitEvaluation,
                 f"score(outputs) {r.golden_metrics} differs from the golden metrics "
                 f"{dict(golden_metrics)}")
             return r
-        batch = watch.reason() or _check_subsets(r, model, golden)
-        r.subset_reason = batch or _check_score_subset(r)
-        if not index_map.tables:
-            r.reason = "the model has no embedding table that is a plain lookup"
-        else:
-            r.reason = batch or _probe(r, model)
+        batch = (watch.reason() or _check_subsets(r, model, golden)) \
+            if subsets or index_map.tables else None  # checked only when something needs it
+        r.subset_reason = (batch or _check_score_subset(r)) if subsets else "not asked"
+        r.reason = (batch or _probe(r, model)) if index_map.tables else \
+            "the model has no embedding table that is a plain lookup"
         return r
     finally:
         for h in reversed(handles):
